@@ -1,0 +1,427 @@
+//! The command line: the edge where errors become exit codes and text.
+//!
+//! Exit codes: 0 success; 1 the input is invalid or the request is refused (the message says
+//! what to change); 2 the command could not run (bad arguments, git or disk failures).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use time::OffsetDateTime;
+
+use crate::config::OperatorConfig;
+use crate::diagnostics::Diagnostics;
+use crate::git::AppRepoInfo;
+use crate::inputs::AppInputs;
+use crate::release::plan::ReleasePlan;
+use crate::release::validate::{Context, check_inputs, decide};
+use crate::release::{self, ReleaseError};
+use crate::signing;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "release-coordinator",
+    version,
+    about = "GitOps release bot: promotion triggers in, signed release branches out"
+)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, env = "RC_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a trigger directory (and, with --config, against the operator's configuration).
+    Validate {
+        /// Directory holding promotion-trigger.yaml and milestone-status.json.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, env = "RC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show what a release would do: version, environments, services and the exact diffs.
+    Plan {
+        #[arg(long, env = "RC_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        trigger_dir: PathBuf,
+        #[arg(long, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Build the release branches in the deployment repository and record the release.
+    Release {
+        #[arg(long, env = "RC_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        trigger_dir: PathBuf,
+        /// Push the release branches to the deployment repository's remote.
+        #[arg(long)]
+        push: bool,
+        /// Store URL, overriding `defaults.store` (e.g. sqlite://release-coordinator.db).
+        #[arg(long, env = "RC_STORE")]
+        store: Option<String>,
+    },
+    /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check the signature of a signed-release-manifest.yaml.
+    Verify {
+        /// The public key (SubjectPublicKeyInfo PEM).
+        #[arg(long)]
+        key: PathBuf,
+        manifest: PathBuf,
+    },
+    /// Write the JSON Schemas of promotion-trigger.yaml and milestone-status.json.
+    Schema {
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("RC_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Whole seconds: release commits carry the time, and a resumed run must rebuild them exactly.
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond")
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Validate { dir, config } => validate(&dir, config.as_deref()).await,
+        Command::Plan {
+            config,
+            trigger_dir,
+            format,
+        } => plan(&config, &trigger_dir, format).await,
+        Command::Release {
+            config,
+            trigger_dir,
+            push,
+            store,
+        } => release(&config, &trigger_dir, push, store).await,
+        Command::Keygen { out } => match signing::keygen(&out) {
+            Ok((id, public)) => {
+                println!(
+                    "private key: {} (mode 0600)\npublic key:  {}\nkey id:      {id}",
+                    out.display(),
+                    public.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(2, &e.to_string()),
+        },
+        Command::Verify { key, manifest } => verify(&key, &manifest),
+        Command::Schema { out } => {
+            if let Err(e) = std::fs::create_dir_all(&out) {
+                return fail(2, &format!("cannot create {}: {e}", out.display()));
+            }
+            for (name, text) in crate::inputs::json_schemas() {
+                let path = out.join(name);
+                if let Err(e) = std::fs::write(&path, text) {
+                    return fail(2, &format!("cannot write {}: {e}", path.display()));
+                }
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn report(d: &Diagnostics) -> ExitCode {
+    for problem in &d.0 {
+        eprintln!("{problem}");
+    }
+    let n = d.0.len();
+    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+    ExitCode::from(1)
+}
+
+fn release_failure(e: &ReleaseError) -> ExitCode {
+    match e {
+        ReleaseError::Invalid(d) => report(d),
+        ReleaseError::Refused(msg) => fail(1, msg),
+        other => {
+            tracing::error!(error = %other, "release failed");
+            fail(2, &other.to_string())
+        }
+    }
+}
+
+fn store_url(config: &OperatorConfig, flag: Option<String>) -> String {
+    flag.unwrap_or_else(|| config.orchestration.defaults.store.clone())
+}
+
+async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
+    let inputs = match AppInputs::load(dir) {
+        Ok(i) => i,
+        Err(d) => {
+            // The operator's files are worth checking too, even when the trigger is broken.
+            let mut all = d;
+            if let Some(Err(cd)) = config.map(OperatorConfig::load) {
+                all.extend(cd);
+            }
+            return report(&all);
+        }
+    };
+    let Some(config_path) = config else {
+        let d = check_inputs(&inputs);
+        if !d.is_empty() {
+            return report(&d);
+        }
+        println!(
+            "{}: valid (give --config to check against the operator's configuration too)",
+            dir.display()
+        );
+        return ExitCode::SUCCESS;
+    };
+    let config = match OperatorConfig::load(config_path) {
+        Ok(c) => c,
+        Err(d) => {
+            let mut all = check_inputs(&inputs);
+            all.extend(d);
+            return report(&all);
+        }
+    };
+    let app = match AppRepoInfo::discover(dir) {
+        Ok(a) => a,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let recorded = match Store::open_existing(&config.orchestration.defaults.store).await {
+        Ok(Some(s)) => match s.recorded_versions().await {
+            Ok(v) => v,
+            Err(e) => return fail(2, &e.to_string()),
+        },
+        Ok(None) => Vec::new(),
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let ctx = Context {
+        config: &config,
+        inputs: &inputs,
+        app: &app,
+        recorded: &recorded,
+        resumed_version: None,
+        today: now().date(),
+    };
+    match decide(&ctx) {
+        Ok(spec) => {
+            let envs: Vec<&str> = spec.environments.iter().map(|e| e.name.as_str()).collect();
+            println!(
+                "{}: valid; would release {} to {}",
+                dir.display(),
+                spec.version,
+                envs.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(d) => report(&d),
+    }
+}
+
+async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> ExitCode {
+    let config = match OperatorConfig::load(config_path) {
+        Ok(c) => c,
+        Err(d) => return report(&d),
+    };
+    let store = match Store::open_existing(&config.orchestration.defaults.store).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    match release::prepare(&config, trigger_dir, store.as_ref(), now()).await {
+        Ok(p) => {
+            match format {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&p.plan).expect("plan serializes")
+                ),
+                OutputFormat::Text => print!("{}", render_plan(&p.plan)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => release_failure(&e),
+    }
+}
+
+/// The plan as people read it: decisions with their reasons, then every diff.
+pub fn render_plan(plan: &ReleasePlan) -> String {
+    let s = &plan.spec;
+    let mut out = format!("Release {}\n", s.version);
+    out.push_str(&format!(
+        "  version:     {} ({})\n",
+        s.version, s.version_reason
+    ));
+    out.push_str(&format!(
+        "  milestone:   {}\n  trace:       {}\n",
+        s.milestone_id, s.trace_id
+    ));
+    out.push_str(&format!(
+        "  base:        {} at {}\n",
+        plan.base_branch,
+        &plan.base_commit[..12]
+    ));
+    if let Some(q) = s.qa_coverage {
+        out.push_str(&format!("  QA coverage: {q}%\n"));
+    }
+    if let Some(tag) = &s.git_tag {
+        out.push_str(&format!("  git tag:     {tag} on the application commit\n"));
+    }
+    if !s.notify.is_empty() {
+        out.push_str(&format!("  notify:      {}\n", s.notify.join(", ")));
+    }
+    if s.manual_approval_required {
+        out.push_str("  approval:    required, because\n");
+        for r in &s.manual_approval_reasons {
+            out.push_str(&format!("               - {r}\n"));
+        }
+    } else {
+        out.push_str("  approval:    not required by the trigger or the policy\n");
+    }
+    for (env, env_spec) in plan.environments.iter().zip(&s.environments) {
+        out.push_str(&format!(
+            "\nEnvironment {} -> branch {}\n",
+            env.environment, env.branch
+        ));
+        if !env_spec.required_checks.is_empty() {
+            out.push_str(&format!(
+                "  required checks: {}\n",
+                env_spec.required_checks.join(", ")
+            ));
+        }
+        for c in &env.changes {
+            out.push_str(&format!(
+                "  {}: {} -> {} ({} in {})\n",
+                c.service, c.old_tag, c.tag, c.tag_path, c.values_file
+            ));
+        }
+        for c in &env.changes {
+            out.push_str(&indent(&c.diff));
+        }
+    }
+    out.push_str("\nRelease documents (the same on every branch):\n");
+    for d in &plan.documents {
+        out.push_str(&format!("  {}\n", d.path));
+    }
+    for d in &plan.documents {
+        out.push_str(&indent(&d.diff));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+async fn release(
+    config_path: &Path,
+    trigger_dir: &Path,
+    push: bool,
+    store_flag: Option<String>,
+) -> ExitCode {
+    let config = match OperatorConfig::load(config_path) {
+        Ok(c) => c,
+        Err(d) => return report(&d),
+    };
+    let url = store_url(&config, store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let prepared = match release::prepare(&config, trigger_dir, Some(&store), now()).await {
+        Ok(p) => p,
+        Err(e) => return release_failure(&e),
+    };
+    let cache = prepared.repo.path.clone();
+    match release::execute(prepared, &store, push, "cli").await {
+        Ok(outcome) => {
+            let verb = if outcome.resumed {
+                "Resumed"
+            } else {
+                "Recorded"
+            };
+            println!("{verb} release {} ({})", outcome.version, outcome.state);
+            for b in &outcome.branches {
+                let pushed = if b.pushed { "pushed" } else { "built" };
+                println!("  {pushed} {} at {}", b.branch, &b.commit_id[..12]);
+            }
+            if !outcome.pushed {
+                println!(
+                    "Branches are in the cache {}; run again with --push to publish them.",
+                    cache.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => release_failure(&e),
+    }
+}
+
+fn verify(key: &Path, manifest: &Path) -> ExitCode {
+    let public = match signing::load_public_key(key) {
+        Ok(k) => k,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let text = match std::fs::read_to_string(manifest) {
+        Ok(t) => t,
+        Err(e) => return fail(2, &format!("cannot read {}: {e}", manifest.display())),
+    };
+    match signing::verify_manifest(&text, &public) {
+        Ok(id) => {
+            println!("{}: valid signature by {id}", manifest.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: INVALID: {e}", manifest.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! The operator's configuration: `orchestration-config.yaml` and the files it points to,
+//! `release-policy.yaml`, `version-resolver.yaml` and `milestones.yaml`.
+//!
+//! Policy lives here, with the operator, and never in the application repository: a trigger
+//! may ask for more scrutiny than these files demand, never less.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use crate::inputs::is_valid_environment_name;
+use crate::route;
+use crate::version::VersionResolver;
+
+/// `orchestration-config.yaml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrchestrationConfig {
+    pub deployment: DeploymentRepo,
+    pub services: Vec<ServiceConfig>,
+    pub signing: SigningConfig,
+    /// A directory whose `release-notes.md.j2` / `release-description.txt.j2` replace the
+    /// built-in templates (relative to this file).
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// Paths of the other operator files, relative to this file.
+    #[serde(default = "default_policy_file")]
+    pub policy_file: PathBuf,
+    #[serde(default = "default_resolver_file")]
+    pub version_resolver_file: PathBuf,
+    #[serde(default = "default_milestones_file")]
+    pub milestones_file: PathBuf,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+fn default_policy_file() -> PathBuf {
+    "release-policy.yaml".into()
+}
+fn default_resolver_file() -> PathBuf {
+    "version-resolver.yaml".into()
+}
+fn default_milestones_file() -> PathBuf {
+    "milestones.yaml".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentRepo {
+    /// The deployment repository: a URL (`https://`, `ssh://`, `file://`, `git@host:path`) or a
+    /// path, relative to this file.
+    pub repo: String,
+    #[serde(default = "default_base_branch")]
+    pub base_branch: String,
+    /// Where the bot keeps its bare clone (relative to this file).
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// History fetched into the cache: 1 (the default) is enough to build release commits.
+    /// 0 fetches everything.
+    #[serde(default = "default_fetch_depth")]
+    pub fetch_depth: u32,
+    /// Name of the environment variable holding an HTTPS token for the repository.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_author_name")]
+    pub author_name: String,
+    #[serde(default = "default_author_email")]
+    pub author_email: String,
+}
+
+fn default_base_branch() -> String {
+    "main".into()
+}
+fn default_cache_dir() -> PathBuf {
+    ".release-coordinator/cache".into()
+}
+fn default_fetch_depth() -> u32 {
+    1
+}
+fn default_author_name() -> String {
+    "Release Coordinator".into()
+}
+fn default_author_email() -> String {
+    "release-coordinator@localhost".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// The image repository, e.g. `ghcr.io/acme/booking-service`.
+    pub image: String,
+    /// Dotted path of the tag inside the values file, e.g. `image.tag`.
+    #[serde(default = "default_tag_path")]
+    pub tag_path: String,
+    /// One values file per environment, as paths inside the deployment repository.
+    pub values: BTreeMap<String, String>,
+    /// The image tag to write, as a template over the release (`{{ version }}` by default).
+    #[serde(default)]
+    pub image_tag: Option<String>,
+}
+
+fn default_tag_path() -> String {
+    "image.tag".into()
+}
+
+impl ServiceConfig {
+    /// The tag path split into YAML keys (`image.tag` -> `["image", "tag"]`).
+    pub fn tag_route(&self) -> Vec<&str> {
+        self.tag_path.split('.').collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PKCS#8 PEM private key (relative to this file), as written by `keygen`.
+    pub key_file: PathBuf,
+    /// The name the manifest carries for the key; by default `ed25519:` and the first 16 hex
+    /// digits of the SHA-256 of the public key.
+    #[serde(default)]
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub auto_rollback_on_failure: bool,
+    #[serde(default)]
+    pub notify_channels: Vec<String>,
+    /// Environments that always need a human approval.
+    #[serde(default)]
+    pub require_manual_approval_for: Vec<String>,
+    /// The store: `sqlite://path` (relative to the working directory).
+    #[serde(default = "default_store")]
+    pub store: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            max_retries: default_max_retries(),
+            auto_rollback_on_failure: false,
+            notify_channels: Vec::new(),
+            require_manual_approval_for: Vec::new(),
+            store: default_store(),
+        }
+    }
+}
+
+fn default_max_retries() -> u32 {
+    2
+}
+fn default_store() -> String {
+    "sqlite://release-coordinator.db".into()
+}
+
+/// `release-policy.yaml`: who may approve what.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleasePolicy {
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleMembers>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentPolicy>,
+    /// Accounts that never count as approvers (besides accounts the forge marks as bots).
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleMembers {
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// `org/team-slug`.
+    #[serde(default)]
+    pub github_teams: Vec<String>,
+    /// Full group paths, `group/subgroup`; members of subgroups count.
+    #[serde(default)]
+    pub gitlab_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentPolicy {
+    #[serde(default)]
+    pub required_approvals: u32,
+    /// Each of these roles must be among the approvers.
+    #[serde(default)]
+    pub required_roles: Vec<String>,
+    /// Check runs or commit statuses that must succeed on the head commit.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
+    /// Minimum overall QA coverage (percent) for a release to this environment.
+    #[serde(default)]
+    pub qa_coverage_above: Option<f64>,
+    /// How long a release waits for approval before it is aborted, e.g. `72h`, `30m`, `7d`.
+    #[serde(default)]
+    pub approval_timeout: Option<String>,
+    /// Roles that may `/rollback`.
+    #[serde(default)]
+    pub rollback_roles: Vec<String>,
+}
+
+/// Parses `72h`, `30m`, `45s`, `7d` into seconds.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&v| v > 0)
+}
+
+/// `milestones.yaml`: per-milestone overrides.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilestonesFile {
+    #[serde(default)]
+    pub milestones: Vec<MilestoneOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MilestoneOverride {
+    pub id: String,
+    #[serde(default)]
+    pub version_tag: Option<String>,
+    /// Environments this milestone may be promoted to (all, when absent).
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+    #[serde(default)]
+    pub manual_approval_required: Option<bool>,
+    #[serde(default)]
+    pub auto_promotion: Option<bool>,
+    #[serde(default)]
+    pub emit_signed_manifest: Option<bool>,
+}
+
+/// Everything the operator configured, with file locations kept for error positions.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Directory of `orchestration-config.yaml`; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    pub orchestration: OrchestrationConfig,
+    pub orchestration_src: SourceFile,
+    pub policy: ReleasePolicy,
+    pub resolver: VersionResolver,
+    pub resolver_src: Option<SourceFile>,
+    pub milestones: MilestonesFile,
+    pub milestones_src: Option<SourceFile>,
+}
+
+impl OperatorConfig {
+    /// Loads and validates the operator's files; every problem in every file is reported.
+    pub fn load(config_path: &Path) -> Result<OperatorConfig, Diagnostics> {
+        let name = config_path.display().to_string();
+        let src = SourceFile::read(config_path, &name)?;
+        let orchestration: OrchestrationConfig = src.parse_yaml()?;
+        let base_dir = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        let mut problems = validate_orchestration(&orchestration, &src);
+
+        // The optional files: absent means defaults, present means parsed strictly.
+        let optional = |p: &Path| -> Result<Option<SourceFile>, Diagnostic> {
+            let path = base_dir.join(p);
+            if !path.exists() {
+                return Ok(None);
+            }
+            SourceFile::read(&path, path.display().to_string()).map(Some)
+        };
+        let mut load_optional = |p: &Path| optional(p).map_err(|d| problems.push(d)).ok().flatten();
+        let policy_src = load_optional(&orchestration.policy_file);
+        let resolver_src = load_optional(&orchestration.version_resolver_file);
+        let milestones_src = load_optional(&orchestration.milestones_file);
+
+        let policy = match &policy_src {
+            Some(s) => match s.parse_yaml::<ReleasePolicy>() {
+                Ok(p) => {
+                    problems.extend(validate_policy(&p, s, &orchestration));
+                    p
+                }
+                Err(d) => {
+                    problems.push(d);
+                    ReleasePolicy::default()
+                }
+            },
+            None => ReleasePolicy::default(),
+        };
+        let resolver = match &resolver_src {
+            Some(s) => match s.parse_yaml::<VersionResolver>() {
+                Ok(r) => {
+                    problems.extend(r.validate(s));
+                    r
+                }
+                Err(d) => {
+                    problems.push(d);
+                    VersionResolver::default()
+                }
+            },
+            None => VersionResolver::default(),
+        };
+        let milestones = match &milestones_src {
+            Some(s) => match s.parse_yaml::<MilestonesFile>() {
+                Ok(m) => {
+                    problems.extend(validate_milestones(&m, s, &orchestration));
+                    m
+                }
+                Err(d) => {
+                    problems.push(d);
+                    MilestonesFile::default()
+                }
+            },
+            None => MilestonesFile::default(),
+        };
+        problems.into_result(OperatorConfig {
+            base_dir,
+            orchestration,
+            orchestration_src: src,
+            policy,
+            resolver,
+            resolver_src,
+            milestones,
+            milestones_src,
+        })
+    }
+
+    /// Resolves a path from the configuration against the configuration's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Every environment some service can be deployed to.
+    pub fn environments(&self) -> BTreeSet<&str> {
+        self.orchestration
+            .services
+            .iter()
+            .flat_map(|s| s.values.keys().map(String::as_str))
+            .collect()
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.orchestration.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn milestone(&self, id: &str) -> Option<(usize, &MilestoneOverride)> {
+        self.milestones
+            .milestones
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.id == id)
+    }
+}
+
+/// A path inside a repository: relative, normalized, and never leaving the repository.
+pub fn check_repo_path(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("path is empty".into());
+    }
+    if p.contains('\\') || p.contains('\0') {
+        return Err(format!(
+            "`{p}` contains a backslash or NUL; use `/` between directories"
+        ));
+    }
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Err(format!(
+            "`{p}` is absolute; write it relative to the repository root"
+        ));
+    }
+    for c in path.components() {
+        match c {
+            Component::Normal(part) if part != ".git" => {}
+            Component::Normal(_) => return Err(format!("`{p}` points into the `.git` directory")),
+            Component::ParentDir => {
+                return Err(format!("`{p}` leaves the repository (`..` is not allowed)"));
+            }
+            Component::CurDir => return Err(format!("`{p}` contains `.`; write the plain path")),
+            _ => return Err(format!("`{p}` is not a plain relative path")),
+        }
+    }
+    Ok(())
+}
+
+fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    if c.deployment.repo.trim().is_empty() {
+        d.push(src.at(
+            route!["deployment", "repo"],
+            "deployment.repo is empty; give a URL or a path",
+        ));
+    }
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{}", c.deployment.base_branch)) {
+        d.push(src.at(
+            route!["deployment", "baseBranch"],
+            format!("`{}` is not a valid branch name", c.deployment.base_branch),
+        ));
+    }
+    if c.services.is_empty() {
+        d.push(src.at(
+            route!["services"],
+            "no services configured; add at least one service with its values files",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, s) in c.services.iter().enumerate() {
+        if !seen.insert(s.name.as_str()) {
+            d.push(src.at(
+                route!["services", i, "name"],
+                format!("service `{}` is configured twice", s.name),
+            ));
+        }
+        if s.name.is_empty() || s.name.contains(['/', ',', ' ']) {
+            d.push(src.at(
+                route!["services", i, "name"],
+                format!("`{}` is not a valid service name", s.name),
+            ));
+        }
+        if s.tag_path.split('.').any(str::is_empty) {
+            d.push(src.at(
+                route!["services", i, "tagPath"],
+                format!(
+                    "`{}` is not a dotted key path such as `image.tag`",
+                    s.tag_path
+                ),
+            ));
+        }
+        if s.values.is_empty() {
+            d.push(src.at(
+                route!["services", i, "values"],
+                format!("service `{}` has no values files", s.name),
+            ));
+        }
+        for (env, path) in &s.values {
+            if !is_valid_environment_name(env) {
+                d.push(src.at(
+                    route!["services", i, "values", env.as_str()],
+                    format!("`{env}` is not a valid environment name: use lowercase letters, digits and `-`"),
+                ));
+            }
+            if let Err(e) = check_repo_path(path) {
+                d.push(src.at(route!["services", i, "values", env.as_str()], e));
+            }
+        }
+        if let Some(t) = &s.image_tag
+            && let Err(e) = minijinja::Environment::new().template_from_str(t)
+        {
+            d.push(src.at(
+                route!["services", i, "imageTag"],
+                format!("imageTag is not a valid template: {e}"),
+            ));
+        }
+    }
+    for (i, env) in c.defaults.require_manual_approval_for.iter().enumerate() {
+        if !c.services.iter().any(|s| s.values.contains_key(env)) {
+            d.push(src.at(
+                route!["defaults", "requireManualApprovalFor", i],
+                format!("no service deploys to environment `{env}`"),
+            ));
+        }
+    }
+    if !c.defaults.store.starts_with("sqlite:") {
+        d.push(src.at(
+            route!["defaults", "store"],
+            "store must be `sqlite://<path>`",
+        ));
+    }
+    d
+}
+
+fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    let known_envs: BTreeSet<&str> = c
+        .services
+        .iter()
+        .flat_map(|s| s.values.keys().map(String::as_str))
+        .collect();
+    for (env, rules) in &p.environments {
+        if !known_envs.contains(env.as_str()) {
+            d.push(src.at(
+                route!["environments", env.as_str()],
+                format!("no service in orchestration-config.yaml deploys to environment `{env}`"),
+            ));
+        }
+        for (field, roles) in [
+            ("requiredRoles", &rules.required_roles),
+            ("rollbackRoles", &rules.rollback_roles),
+        ] {
+            for (i, role) in roles.iter().enumerate() {
+                if !p.roles.contains_key(role) {
+                    d.push(src.at(
+                        route!["environments", env.as_str(), field, i],
+                        format!("role `{role}` is not defined under `roles`"),
+                    ));
+                }
+            }
+        }
+        if let Some(q) = rules.qa_coverage_above
+            && !(0.0..=100.0).contains(&q)
+        {
+            d.push(src.at(
+                route!["environments", env.as_str(), "qaCoverageAbove"],
+                "qaCoverageAbove must be from 0 to 100",
+            ));
+        }
+        if let Some(t) = &rules.approval_timeout
+            && parse_duration_secs(t).is_none()
+        {
+            d.push(src.at(
+                route!["environments", env.as_str(), "approvalTimeout"],
+                format!("`{t}` is not a duration; write a number and a unit: `30m`, `72h`, `7d`"),
+            ));
+        }
+    }
+    for (role, members) in &p.roles {
+        for (i, team) in members.github_teams.iter().enumerate() {
+            if team.split('/').count() != 2 || team.split('/').any(str::is_empty) {
+                d.push(src.at(
+                    route!["roles", role.as_str(), "githubTeams", i],
+                    format!("`{team}` is not `org/team-slug`"),
+                ));
+            }
+        }
+    }
+    d
+}
+
+fn validate_milestones(
+    m: &MilestonesFile,
+    src: &SourceFile,
+    c: &OrchestrationConfig,
+) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    let known_envs: BTreeSet<&str> = c
+        .services
+        .iter()
+        .flat_map(|s| s.values.keys().map(String::as_str))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (i, ms) in m.milestones.iter().enumerate() {
+        if !seen.insert(ms.id.as_str()) {
+            d.push(src.at(
+                route!["milestones", i, "id"],
+                format!("milestone `{}` is listed twice", ms.id),
+            ));
+        }
+        for (j, env) in ms.environments.iter().flatten().enumerate() {
+            if !known_envs.contains(env.as_str()) {
+                d.push(src.at(
+                    route!["milestones", i, "environments", j],
+                    format!(
+                        "no service in orchestration-config.yaml deploys to environment `{env}`"
+                    ),
+                ));
+            }
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths_may_not_escape() {
+        assert!(check_repo_path("apps/booking/values.yaml").is_ok());
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "apps/../../x",
+            ".git/config",
+            "a\\b",
+            "./a",
+            "",
+        ] {
+            assert!(check_repo_path(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("72h"), Some(72 * 3600));
+        assert_eq!(parse_duration_secs("30m"), Some(1800));
+        assert_eq!(parse_duration_secs("7d"), Some(7 * 86400));
+        assert_eq!(parse_duration_secs("soon"), None);
+        assert_eq!(parse_duration_secs("0h"), None);
+        assert_eq!(parse_duration_secs("5w"), None);
+    }
+
+    fn orchestration(yaml: &str) -> (OrchestrationConfig, SourceFile) {
+        let src = SourceFile::new("orchestration-config.yaml", yaml);
+        (src.parse_yaml().unwrap(), src)
+    }
+
+    const BASE: &str = "deployment:\n  repo: ../deploy\nsigning:\n  keyFile: k.pem\nservices:\n  - name: booking\n    image: ghcr.io/acme/booking\n    values:\n      staging: apps/booking/values-staging.yaml\n";
+
+    #[test]
+    fn values_path_that_escapes_is_reported_at_its_line() {
+        let (c, src) =
+            orchestration(&BASE.replace("apps/booking/values-staging.yaml", "../../etc/passwd"));
+        let d = validate_orchestration(&c, &src);
+        assert_eq!(d.0.len(), 1, "{d}");
+        assert_eq!((d.0[0].line, d.0[0].column), (9, 16), "{d}");
+        assert!(d.0[0].message.contains("leaves the repository"));
+    }
+
+    #[test]
+    fn policy_roles_must_exist_and_environments_must_be_deployable() {
+        let (c, _) = orchestration(BASE);
+        let src = SourceFile::new(
+            "release-policy.yaml",
+            "roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredRoles: [qa-lead, cto]\n    approvalTimeout: soon\n  prod:\n    requiredApprovals: 1\n",
+        );
+        let p: ReleasePolicy = src.parse_yaml().unwrap();
+        let d = validate_policy(&p, &src, &c);
+        let text = d.to_string();
+        assert!(
+            text.contains("release-policy.yaml:6:30: role `cto` is not defined under `roles`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("release-policy.yaml:7:22: `soon` is not a duration"),
+            "{text}"
+        );
+        assert!(text.contains("release-policy.yaml:8:3: no service in orchestration-config.yaml deploys to environment `prod`"), "{text}");
+    }
+}

@@ -1,0 +1,434 @@
+//! User-facing problems in input files, each pinned to `file:line:column`.
+//!
+//! Every file the bot reads (the developer's trigger files and the operator's configuration)
+//! goes through [`SourceFile`]: it caps the size before reading, parses strictly, and turns
+//! parser errors and semantic rule violations alike into [`Diagnostic`]s that say where the
+//! problem is and what to change.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use yamlpath::{Component, Route};
+
+/// No input file the bot reads is larger than this. Trigger files and configuration are a few
+/// kilobytes; a bigger file is a mistake or an attack, and is refused before it is read.
+pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
+
+/// One problem in one file, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(
+        file: impl Into<String>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with a file as a whole (it is missing, too large, unreadable).
+    pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(file, 1, 1, message)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// A list of diagnostics, the error type of every "validate this input" operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+    /// `Ok(value)` when nothing was reported, otherwise every problem found.
+    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Self(vec![d])
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The text of one input file and the name it is reported under.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as the user knows it (relative to where they ran the command, or to the
+    /// repository for files read from git).
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Reads a file from disk, refusing anything over [`MAX_INPUT_BYTES`] before reading it.
+    pub fn read(path: &Path, name: impl Into<String>) -> Result<Self, Diagnostic> {
+        let name = name.into();
+        let meta = std::fs::metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Diagnostic::whole_file(&name, "file not found")
+            } else {
+                Diagnostic::whole_file(&name, format!("cannot read file: {e}"))
+            }
+        })?;
+        if !meta.is_file() {
+            return Err(Diagnostic::whole_file(&name, "not a regular file"));
+        }
+        Self::check_size(&name, meta.len())?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Diagnostic::whole_file(&name, format!("cannot read file: {e}")))?;
+        Self::from_bytes(name, bytes)
+    }
+
+    /// Builds a source file from bytes read elsewhere (for example a blob in git).
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self, Diagnostic> {
+        let name = name.into();
+        Self::check_size(&name, bytes.len() as u64)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, column) = line_col(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+            Diagnostic::new(&name, line, column, "file is not valid UTF-8 text")
+        })?;
+        Ok(Self { name, text })
+    }
+
+    fn check_size(name: &str, len: u64) -> Result<(), Diagnostic> {
+        if len > MAX_INPUT_BYTES {
+            return Err(Diagnostic::whole_file(
+                name,
+                format!("file is {len} bytes; the limit is {MAX_INPUT_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A diagnostic at the given byte offset.
+    pub fn at_offset(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = line_col(
+            self.text
+                .as_bytes()
+                .get(..offset)
+                .unwrap_or(self.text.as_bytes()),
+        );
+        Diagnostic::new(&self.name, line, column, message)
+    }
+
+    /// A diagnostic at the value found at `route` (keys and indexes from the document root).
+    /// Where the route does not exist, the closest existing parent is used; failing that the
+    /// start of the file.
+    pub fn at(&self, route: &[Seg<'_>], message: impl Into<String>) -> Diagnostic {
+        let (line, column) = self.position(route);
+        Diagnostic::new(&self.name, line, column, message)
+    }
+
+    /// The 1-based position of the value at `route` (see [`SourceFile::at`]).
+    pub fn position(&self, route: &[Seg<'_>]) -> (usize, usize) {
+        let Ok(doc) = yamlpath::Document::new(self.text.clone()) else {
+            return (1, 1);
+        };
+        let mut len = route.len();
+        loop {
+            let r = to_route(&route[..len]);
+            // The value itself where it has one, else its key.
+            let found = if len == 0 {
+                doc.top_feature().ok().map(|f| f.location.point_span.0)
+            } else {
+                match doc.query_exact(&r) {
+                    // A multi-line value (a block mapping or list) is pointed at by its key.
+                    Ok(Some(f)) if !f.is_multiline() => Some(f.location.point_span.0),
+                    _ => doc.query_key_only(&r).ok().map(|f| f.location.point_span.0),
+                }
+            };
+            if let Some((row, col)) = found {
+                return (row + 1, col + 1);
+            }
+            if len == 0 {
+                return (1, 1);
+            }
+            len -= 1;
+        }
+    }
+
+    /// Strict YAML parsing: unknown fields, wrong types, duplicate keys and alias bombs are all
+    /// errors with a position.
+    pub fn parse_yaml<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        if self.text.trim().is_empty() {
+            return Err(Diagnostic::whole_file(&self.name, "file is empty"));
+        }
+        let de = yaml_serde::Deserializer::from_str(&self.text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = e.inner();
+            let (mut line, mut column) = inner
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let text = inner.to_string();
+            // A scanner error names two places: where it gave up, and (after ", while ...")
+            // where the construct it was reading began, which is where the mistake is.
+            if let Some(context) = text.split(", while ").nth(1)
+                && let Some(pos) = positions(context).last()
+            {
+                (line, column) = *pos;
+            }
+            let message = remove_positions(&text);
+            let path = e.path().to_string();
+            Diagnostic::new(&self.name, line, column, with_path(&path, &message))
+        })
+    }
+
+    /// Strict JSON parsing, with the JSON path of the offending value in the message.
+    pub fn parse_json<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        let at = |e: &serde_json::Error, path: &str| {
+            let message = strip_position(&e.to_string());
+            Diagnostic::new(
+                &self.name,
+                e.line().max(1),
+                e.column().max(1),
+                with_path(path, &message),
+            )
+        };
+        let mut de = serde_json::Deserializer::from_str(&self.text);
+        let value = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| at(e.inner(), &e.path().to_string()))?;
+        // Trailing garbage after the JSON value is an error too.
+        de.end().map_err(|e| at(&e, "."))?;
+        Ok(value)
+    }
+}
+
+/// One step of a route into a YAML or JSON document.
+#[derive(Debug, Clone, Copy)]
+pub enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> From<&'a str> for Seg<'a> {
+    fn from(k: &'a str) -> Self {
+        Seg::Key(k)
+    }
+}
+
+impl From<usize> for Seg<'_> {
+    fn from(i: usize) -> Self {
+        Seg::Index(i)
+    }
+}
+
+/// Builds a `&[Seg]` route: `route!["services", 0, "values"]`.
+#[macro_export]
+macro_rules! route {
+    ($($seg:expr),* $(,)?) => { &[$($crate::diagnostics::Seg::from($seg)),*][..] };
+}
+
+fn to_route<'a>(segs: &[Seg<'a>]) -> Route<'a> {
+    let components: Vec<Component<'a>> = segs
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Component::Key((*k).into()),
+            Seg::Index(i) => Component::Index(*i),
+        })
+        .collect();
+    Route::from(components)
+}
+
+fn with_path(path: &str, message: &str) -> String {
+    // serde_path_to_error reports "." for the root; the YAML library sometimes already put the
+    // path in front of its own message.
+    if path == "." || path.is_empty() || message.starts_with(path) {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// Parser messages end in " at line N column M"; we print the position ourselves.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Every " at line N column M" in a message, as (line, column).
+fn positions(message: &str) -> Vec<(usize, usize)> {
+    message
+        .split(" at line ")
+        .skip(1)
+        .filter_map(|rest| {
+            let (line, rest) = rest.split_once(" column ")?;
+            let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((line.trim().parse().ok()?, column.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The message with every " at line N column M" taken out.
+fn remove_positions(message: &str) -> String {
+    let mut parts = message.split(" at line ");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for rest in parts {
+        let after = rest
+            .split_once(" column ")
+            .map(|(_, r)| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .unwrap_or("");
+        out.push_str(after);
+    }
+    out
+}
+
+/// 1-based line and column (in characters) of the end of `prefix`.
+fn line_col(prefix: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(prefix);
+    let line = text.matches('\n').count() + 1;
+    let column = text
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        count: u32,
+    }
+
+    #[test]
+    fn yaml_unknown_field_names_line_column_and_field() {
+        let f = SourceFile::new("s.yaml", "name: a\ncount: 2\ncolour: red\n");
+        let d = f.parse_yaml::<Sample>().unwrap_err();
+        assert_eq!((d.line, d.column), (3, 1));
+        assert!(
+            d.message.contains("unknown field `colour`"),
+            "{}",
+            d.message
+        );
+        assert!(!d.message.contains("at line"), "{}", d.message);
+    }
+
+    #[test]
+    fn yaml_wrong_type_names_the_path() {
+        let f = SourceFile::new("s.yaml", "name: a\ncount: many\n");
+        let d = f.parse_yaml::<Sample>().unwrap_err();
+        assert_eq!(d.line, 2);
+        assert!(
+            d.message.starts_with("count: invalid type"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_where_it_opens() {
+        let f = SourceFile::new("s.yaml", "name: \"a\ncount: 2\n");
+        let d = f.parse_yaml::<Sample>().unwrap_err();
+        assert_eq!((d.line, d.column), (1, 7), "{d}");
+        assert!(
+            d.message.contains("while scanning a quoted scalar") && !d.message.contains("line"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn json_errors_carry_path_and_position() {
+        let f = SourceFile::new("s.json", "{\n  \"name\": \"a\",\n  \"count\": \"x\"\n}");
+        let d = f.parse_json::<Sample>().unwrap_err();
+        assert_eq!(d.line, 3);
+        assert!(
+            d.message.starts_with("count: invalid type"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn position_of_route_in_yaml_and_json() {
+        let y = SourceFile::new("a.yaml", "a:\n  b:\n    - x\n    - y\n");
+        assert_eq!(y.position(route!["a", "b", 1]), (4, 7));
+        // A missing key falls back to its closest parent; a multi-line value to its key.
+        assert_eq!(y.position(route!["a", "b", "zzz"]), (2, 3));
+        assert_eq!(y.position(route!["a", "zzz"]), (1, 1));
+        let j = SourceFile::new("a.json", "{\n  \"status\": \"open\",\n  \"n\": 1\n}\n");
+        assert_eq!(j.position(route!["status"]), (2, 13));
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let d = SourceFile::from_bytes("big.yaml", vec![b'a'; MAX_INPUT_BYTES as usize + 1])
+            .unwrap_err();
+        assert!(
+            d.message.contains("limit is 1048576 bytes"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_points_at_the_byte() {
+        let d = SourceFile::from_bytes("b.yaml", b"a: 1\nb: \xff\n".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.column), (2, 4));
+    }
+}

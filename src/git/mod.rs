@@ -1,0 +1,417 @@
+//! Git, without a working tree.
+//!
+//! The deployment repository is kept as a bare clone in a cache directory. Network work
+//! (fetch, push) runs the `git` command line, which brings every transport and credential
+//! helper an operator already uses; everything else (reading files at a commit, building trees
+//! and commits, creating branches) is object work through libgit2. A release commit is built
+//! from the base commit's tree with only the changed paths replaced, so a repository of any
+//! size costs the same few object writes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use git2::{FileMode, ObjectType, Oid, Repository, Signature, Time};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git: {0}")]
+    Libgit(#[from] git2::Error),
+    #[error("`git` could not be run ({0}); install git 2.30 or newer")]
+    NoGitBinary(String),
+    #[error("fetching `{branch}` from {remote} failed: {stderr}")]
+    Fetch {
+        remote: String,
+        branch: String,
+        stderr: String,
+    },
+    #[error("pushing to {remote} was refused: {detail}")]
+    PushRejected { remote: String, detail: String },
+    #[error("pushing to {remote} failed: {stderr}")]
+    Push { remote: String, stderr: String },
+    #[error("`{path}` in the deployment repository is not a file")]
+    NotAFile { path: String },
+    #[error("environment variable {0} (deployment.tokenEnv) is not set")]
+    MissingToken(String),
+    #[error("cannot create the cache directory {path}: {reason}")]
+    Cache { path: String, reason: String },
+}
+
+/// Where the deployment repository lives and how to authenticate to it.
+#[derive(Clone)]
+pub struct Remote {
+    /// A URL, or an absolute local path.
+    pub url: String,
+    /// An HTTPS token, sent as an `Authorization` header; never put into a URL or a log.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &redact_url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Remote {
+    pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
+        Self {
+            url: url.into(),
+            token,
+        }
+    }
+
+    /// The URL as it may be shown to people: credentials in it are replaced.
+    pub fn display(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// What `git` is given: local paths become `file://` URLs so shallow fetches work.
+    fn transport_url(&self) -> String {
+        if is_url(&self.url) {
+            self.url.clone()
+        } else {
+            format!("file://{}", self.url)
+        }
+    }
+
+    fn git(&self, git_dir: &Path) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir").arg(git_dir);
+        cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+        if let Some(token) = &self.token {
+            // Passed through the environment, not the command line, so `ps` does not show it.
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: Basic {basic}"),
+                );
+        }
+        cmd
+    }
+}
+
+pub fn is_url(s: &str) -> bool {
+    s.contains("://") || (s.contains('@') && s.contains(':') && !s.starts_with('/'))
+}
+
+/// Replaces `user:password@` in a URL with `***@`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((_, host)) = rest.split_once('@')
+    {
+        return format!("{scheme}://***@{host}");
+    }
+    url.to_string()
+}
+
+/// A file change for a release commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileWrite {
+    pub path: String,
+    pub content: Vec<u8>,
+}
+
+/// The cached bare clone of the deployment repository.
+pub struct DeployRepo {
+    repo: Repository,
+    pub remote: Remote,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for DeployRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeployRepo")
+            .field("path", &self.path)
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+/// The remote-tracking ref the base branch is fetched into.
+pub fn tracking_ref(branch: &str) -> String {
+    format!("refs/remotes/origin/{branch}")
+}
+
+impl DeployRepo {
+    /// Opens the cache for `remote` under `cache_root`, creating an empty bare repository the
+    /// first time. One cache directory serves many remotes: each gets its own by URL hash.
+    pub fn open(remote: Remote, cache_root: &Path) -> Result<Self, GitError> {
+        let digest = hex::encode(Sha256::digest(remote.url.as_bytes()));
+        let path = cache_root.join(format!("{}.git", &digest[..16]));
+        let repo = match Repository::open_bare(&path) {
+            Ok(r) => r,
+            Err(_) => {
+                std::fs::create_dir_all(cache_root).map_err(|e| GitError::Cache {
+                    path: cache_root.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                Repository::init_bare(&path)?
+            }
+        };
+        Ok(Self { repo, remote, path })
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Fetches the base branch (and any existing branches under `extra_prefix`, such as a
+    /// release's branches) into the cache. `depth` 0 fetches all history.
+    pub fn fetch(
+        &self,
+        branch: &str,
+        depth: u32,
+        extra_prefix: Option<&str>,
+    ) -> Result<Oid, GitError> {
+        let mut cmd = self.remote.git(&self.path);
+        cmd.args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--prune",
+            "--no-write-fetch-head",
+        ]);
+        if depth > 0 {
+            cmd.arg(format!("--depth={depth}"));
+        }
+        cmd.arg(self.remote.transport_url());
+        cmd.arg(format!("+refs/heads/{branch}:{}", tracking_ref(branch)));
+        if let Some(prefix) = extra_prefix {
+            cmd.arg(format!(
+                "+refs/heads/{prefix}*:refs/remotes/origin/{prefix}*"
+            ));
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        if !out.status.success() {
+            return Err(GitError::Fetch {
+                remote: self.remote.display(),
+                branch: branch.to_string(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(self.repo.refname_to_id(&tracking_ref(branch))?)
+    }
+
+    /// The commit a remote branch pointed at when last fetched.
+    pub fn remote_branch(&self, branch: &str) -> Option<Oid> {
+        self.repo.refname_to_id(&tracking_ref(branch)).ok()
+    }
+
+    /// The bytes of `path` at `commit`, `None` when there is no such path.
+    pub fn read_file(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            return Err(GitError::NotAFile {
+                path: path.to_string(),
+            });
+        }
+        Ok(Some(self.repo.find_blob(entry.id())?.content().to_vec()))
+    }
+
+    /// Builds a commit on top of `parent` that writes `files`, with a fixed author and time so
+    /// that building the same release twice gives the same commit id.
+    pub fn build_commit(
+        &self,
+        parent: Oid,
+        files: &[FileWrite],
+        author: (&str, &str),
+        when: time::OffsetDateTime,
+        message: &str,
+    ) -> Result<Oid, GitError> {
+        let parent = self.repo.find_commit(parent)?;
+        let base_tree = parent.tree()?;
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        for f in files {
+            let blob = self.repo.blob(&f.content)?;
+            update.upsert(f.path.as_str(), blob, FileMode::Blob);
+        }
+        let tree_id = update.create_updated(&self.repo, &base_tree)?;
+        let tree = self.repo.find_tree(tree_id)?;
+        let sig = Signature::new(author.0, author.1, &Time::new(when.unix_timestamp(), 0))?;
+        Ok(self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])?)
+    }
+
+    /// Points the local branch `name` at `commit`.
+    pub fn set_branch(&self, name: &str, commit: Oid) -> Result<(), GitError> {
+        self.repo.reference(
+            &format!("refs/heads/{name}"),
+            commit,
+            true,
+            "release-coordinator: release branch",
+        )?;
+        Ok(())
+    }
+
+    pub fn branch(&self, name: &str) -> Option<Oid> {
+        self.repo.refname_to_id(&format!("refs/heads/{name}")).ok()
+    }
+
+    /// The remote's branches under `prefix` (e.g. `release/v1/`), with their commits.
+    pub fn remote_branches(&self, prefix: &str) -> Result<Vec<(String, Oid)>, GitError> {
+        let mut cmd = self.remote.git(&self.path);
+        cmd.args(["ls-remote", "--heads"])
+            .arg(self.remote.transport_url())
+            .arg(format!("refs/heads/{prefix}*"));
+        let out = cmd
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        if !out.status.success() {
+            return Err(GitError::Fetch {
+                remote: self.remote.display(),
+                branch: format!("{prefix}*"),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (oid, name) = l.split_once('\t')?;
+                Some((
+                    name.strip_prefix("refs/heads/")?.to_string(),
+                    Oid::from_str(oid).ok()?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Creates the branches on the remote, all together or not at all. Each must not exist
+    /// there yet (`--force-with-lease` with an empty expectation): a branch someone else
+    /// created between our look and our push is refused, never overwritten or fast-forwarded.
+    pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
+        let mut cmd = self.remote.git(&self.path);
+        cmd.args(["push", "--porcelain", "--atomic"]);
+        for (name, _) in branches {
+            cmd.arg(format!("--force-with-lease=refs/heads/{name}:"));
+        }
+        cmd.arg(self.remote.transport_url());
+        for (name, oid) in branches {
+            cmd.arg(format!("{oid}:refs/heads/{name}"));
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection.
+        let rejected: Vec<String> = stdout
+            .lines()
+            .filter(|l| l.starts_with('!'))
+            .map(|l| {
+                let parts: Vec<&str> = l.split('\t').collect();
+                let to = parts
+                    .get(1)
+                    .and_then(|r| r.split(':').nth(1))
+                    .unwrap_or("?");
+                format!(
+                    "{} ({})",
+                    to.trim_start_matches("refs/heads/"),
+                    parts.get(2).unwrap_or(&"rejected")
+                )
+            })
+            .collect();
+        if !rejected.is_empty() {
+            return Err(GitError::PushRejected {
+                remote: self.remote.display(),
+                detail: rejected.join(", "),
+            });
+        }
+        if !out.status.success() {
+            return Err(GitError::Push {
+                remote: self.remote.display(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(())
+    }
+
+    /// A unified diff between two versions of a file.
+    pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> Result<String, GitError> {
+        let mut opts = git2::DiffOptions::new();
+        opts.context_lines(2);
+        let old_opt = (!old.is_empty()).then_some(old);
+        let mut patch = git2::Patch::from_buffers(
+            old_opt.unwrap_or(&[]),
+            old_opt.map(|_| Path::new(path)),
+            new,
+            Some(Path::new(path)),
+            Some(&mut opts),
+        )?;
+        let buf = patch.to_buf()?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+fn clean_stderr(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What the bot needs from the application repository the trigger was committed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppRepoInfo {
+    pub head_commit: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl AppRepoInfo {
+    /// Reads the commit and tags of the repository containing `dir`, if there is one.
+    pub fn discover(dir: &Path) -> Result<AppRepoInfo, GitError> {
+        let repo = match Repository::discover(dir) {
+            Ok(r) => r,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(AppRepoInfo::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let head_commit = repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .map(|c| c.id().to_string());
+        let tags = repo
+            .tag_names(None)?
+            .iter()
+            .flatten()
+            .flatten()
+            .map(String::from)
+            .collect();
+        Ok(AppRepoInfo { head_commit, tags })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_recognized_and_redacted() {
+        assert!(is_url("https://github.com/a/b.git"));
+        assert!(is_url("git@github.com:a/b.git"));
+        assert!(!is_url("/srv/git/deploy.git"));
+        assert!(!is_url("../deploy"));
+        assert_eq!(
+            redact_url("https://user:secret@host/a.git"),
+            "https://***@host/a.git"
+        );
+        assert_eq!(redact_url("https://host/a.git"), "https://host/a.git");
+        let r = Remote::new("https://host/a.git", Some("tok3n".into()));
+        assert!(!format!("{r:?}").contains("tok3n"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Release Coordinator: a GitOps release bot.
+//!
+//! A developer commits `promotion-trigger.yaml` to an application repository; the bot validates
+//! it against the operator's policy and opens release branches in the deployment repository,
+//! with image tags changed in place, signed release documents and an audit trail.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostics;
+pub mod git;
+pub mod inputs;
+pub mod release;
+pub mod signing;
+pub mod store;
+pub mod templates;
+pub mod version;
+pub mod yaml_edit;

@@ -1,0 +1,358 @@
+//! The release lifecycle: from a trigger directory to release branches in the deployment
+//! repository, recorded in the store.
+//!
+//! Order of work, so that a crash anywhere loses nothing and repeats nothing visible:
+//! 1. everything is read and validated, and the whole release is planned, before anything is
+//!    written;
+//! 2. the version is reserved in the store (`Pending`), keyed by version and by a digest of
+//!    the inputs;
+//! 3. commits are built with the reserved time, so a re-run builds identical commits;
+//! 4. branches are pushed atomically, and only then is the release moved on.
+//!
+//! A re-run with the same inputs resumes an unfinished release; any other re-use of a
+//! version is refused.
+
+pub mod plan;
+pub mod state;
+pub mod validate;
+
+use std::path::Path;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::config::OperatorConfig;
+use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::git::{AppRepoInfo, DeployRepo, GitError, Remote, is_url};
+use crate::inputs::AppInputs;
+use crate::release::plan::{PlanError, PlanInput, ReleasePlan};
+use crate::release::state::ReleaseState;
+use crate::release::validate::{Context, decide};
+use crate::signing::{ReleaseSigner, SigningError};
+use crate::store::{
+    BranchRecord, NewRelease, ReleaseRecord, Reservation, Store, StoreError, Transition,
+};
+use crate::templates::Templates;
+
+/// Why a release did not happen. The first two are the user's to fix and are shown as they
+/// are; the others are failures of the machinery, shown with their context.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+}
+
+impl ReleaseError {
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, ReleaseError::Invalid(_) | ReleaseError::Refused(_))
+    }
+}
+
+impl From<Diagnostics> for ReleaseError {
+    fn from(d: Diagnostics) -> Self {
+        ReleaseError::Invalid(d)
+    }
+}
+
+impl From<Diagnostic> for ReleaseError {
+    fn from(d: Diagnostic) -> Self {
+        ReleaseError::Invalid(d.into())
+    }
+}
+
+impl From<PlanError> for ReleaseError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Invalid(d) => ReleaseError::Invalid(d),
+            PlanError::Git(g) => ReleaseError::Git(g),
+        }
+    }
+}
+
+/// A planned release and what is needed to carry it out.
+pub struct Prepared {
+    pub plan: ReleasePlan,
+    pub repo: DeployRepo,
+    pub inputs_digest: String,
+    /// The unfinished release of the same inputs this run continues, if any.
+    pub resumed: Option<ReleaseRecord>,
+    pub released_at: OffsetDateTime,
+    /// Name and email the release commits are made under.
+    pub author: (String, String),
+}
+
+/// SHA-256 over the names and contents of the developer's files.
+pub fn inputs_digest(inputs: &AppInputs) -> String {
+    let mut h = Sha256::new();
+    let mut add = |name: &str, text: &str| {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((text.len() as u64).to_be_bytes());
+        h.update(text.as_bytes());
+    };
+    add("trigger", &inputs.trigger_src.text);
+    add("status", &inputs.status_src.text);
+    if let Some((_, s)) = &inputs.qa {
+        add("qa", &s.text);
+    }
+    if let Some((_, s)) = &inputs.matrix {
+        add("matrix", &s.text);
+    }
+    if let Some((_, s)) = &inputs.approval {
+        add("approval", &s.text);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Opens (and fetches) the deployment repository's cache.
+pub fn open_deploy_repo(config: &OperatorConfig) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
+    let d = &config.orchestration.deployment;
+    let url = if is_url(&d.repo) {
+        d.repo.clone()
+    } else {
+        let p = config.resolve_path(Path::new(&d.repo));
+        let abs = p.canonicalize().map_err(|e| {
+            config.orchestration_src.at(
+                crate::route!["deployment", "repo"],
+                format!(
+                    "deployment repository `{}` cannot be opened: {e}",
+                    p.display()
+                ),
+            )
+        })?;
+        abs.display().to_string()
+    };
+    let token = match &d.token_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| GitError::MissingToken(var.clone()))?),
+        None => None,
+    };
+    let repo = DeployRepo::open(Remote::new(url, token), &config.resolve_path(&d.cache_dir))?;
+    let base = repo.fetch(&d.base_branch, d.fetch_depth, None)?;
+    Ok((repo, base))
+}
+
+/// Reads, validates, decides and plans; writes nothing but the cache's fetched objects.
+pub async fn prepare(
+    config: &OperatorConfig,
+    trigger_dir: &Path,
+    store: Option<&Store>,
+    now: OffsetDateTime,
+) -> Result<Prepared, ReleaseError> {
+    let inputs = AppInputs::load(trigger_dir)?;
+    let app = AppRepoInfo::discover(trigger_dir)?;
+    let digest = inputs_digest(&inputs);
+    let (recorded, resumed) = match store {
+        Some(s) => (
+            s.recorded_versions().await?,
+            s.find_unfinished(&digest).await?,
+        ),
+        None => (Vec::new(), None),
+    };
+    // A resumed release keeps the time it was first recorded with, so its commits are the same.
+    let released_at = resumed.as_ref().map(|r| r.created_at).unwrap_or(now);
+    let spec = decide(&Context {
+        config,
+        inputs: &inputs,
+        app: &app,
+        recorded: &recorded,
+        resumed_version: resumed.as_ref().map(|r| r.version_tag.as_str()),
+        today: released_at.date(),
+    })?;
+    let templates = Templates::load(
+        config
+            .orchestration
+            .templates_dir
+            .as_ref()
+            .map(|d| config.resolve_path(d))
+            .as_deref(),
+    )?;
+    let signing = &config.orchestration.signing;
+    let signer = ReleaseSigner::load(
+        &config.resolve_path(&signing.key_file),
+        signing.key_id.clone(),
+    )?;
+    let (repo, base_commit) = open_deploy_repo(config)?;
+    let plan = plan::plan(PlanInput {
+        config,
+        inputs: &inputs,
+        spec,
+        repo: &repo,
+        base_commit,
+        templates: &templates,
+        signer: &signer,
+        released_at,
+    })?;
+    let author = (
+        config.orchestration.deployment.author_name.clone(),
+        config.orchestration.deployment.author_email.clone(),
+    );
+    Ok(Prepared {
+        plan,
+        repo,
+        inputs_digest: digest,
+        resumed,
+        released_at,
+        author,
+    })
+}
+
+/// What `release` did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub version: String,
+    pub resumed: bool,
+    pub branches: Vec<BranchRecord>,
+    pub pushed: bool,
+    pub state: ReleaseState,
+}
+
+/// Records the release, builds its branches and, with `push`, publishes them.
+pub async fn execute(
+    prepared: Prepared,
+    store: &Store,
+    push: bool,
+    actor: &str,
+) -> Result<Outcome, ReleaseError> {
+    let Prepared {
+        plan,
+        repo,
+        inputs_digest,
+        released_at,
+        author,
+        ..
+    } = prepared;
+    let spec = &plan.spec;
+    let reservation = store
+        .reserve_release(NewRelease {
+            version_tag: &spec.version,
+            milestone_id: &spec.milestone_id,
+            trace_id: &spec.trace_id,
+            inputs_digest: &inputs_digest,
+            now: released_at,
+            actor,
+            detail: json!({"environments": spec.environments.iter().map(|e| &e.name).collect::<Vec<_>>(),
+                           "version_reason": spec.version_reason, "base_commit": plan.base_commit}),
+        })
+        .await?;
+    let (record, resumed) = match reservation {
+        Reservation::New(r) => (r, false),
+        Reservation::Existing(r)
+            if r.inputs_digest == inputs_digest && r.state == ReleaseState::Pending.as_str() =>
+        {
+            (r, true)
+        }
+        Reservation::Existing(r) if r.inputs_digest == inputs_digest => {
+            return Err(ReleaseError::Refused(format!(
+                "release {} was already made from these inputs on {} (state {}); nothing to do",
+                r.version_tag,
+                r.created_at.date(),
+                r.state
+            )));
+        }
+        Reservation::Existing(r) => {
+            return Err(ReleaseError::Refused(format!(
+                "version {} was already used by another release (milestone {}, recorded {}); choose a new version_tag",
+                r.version_tag,
+                r.milestone_id,
+                r.created_at.date()
+            )));
+        }
+    };
+
+    let existing = store.branches(record.id).await?;
+    if resumed && !push && existing.len() == plan.environments.len() {
+        return Err(ReleaseError::Refused(format!(
+            "release {} already has its branches built in the cache; run again with --push to publish them",
+            spec.version
+        )));
+    }
+
+    let mut branches = Vec::new();
+    for env in &plan.environments {
+        let files = plan.files_for(env);
+        let commit = repo.build_commit(
+            git2::Oid::from_str(&plan.base_commit).map_err(GitError::from)?,
+            &files,
+            (author.0.as_str(), author.1.as_str()),
+            released_at,
+            &env.commit_message,
+        )?;
+        repo.set_branch(&env.branch, commit)?;
+        let b = BranchRecord {
+            environment: env.environment.clone(),
+            branch: env.branch.clone(),
+            commit_id: commit.to_string(),
+            pushed: false,
+        };
+        store.record_branch(record.id, &b).await?;
+        if !existing
+            .iter()
+            .any(|e| e.environment == b.environment && e.commit_id == b.commit_id)
+        {
+            store.record_event(record.id, "ReleaseBranchBuilt", actor, json!({"environment": b.environment, "branch": b.branch, "commit": b.commit_id}), OffsetDateTime::now_utc()).await?;
+        }
+        branches.push(b);
+    }
+
+    let mut state = ReleaseState::Pending;
+    if push {
+        // A branch already on the remote is ours only if it holds exactly our commit (an
+        // earlier run pushed it and stopped before recording that).
+        let on_remote = repo.remote_branches(&format!("release/{}/", spec.version))?;
+        let mut refs = Vec::new();
+        for b in &branches {
+            let ours = git2::Oid::from_str(&b.commit_id).map_err(GitError::from)?;
+            match on_remote.iter().find(|(name, _)| *name == b.branch) {
+                Some((_, theirs)) if *theirs == ours => {}
+                Some((_, theirs)) => {
+                    return Err(ReleaseError::Refused(format!(
+                        "branch {} already exists in the deployment repository at {}, and this release did not make it; \
+                         delete that branch or choose a new version_tag",
+                        b.branch,
+                        &theirs.to_string()[..12]
+                    )));
+                }
+                None => refs.push((b.branch.clone(), ours)),
+            }
+        }
+        if !refs.is_empty() {
+            repo.push(&refs)?;
+        }
+        for b in &mut branches {
+            b.pushed = true;
+            store.record_branch(record.id, b).await?;
+        }
+        let detail = json!({
+            "branches": branches.iter().map(|b| &b.branch).collect::<Vec<_>>(),
+            "remote": repo.remote.display(),
+            "manual_approval_reasons": spec.manual_approval_reasons,
+        });
+        let t = Transition {
+            from: ReleaseState::Pending,
+            to: ReleaseState::AwaitingApproval,
+            event: "ReleaseApprovalRequested",
+            actor,
+            detail,
+        };
+        store
+            .transition(record.id, t, OffsetDateTime::now_utc())
+            .await?;
+        state = ReleaseState::AwaitingApproval;
+    }
+    Ok(Outcome {
+        version: spec.version.clone(),
+        resumed,
+        branches,
+        pushed: push,
+        state,
+    })
+}

@@ -1,0 +1,431 @@
+//! From a [`ReleaseSpec`] and the deployment repository's base commit to the exact files of
+//! each release branch. Pure apart from reading blobs: nothing is written here.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::OperatorConfig;
+use crate::diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use crate::git::{DeployRepo, FileWrite, GitError};
+use crate::inputs::AppInputs;
+use crate::release::validate::ReleaseSpec;
+use crate::route;
+use crate::signing::{ReleaseSigner, to_quoted_yaml};
+use crate::templates::{RELEASE_DESCRIPTION, RELEASE_NOTES, Templates};
+use crate::yaml_edit::{EditError, set_scalar};
+
+pub const HISTORY_FILE: &str = "releases/release-history.csv";
+const HISTORY_HEADER: &str = "version_tag,milestone_id,trace_id,environments,services,qa_coverage,released_at,application_commit\n";
+
+/// One image tag change in one values file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ValuesChange {
+    pub service: String,
+    pub environment: String,
+    pub image: String,
+    pub values_file: String,
+    pub tag_path: String,
+    pub old_tag: String,
+    pub tag: String,
+    #[serde(skip)]
+    pub new_content: Vec<u8>,
+    pub values_sha256: String,
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EnvironmentPlan {
+    pub environment: String,
+    pub branch: String,
+    pub changes: Vec<ValuesChange>,
+    pub commit_message: String,
+}
+
+/// A documentation file written to every release branch.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DocFile {
+    pub path: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReleasePlan {
+    pub spec: ReleaseSpec,
+    pub base_branch: String,
+    pub base_commit: String,
+    pub released_at: String,
+    pub environments: Vec<EnvironmentPlan>,
+    pub documents: Vec<DocFile>,
+}
+
+impl ReleasePlan {
+    /// The files of one environment's release commit.
+    pub fn files_for(&self, env: &EnvironmentPlan) -> Vec<FileWrite> {
+        env.changes
+            .iter()
+            .map(|c| FileWrite {
+                path: c.values_file.clone(),
+                content: c.new_content.clone(),
+            })
+            .chain(self.documents.iter().map(|d| FileWrite {
+                path: d.path.clone(),
+                content: d.content.clone(),
+            }))
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+impl From<Diagnostics> for PlanError {
+    fn from(d: Diagnostics) -> Self {
+        PlanError::Invalid(d)
+    }
+}
+
+impl From<Diagnostic> for PlanError {
+    fn from(d: Diagnostic) -> Self {
+        PlanError::Invalid(d.into())
+    }
+}
+
+/// The branch a release uses for one environment.
+pub fn branch_name(version: &str, env: &str) -> String {
+    format!("release/{version}/{env}")
+}
+
+pub struct PlanInput<'a> {
+    pub config: &'a OperatorConfig,
+    pub inputs: &'a AppInputs,
+    pub spec: ReleaseSpec,
+    pub repo: &'a DeployRepo,
+    pub base_commit: git2::Oid,
+    pub templates: &'a Templates,
+    pub signer: &'a ReleaseSigner,
+    pub released_at: OffsetDateTime,
+}
+
+pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
+    let cfg = p.config;
+    let spec = p.spec.clone();
+    let released_at = p.released_at.format(&Rfc3339).expect("UTC time formats");
+    let mut problems = Diagnostics::default();
+    let base_label = format!(
+        "{}@{}",
+        cfg.orchestration.deployment.base_branch,
+        &p.base_commit.to_string()[..12]
+    );
+
+    let mut environments = Vec::new();
+    for env in &spec.environments {
+        let mut changes = Vec::new();
+        for service_name in &env.services {
+            let (si, svc) = cfg
+                .orchestration
+                .services
+                .iter()
+                .enumerate()
+                .find(|(_, s)| &s.name == service_name)
+                .expect("validated service");
+            let path = &svc.values[&env.name];
+            let tag = image_tag(svc.image_tag.as_deref(), &spec, &env.name).map_err(|msg| {
+                cfg.orchestration_src
+                    .at(route!["services", si, "imageTag"], msg)
+            })?;
+            let Some(old) = p.repo.read_file(p.base_commit, path)? else {
+                problems.push(cfg.orchestration_src.at(
+                    route!["services", si, "values", env.name.as_str()],
+                    format!("`{path}` does not exist in the deployment repository at {base_label}"),
+                ));
+                continue;
+            };
+            let src = match SourceFile::from_bytes(path.clone(), old.clone()) {
+                Ok(s) => s,
+                Err(d) => {
+                    problems.push(d);
+                    continue;
+                }
+            };
+            let keys = svc.tag_route();
+            match set_scalar(&src.text, &keys, &tag) {
+                Ok(edit) => {
+                    let new_content = edit.text.into_bytes();
+                    let diff = DeployRepo::unified_diff(path, &old, &new_content)?;
+                    changes.push(ValuesChange {
+                        service: svc.name.clone(),
+                        environment: env.name.clone(),
+                        image: svc.image.clone(),
+                        values_file: path.clone(),
+                        tag_path: svc.tag_path.clone(),
+                        old_tag: edit.old_value,
+                        tag: tag.clone(),
+                        values_sha256: hex::encode(Sha256::digest(&new_content)),
+                        new_content,
+                        diff,
+                    });
+                }
+                Err(e) => {
+                    let hint = format!(
+                        " (service `{}`, tagPath `{}` in orchestration-config.yaml)",
+                        svc.name, svc.tag_path
+                    );
+                    let d = match &e {
+                        EditError::NotYaml { line, column, .. } => {
+                            Diagnostic::new(path, *line, *column, e.to_string())
+                        }
+                        _ => {
+                            let route: Vec<_> = keys
+                                .iter()
+                                .map(|k| crate::diagnostics::Seg::Key(k))
+                                .collect();
+                            src.at(&route, e.to_string())
+                        }
+                    };
+                    problems.push(Diagnostic {
+                        message: format!("{}{hint}", d.message),
+                        ..d
+                    });
+                }
+            }
+        }
+        let commit_message = commit_message(&spec, &env.name, &changes);
+        environments.push(EnvironmentPlan {
+            environment: env.name.clone(),
+            branch: branch_name(&spec.version, &env.name),
+            changes,
+            commit_message,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems.into());
+    }
+
+    let documents = documents(&p, &spec, &environments, &released_at)?;
+    Ok(ReleasePlan {
+        spec,
+        base_branch: cfg.orchestration.deployment.base_branch.clone(),
+        base_commit: p.base_commit.to_string(),
+        released_at,
+        environments,
+        documents,
+    })
+}
+
+fn image_tag(template: Option<&str>, spec: &ReleaseSpec, env: &str) -> Result<String, String> {
+    let tag = match template {
+        None => spec.version.clone(),
+        Some(t) => minijinja::Environment::new()
+            .render_str(t, minijinja::value::Serde(json!({"version": spec.version, "milestone_id": spec.milestone_id, "trace_id": spec.trace_id, "environment": env})))
+            .map_err(|e| format!("imageTag template failed: {e}"))?,
+    };
+    let valid = !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(format!(
+            "`{tag}` is not a valid image tag (letters, digits, `.`, `_`, `-`; at most 128)"
+        ));
+    }
+    Ok(tag)
+}
+
+fn commit_message(spec: &ReleaseSpec, env: &str, changes: &[ValuesChange]) -> String {
+    let mut m = format!(
+        "release({env}): {} from milestone {}\n\n",
+        spec.version, spec.milestone_id
+    );
+    for c in changes {
+        m.push_str(&format!(
+            "- {}: {} -> {} ({})\n",
+            c.service, c.old_tag, c.tag, c.values_file
+        ));
+    }
+    m.push_str(&format!(
+        "\nRelease-Version: {}\nRelease-Milestone: {}\nRelease-Trace-Id: {}\nRelease-Environment: {env}\n",
+        spec.version, spec.milestone_id, spec.trace_id
+    ));
+    m
+}
+
+/// The release documents. They are the same on every environment's branch, so merging the
+/// branches in any order never conflicts.
+fn documents(
+    p: &PlanInput<'_>,
+    spec: &ReleaseSpec,
+    envs: &[EnvironmentPlan],
+    released_at: &str,
+) -> Result<Vec<DocFile>, PlanError> {
+    let dir = format!("releases/{}", spec.version);
+    let components: Vec<&ValuesChange> = envs.iter().flat_map(|e| e.changes.iter()).collect();
+    let component_json: Vec<Value> = components
+        .iter()
+        .map(|c| {
+            json!({"service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
+                   "old_tag": c.old_tag, "values_file": c.values_file, "values_sha256": c.values_sha256})
+        })
+        .collect();
+    let env_names: Vec<&str> = envs.iter().map(|e| e.environment.as_str()).collect();
+    let released_on = released_at.get(..10).unwrap_or(released_at);
+
+    let ctx = json!({
+        "version": spec.version,
+        "milestone_id": spec.milestone_id,
+        "trace_id": spec.trace_id,
+        "released_at": released_at,
+        "released_on": released_on,
+        "environments": env_names,
+        "components": component_json,
+        "features": spec.features,
+        "sprints": spec.sprints,
+        "agents": spec.agents,
+        "qa_coverage": spec.qa_coverage,
+        "qa_features": spec.qa_features.iter().map(|(n, c)| json!({"name": n, "coverage": c})).collect::<Vec<_>>(),
+        "approved_by": spec.approved_by,
+        "app_commit": spec.app_commit,
+    });
+    let notes = p.templates.render(RELEASE_NOTES, &ctx)?;
+    let description = p.templates.render(RELEASE_DESCRIPTION, &ctx)?;
+
+    let docker_images = unique(components.iter().map(|c| format!("{}:{}", c.image, c.tag)));
+    let metadata = json!({
+        "milestone_id": spec.milestone_id,
+        "version_tag": spec.version,
+        "version_reason": spec.version_reason,
+        "trace_id": spec.trace_id,
+        "released_at": released_at,
+        "features": spec.features,
+        "sprint_ids": spec.sprints,
+        "qa_coverage": spec.qa_coverage,
+        "git_tag": spec.git_tag,
+        "docker_images": docker_images,
+        "environments": env_names,
+        "components": component_json,
+        "manual_approval_required": spec.manual_approval_required,
+        "manual_approval_reasons": spec.manual_approval_reasons,
+        "approved_by": spec.approved_by,
+        "approval_context": p.inputs.approval.as_ref().map(|(a, _)| a),
+        "notify": spec.notify,
+        "application_commit": spec.app_commit,
+        "deployment_base_commit": p.base_commit.to_string(),
+    });
+
+    let manifest = p.signer.sign(&json!({
+        "milestone": spec.milestone_id,
+        "version": spec.version,
+        "released_at": released_at,
+        "trace_id": spec.trace_id,
+        "qa_coverage": spec.qa_coverage,
+        "features": spec.features,
+        "sprints": spec.sprints,
+        "approved_by": spec.approved_by,
+        "application_commit": spec.app_commit,
+        "components": components.iter().map(|c| json!({
+            "service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
+            "values_file": c.values_file, "values_sha256": c.values_sha256,
+        })).collect::<Vec<_>>(),
+    }));
+    let manifest_text = format!(
+        "# Signed by Release Coordinator: ed25519 over the RFC 8785 canonical JSON of this document\n\
+         # without `signature`. Verify: release-coordinator verify --key <public.pem> <this file>\n{}",
+        to_quoted_yaml(&manifest)
+    );
+
+    let mut confirmed = p.inputs.trigger.clone();
+    confirmed.version_tag = Some(spec.version.clone());
+    confirmed.manual_approval_required = Some(spec.manual_approval_required);
+    if confirmed.signed_by.is_none() {
+        confirmed.signed_by = spec.approved_by.clone();
+    }
+    let confirmed_text = format!(
+        "# promotion-trigger.yaml as Release Coordinator resolved it.\n# version: {} ({})\n{}",
+        spec.version,
+        spec.version_reason,
+        yaml_serde::to_string(&confirmed).expect("trigger serializes")
+    );
+
+    let history = {
+        let existing = p
+            .repo
+            .read_file(p.base_commit, HISTORY_FILE)?
+            .unwrap_or_default();
+        let mut text = if existing.is_empty() {
+            HISTORY_HEADER.as_bytes().to_vec()
+        } else {
+            existing.clone()
+        };
+        if !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let services = unique(components.iter().map(|c| c.service.clone()));
+        w.write_record([
+            spec.version.as_str(),
+            spec.milestone_id.as_str(),
+            spec.trace_id.as_str(),
+            &env_names.join(";"),
+            &services.join(";"),
+            &spec.qa_coverage.map(|q| q.to_string()).unwrap_or_default(),
+            released_at,
+            spec.app_commit.as_deref().unwrap_or(""),
+        ])
+        .expect("writing to memory");
+        text.extend(w.into_inner().expect("writing to memory"));
+        (existing, text)
+    };
+
+    let mut docs = Vec::new();
+    let mut add = |path: String, content: Vec<u8>, old: &[u8]| -> Result<(), PlanError> {
+        let diff = DeployRepo::unified_diff(&path, old, &content)?;
+        docs.push(DocFile {
+            path,
+            content,
+            diff,
+        });
+        Ok(())
+    };
+    add(format!("{dir}/release-notes.md"), notes.into_bytes(), b"")?;
+    add(
+        format!("{dir}/release-description.txt"),
+        description.into_bytes(),
+        b"",
+    )?;
+    add(
+        format!("{dir}/release-metadata.json"),
+        (serde_json::to_string_pretty(&metadata).expect("json") + "\n").into_bytes(),
+        b"",
+    )?;
+    add(
+        format!("{dir}/promotion-trigger-confirmed.yaml"),
+        confirmed_text.into_bytes(),
+        b"",
+    )?;
+    add(
+        format!("{dir}/signed-release-manifest.yaml"),
+        manifest_text.into_bytes(),
+        b"",
+    )?;
+    add(HISTORY_FILE.to_string(), history.1, &history.0)?;
+    Ok(docs)
+}
+
+/// The items in first-seen order, each once.
+fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    items.filter(|i| seen.insert(i.clone())).collect()
+}

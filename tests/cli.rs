@@ -1,0 +1,722 @@
+//! End-to-end tests of the command line against real git repositories in temporary
+//! directories: a bare deployment repository seeded with real Helm values files, an
+//! application repository holding the trigger, and the real binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_release-coordinator");
+const PODINFO: &str =
+    "fixtures/deploy-repos/values/stefanprodan__podinfo/charts/podinfo/values.yaml";
+const GUESTBOOK: &str =
+    "fixtures/deploy-repos/values/argoproj__argocd-example-apps/helm-guestbook/values.yaml";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@localhost",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A world: deployment repo, application repo with a trigger, operator config, keys.
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    deploy: PathBuf,
+    app: PathBuf,
+    config: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+        // The deployment repository: real Helm values files, as a bare remote.
+        let seed = root.join("seed");
+        for env in ["staging", "production"] {
+            for (app, src) in [("podinfo", PODINFO), ("guestbook", GUESTBOOK)] {
+                let dir = seed.join("apps").join(app);
+                fs::create_dir_all(&dir).unwrap();
+                fs::copy(
+                    manifest_dir.join(src),
+                    dir.join(format!("values-{env}.yaml")),
+                )
+                .unwrap();
+            }
+        }
+        git(&seed, &["init", "-q"]);
+        git(&seed, &["add", "."]);
+        git(&seed, &["commit", "-q", "-m", "initial"]);
+        let deploy = root.join("deploy.git");
+        git(&root, &["init", "-q", "--bare", "deploy.git"]);
+        git(&seed, &["push", "-q", deploy.to_str().unwrap(), "main"]);
+
+        // The application repository with the trigger files.
+        let app = root.join("app");
+        fs::create_dir_all(app.join("release")).unwrap();
+        for f in [
+            "promotion-trigger.yaml",
+            "milestone-status.json",
+            "qa-validation-report.md",
+            "sprint-trace-matrix.json",
+            "approval-context.json",
+        ] {
+            fs::copy(
+                manifest_dir.join("demo/app").join(f),
+                app.join("release").join(f),
+            )
+            .unwrap();
+        }
+        git(&app, &["init", "-q"]);
+        git(&app, &["add", "."]);
+        git(&app, &["commit", "-q", "-m", "trigger"]);
+        git(&app, &["tag", "v0.9.0"]);
+
+        // The operator's configuration, from the demo, pointed at this world.
+        let config_dir = root.join("config");
+        fs::create_dir_all(&config_dir).unwrap();
+        for f in [
+            "orchestration-config.yaml",
+            "release-policy.yaml",
+            "version-resolver.yaml",
+            "milestones.yaml",
+        ] {
+            fs::copy(manifest_dir.join("demo/config").join(f), config_dir.join(f)).unwrap();
+        }
+        let config = config_dir.join("orchestration-config.yaml");
+        let text = fs::read_to_string(&config)
+            .unwrap()
+            .replace("sqlite://release-coordinator.db", "sqlite://store.db");
+        fs::write(&config, text).unwrap();
+        let w = World {
+            _tmp: tmp,
+            root,
+            deploy,
+            app,
+            config,
+        };
+        let out = w.run(&[
+            "keygen",
+            "--out",
+            config_dir.join("release-signing.pem").to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+        w
+    }
+
+    fn trigger_dir(&self) -> PathBuf {
+        self.app.join("release")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.root)
+            .env_remove("RC_CONFIG")
+            .env_remove("RC_STORE")
+            .output()
+            .expect("binary runs")
+    }
+
+    fn release(&self, push: bool) -> Output {
+        let dir = self.trigger_dir();
+        let mut args = vec![
+            "release",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--trigger-dir",
+            dir.to_str().unwrap(),
+        ];
+        if push {
+            args.push("--push");
+        }
+        self.run(&args)
+    }
+
+    fn remote_refs(&self) -> String {
+        git(
+            &self.deploy,
+            &["for-each-ref", "--format=%(refname) %(objectname)"],
+        )
+    }
+
+    fn show(&self, rev_path: &str) -> String {
+        git(&self.deploy, &["show", rev_path])
+    }
+
+    fn edit(&self, file: &str, f: impl FnOnce(String) -> String) {
+        let p = self.trigger_dir().join(file);
+        let text = fs::read_to_string(&p).unwrap();
+        fs::write(&p, f(text)).unwrap();
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn release_push_opens_one_branch_per_environment_with_tags_changed_in_place() {
+    let w = World::new();
+    let out = w.release(true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Recorded release mvp-v1 (AwaitingApproval)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let refs = w.remote_refs();
+    assert!(refs.contains("refs/heads/release/mvp-v1/staging"), "{refs}");
+    assert!(
+        refs.contains("refs/heads/release/mvp-v1/production"),
+        "{refs}"
+    );
+
+    // Every byte of the real values files is kept but the tag's.
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (app, src, old) in [
+        ("podinfo", PODINFO, "  tag: 6.14.1\n"),
+        ("guestbook", GUESTBOOK, "  tag: v5\n"),
+    ] {
+        let original = fs::read_to_string(manifest_dir.join(src)).unwrap();
+        assert!(original.contains(old));
+        for env in ["staging", "production"] {
+            let got = w.show(&format!(
+                "release/mvp-v1/{env}:apps/{app}/values-{env}.yaml"
+            ));
+            assert_eq!(
+                got,
+                original.replacen(old, "  tag: mvp-v1\n", 1),
+                "{app} {env}"
+            );
+        }
+        // The other environment's file is untouched on each branch.
+        let other = w.show(&format!(
+            "release/mvp-v1/staging:apps/{app}/values-production.yaml"
+        ));
+        assert_eq!(other, original);
+    }
+
+    // One commit on top of main, with trailers.
+    let log = git(
+        &w.deploy,
+        &["log", "--format=%B%x00", "main..release/mvp-v1/production"],
+    );
+    assert_eq!(log.matches('\0').count(), 1, "{log}");
+    assert!(log.contains("Release-Version: mvp-v1\nRelease-Milestone: mvp-ready\nRelease-Trace-Id: trace-xyz-789\nRelease-Environment: production"), "{log}");
+
+    // The release documents.
+    let files = git(
+        &w.deploy,
+        &[
+            "ls-tree",
+            "-r",
+            "--name-only",
+            "release/mvp-v1/staging",
+            "releases/",
+        ],
+    );
+    for f in [
+        "release-notes.md",
+        "release-description.txt",
+        "release-metadata.json",
+        "promotion-trigger-confirmed.yaml",
+        "signed-release-manifest.yaml",
+    ] {
+        assert!(
+            files.contains(&format!("releases/mvp-v1/{f}")),
+            "{f} missing: {files}"
+        );
+    }
+    let notes = w.show("release/mvp-v1/staging:releases/mvp-v1/release-notes.md");
+    assert!(notes.contains("`podinfo` in staging: `ghcr.io/stefanprodan/podinfo:6.14.1` → `ghcr.io/stefanprodan/podinfo:mvp-v1`"), "{notes}");
+    assert!(notes.contains("- Overall: 91.3%"), "{notes}");
+    let metadata: serde_json::Value = serde_json::from_str(
+        &w.show("release/mvp-v1/staging:releases/mvp-v1/release-metadata.json"),
+    )
+    .unwrap();
+    assert_eq!(metadata["version_tag"], "mvp-v1");
+    assert_eq!(metadata["manual_approval_required"], true);
+    assert_eq!(
+        metadata["sprint_ids"],
+        serde_json::json!(["sprint-06", "sprint-07"])
+    );
+    let app_head = git(&w.app, &["rev-parse", "HEAD"]);
+    assert_eq!(metadata["application_commit"], app_head.trim());
+    let history = w.show("release/mvp-v1/staging:releases/release-history.csv");
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(
+        history.lines().nth(1).unwrap().starts_with(
+            "mvp-v1,mvp-ready,trace-xyz-789,staging;production,podinfo;guestbook,91.3,"
+        ),
+        "{history}"
+    );
+    let confirmed =
+        w.show("release/mvp-v1/staging:releases/mvp-v1/promotion-trigger-confirmed.yaml");
+    assert!(
+        confirmed.contains("manualApprovalRequired: true"),
+        "{confirmed}"
+    );
+
+    // The documents are identical on both branches, so the branches merge in any order.
+    let docs = |env: &str| {
+        git(
+            &w.deploy,
+            &["rev-parse", &format!("release/mvp-v1/{env}:releases")],
+        )
+    };
+    assert_eq!(docs("staging"), docs("production"));
+
+    // The manifest verifies with the CLI.
+    let manifest = w.root.join("manifest.yaml");
+    fs::write(
+        &manifest,
+        w.show("release/mvp-v1/production:releases/mvp-v1/signed-release-manifest.yaml"),
+    )
+    .unwrap();
+    let key = w.root.join("config/release-signing.pem.pub");
+    let ok = w.run(&[
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    // ... and a tampered one does not.
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(&manifest, text.replacen("\"mvp-v1\"", "\"mvp-v2\"", 1)).unwrap();
+    let bad = w.run(&[
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("INVALID: signature does not match"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// The README's recipe: another implementation (Python's json for RFC 8785 canonical form of
+/// this manifest, openssl for Ed25519) verifies the signature.
+#[test]
+fn the_signature_verifies_with_openssl_and_python() {
+    let w = World::new();
+    assert!(w.release(true).status.success());
+    let manifest_text =
+        w.show("release/mvp-v1/staging:releases/mvp-v1/signed-release-manifest.yaml");
+    // JSON is what any YAML parser gives for this file; we hand Python plain JSON.
+    let value: serde_json::Value = yaml_serde::from_str(&manifest_text).unwrap();
+    let json_path = w.root.join("manifest.json");
+    fs::write(&json_path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    let script = "import json,sys,base64\n\
+        m=json.load(open(sys.argv[1]))\n\
+        sig=base64.b64decode(m.pop('signature'))\n\
+        open(sys.argv[2],'wb').write(json.dumps(m,sort_keys=True,separators=(',',':'),ensure_ascii=False).encode())\n\
+        open(sys.argv[3],'wb').write(sig)\n";
+    let input = w.root.join("input.bin");
+    let sig = w.root.join("sig.bin");
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(&json_path)
+        .arg(&input)
+        .arg(&sig)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", stderr(&py));
+    let key = w.root.join("config/release-signing.pem.pub");
+    let verify = |data: &Path| {
+        Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+            .arg(&key)
+            .arg("-rawin")
+            .arg("-in")
+            .arg(data)
+            .arg("-sigfile")
+            .arg(&sig)
+            .output()
+            .unwrap()
+    };
+    let good = verify(&input);
+    assert!(good.status.success(), "{}{}", stdout(&good), stderr(&good));
+    fs::write(
+        &input,
+        fs::read_to_string(&input)
+            .unwrap()
+            .replace("mvp-v1", "mvp-v2"),
+    )
+    .unwrap();
+    assert!(!verify(&input).status.success());
+}
+
+#[test]
+fn a_reused_version_is_refused_and_nothing_changes() {
+    let w = World::new();
+    assert!(w.release(true).status.success());
+    let refs = w.remote_refs();
+    let again = w.release(true);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        stderr(&again)
+            .contains("promotion-trigger.yaml:3:14: version `mvp-v1` was already released"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(w.remote_refs(), refs);
+}
+
+#[test]
+fn an_unpushed_release_is_resumed_by_push_with_the_same_commits() {
+    let w = World::new();
+    let first = w.release(false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("run again with --push"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        !w.remote_refs().contains("release/"),
+        "nothing is pushed without --push"
+    );
+    let built: Vec<String> = stdout(&first)
+        .lines()
+        .filter(|l| l.contains("built release/"))
+        .map(|l| l.split(" at ").nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(built.len(), 2);
+
+    // Without --push a second time there is nothing to do, and it says so.
+    let again = w.release(false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("run again with --push"),
+        "{}",
+        stderr(&again)
+    );
+
+    let pushed = w.release(true);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(
+        stdout(&pushed).contains("Resumed release mvp-v1 (AwaitingApproval)"),
+        "{}",
+        stdout(&pushed)
+    );
+    for c in built {
+        assert!(
+            w.remote_refs().contains(&c),
+            "the pushed commits are the ones built first"
+        );
+    }
+}
+
+#[test]
+fn plan_shows_decisions_and_diffs_and_writes_nothing() {
+    let w = World::new();
+    let refs = w.remote_refs();
+    let out = w.run(&[
+        "plan",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--trigger-dir",
+        w.trigger_dir().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("version:     mvp-v1 (version_tag in the trigger)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("release-policy.yaml requires 2 approval(s) for `production`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Environment production -> branch release/mvp-v1/production"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-  tag: 6.14.1\n") && text.contains("+  tag: mvp-v1\n"),
+        "{text}"
+    );
+    assert!(text.contains("+mvp-v1,mvp-ready,trace-xyz-789"), "{text}");
+    assert_eq!(w.remote_refs(), refs);
+    assert!(!w.root.join("store.db").exists(), "plan creates no store");
+
+    let json = w.run(&[
+        "plan",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--trigger-dir",
+        w.trigger_dir().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["environments"][0]["changes"][0]["old_tag"], "6.14.1");
+    assert_eq!(v["spec"]["version"], "mvp-v1");
+}
+
+#[test]
+fn validate_reports_every_problem_as_file_line_column() {
+    let w = World::new();
+    let ok = w.run(&["validate", w.trigger_dir().to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let ok = w.run(&[
+        "validate",
+        w.trigger_dir().to_str().unwrap(),
+        "--config",
+        w.config.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("would release mvp-v1 to staging, production"));
+
+    w.edit("promotion-trigger.yaml", |t| {
+        t.replace("trace_id: trace-xyz-789", "trace_id: trace-other")
+            .replace("signedBy: product-owner", "")
+            .replace(
+                "manualApprovalRequired: false",
+                "manualApprovalRequired: true",
+            )
+    });
+    w.edit("milestone-status.json", |t| {
+        t.replace("\"reached\"", "\"in-progress\"")
+    });
+    let bad = w.run(&["validate", w.trigger_dir().to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    let dir = w.trigger_dir().display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{dir}/milestone-status.json:5:13: milestone `mvp-ready` is `in-progress`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{dir}/promotion-trigger.yaml:4:11: trace_id `trace-other` does not match `trace-xyz-789`")), "{err}");
+    assert!(err.contains(&format!("{dir}/promotion-trigger.yaml:11:25: manualApprovalRequired is true, so signedBy is required")), "{err}");
+    assert!(err.contains("3 problems found"), "{err}");
+}
+
+/// Bad input: each case gets its own specific error, and the deployment repository and the
+/// store are left as they were.
+#[test]
+fn bad_input_gets_a_specific_error_and_changes_nothing() {
+    type Setup = Box<dyn Fn(&World)>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
+        (
+            "malformed YAML",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("trace_id: trace-xyz-789", "trace_id: \"trace-xyz-789")
+                })
+            }),
+            "promotion-trigger.yaml:4:11: trace_id: found unexpected end of stream, while scanning a quoted scalar",
+        ),
+        (
+            "wrong type",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace(
+                        "manualApprovalRequired: false",
+                        "manualApprovalRequired: sometimes",
+                    )
+                })
+            }),
+            "promotion-trigger.yaml:11:25: manualApprovalRequired: invalid type: string \"sometimes\", expected a boolean",
+        ),
+        (
+            "unknown field",
+            Box::new(|w| w.edit("promotion-trigger.yaml", |t| t + "colour: red\n")),
+            "promotion-trigger.yaml:13:1: colour: unknown field `colour`, expected one of `milestone_id`",
+        ),
+        (
+            "unknown JSON field",
+            Box::new(|w| {
+                w.edit("milestone-status.json", |t| {
+                    t.replacen("{", "{\"owner\": \"x\",", 1)
+                })
+            }),
+            "milestone-status.json:1:8: owner: unknown field `owner`",
+        ),
+        (
+            "billion laughs",
+            Box::new(|w| {
+                let mut y = String::from(
+                    "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+                );
+                for (i, c) in "bcdefghi".chars().enumerate() {
+                    let prev = (b'a' + i as u8) as char;
+                    y.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+                }
+                fs::write(w.trigger_dir().join("promotion-trigger.yaml"), y).unwrap();
+            }),
+            "promotion-trigger.yaml:",
+        ),
+        (
+            "50 MB file",
+            Box::new(|w| {
+                let f = fs::File::create(w.trigger_dir().join("milestone-status.json")).unwrap();
+                f.set_len(50 * 1024 * 1024).unwrap();
+            }),
+            "milestone-status.json:1:1: file is 52428800 bytes; the limit is 1048576 bytes",
+        ),
+        (
+            "version is an existing tag",
+            Box::new(|w| {
+                git(&w.app, &["tag", "mvp-v1"]);
+            }),
+            "promotion-trigger.yaml:3:14: version `mvp-v1` is already a tag in the application repository",
+        ),
+        (
+            "version escapes a path",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("version_tag: mvp-v1", "version_tag: ../../etc")
+                });
+                w.edit("milestone-status.json", |t| {
+                    t.replace("\"version_tag\": \"mvp-v1\",", "")
+                });
+            }),
+            "promotion-trigger.yaml:3:14: `../../etc` is not a valid version tag",
+        ),
+        (
+            "values path escapes the repository",
+            Box::new(|w| {
+                let text = fs::read_to_string(&w.config)
+                    .unwrap()
+                    .replace("apps/podinfo/values-staging.yaml", "../../../etc/passwd");
+                fs::write(&w.config, text).unwrap();
+            }),
+            "orchestration-config.yaml:13:16: `../../../etc/passwd` leaves the repository",
+        ),
+        (
+            "trigger file links outside",
+            Box::new(|w| {
+                let outside = w.root.join("outside.json");
+                fs::copy(w.trigger_dir().join("milestone-status.json"), &outside).unwrap();
+                fs::remove_file(w.trigger_dir().join("milestone-status.json")).unwrap();
+                std::os::unix::fs::symlink(&outside, w.trigger_dir().join("milestone-status.json"))
+                    .unwrap();
+            }),
+            "milestone-status.json:1:1: file is a link that leads outside the trigger directory",
+        ),
+        (
+            "unknown environment",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("deploy-to-production", "deploy-to-moon")
+                })
+            }),
+            "promotion-trigger.yaml:7:5: no service deploys to environment `moon` (configured: production, staging)",
+        ),
+        (
+            "coverage below policy",
+            Box::new(|w| {
+                w.edit("milestone-status.json", |t| t.replace("91.3", "80.5"));
+                fs::remove_file(w.trigger_dir().join("qa-validation-report.md")).unwrap();
+            }),
+            "milestone-status.json:6:18: QA coverage 80.5% is below the 85% that environment `production` requires",
+        ),
+        (
+            "tag path missing in the values file",
+            Box::new(|w| {
+                let text = fs::read_to_string(&w.config).unwrap().replacen(
+                    "tagPath: image.tag",
+                    "tagPath: image.version",
+                    1,
+                );
+                fs::write(&w.config, text).unwrap();
+            }),
+            "apps/podinfo/values-staging.yaml:9:1: no key `version` under `image` (keys there: repository, tag, pullPolicy, pullSecrets) (service `podinfo`, tagPath `image.version`",
+        ),
+    ];
+    for (name, setup, expected) in cases {
+        let w = World::new();
+        setup(&w);
+        let refs = w.remote_refs();
+        let out = w.release(true);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(expected),
+            "{name}: expected `{expected}` in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert_eq!(w.remote_refs(), refs, "{name}: the deployment repo changed");
+    }
+}
+
+#[test]
+fn a_push_race_is_refused_and_the_remote_branch_kept() {
+    let w = World::new();
+    // Someone else created the production release branch first.
+    let main = git(&w.deploy, &["rev-parse", "main"]);
+    git(
+        &w.deploy,
+        &[
+            "update-ref",
+            "refs/heads/release/mvp-v1/production",
+            main.trim(),
+        ],
+    );
+    let before = w.remote_refs();
+    let out = w.release(true);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "branch release/mvp-v1/production already exists in the deployment repository"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // The push is atomic: staging was not pushed either.
+    assert_eq!(w.remote_refs(), before);
+}
+
+#[test]
+fn schemas_in_the_repository_match_the_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["schema", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in [
+        "promotion-trigger.schema.json",
+        "milestone-status.schema.json",
+    ] {
+        let generated = fs::read_to_string(dir.path().join(name)).unwrap();
+        let committed =
+            fs::read_to_string(manifest_dir.join("schemas").join(name)).unwrap_or_default();
+        assert_eq!(
+            generated, committed,
+            "schemas/{name} is stale: run `release-coordinator schema`"
+        );
+    }
+}
