@@ -5,10 +5,12 @@
 //! with image tags changed in place, signed release documents and an audit trail.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod diagnostics;
 pub mod git;
 pub mod inputs;
+pub mod policy;
 pub mod release;
 pub mod signing;
 pub mod store;

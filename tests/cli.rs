@@ -435,6 +435,43 @@ fn an_unpushed_release_is_resumed_by_push_with_the_same_commits() {
 }
 
 #[test]
+fn a_release_that_died_right_after_its_push_completes_on_the_next_run() {
+    let w = World::new();
+    let first = w.release(false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The push lands but the process dies before recording it: push the cached branches by hand.
+    let cache = fs::read_dir(w.root.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "git"))
+        .expect("the bare cache exists");
+    git(
+        &cache,
+        &[
+            "push",
+            "-q",
+            w.deploy.to_str().unwrap(),
+            "refs/heads/release/*:refs/heads/release/*",
+        ],
+    );
+    let landed = w.remote_refs();
+    assert_eq!(landed.matches("refs/heads/release/mvp-v1/").count(), 2);
+
+    let again = w.release(true);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("Resumed release mvp-v1 (AwaitingApproval)"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        w.remote_refs(),
+        landed,
+        "the branches that landed are kept as they are"
+    );
+}
+
+#[test]
 fn plan_shows_decisions_and_diffs_and_writes_nothing() {
     let w = World::new();
     let refs = w.remote_refs();

@@ -170,6 +170,21 @@ impl DeployRepo {
         depth: u32,
         extra_prefix: Option<&str>,
     ) -> Result<Oid, GitError> {
+        // Asking for the branch tip first costs one round trip; when the cache already has that
+        // commit (the common case for a busy bot) it saves the fetch, which even with nothing new
+        // re-negotiates the shallow boundary and sends a pack.
+        if extra_prefix.is_none() {
+            let tip = self
+                .ls_remote(&format!("refs/heads/{branch}"))?
+                .into_iter()
+                .find_map(|(name, oid)| (name == branch).then_some(oid));
+            if let Some(tip) = tip
+                && self.remote_branch(branch) == Some(tip)
+                && self.repo.find_commit(tip).is_ok()
+            {
+                return Ok(tip);
+            }
+        }
         let mut cmd = self.remote.git(&self.path);
         cmd.args([
             "fetch",
@@ -264,17 +279,22 @@ impl DeployRepo {
 
     /// The remote's branches under `prefix` (e.g. `release/v1/`), with their commits.
     pub fn remote_branches(&self, prefix: &str) -> Result<Vec<(String, Oid)>, GitError> {
+        self.ls_remote(&format!("refs/heads/{prefix}*"))
+    }
+
+    /// The remote's branches matching `pattern` (ls-remote's tail match), without fetching.
+    fn ls_remote(&self, pattern: &str) -> Result<Vec<(String, Oid)>, GitError> {
         let mut cmd = self.remote.git(&self.path);
         cmd.args(["ls-remote", "--heads"])
             .arg(self.remote.transport_url())
-            .arg(format!("refs/heads/{prefix}*"));
+            .arg(pattern);
         let out = cmd
             .output()
             .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
         if !out.status.success() {
             return Err(GitError::Fetch {
                 remote: self.remote.display(),
-                branch: format!("{prefix}*"),
+                branch: pattern.to_string(),
                 stderr: clean_stderr(&out.stderr),
             });
         }

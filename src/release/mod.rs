@@ -305,27 +305,39 @@ pub async fn execute(
 
     let mut state = ReleaseState::Pending;
     if push {
-        // A branch already on the remote is ours only if it holds exactly our commit (an
-        // earlier run pushed it and stopped before recording that).
-        let on_remote = repo.remote_branches(&format!("release/{}/", spec.version))?;
-        let mut refs = Vec::new();
-        for b in &branches {
-            let ours = git2::Oid::from_str(&b.commit_id).map_err(GitError::from)?;
-            match on_remote.iter().find(|(name, _)| *name == b.branch) {
-                Some((_, theirs)) if *theirs == ours => {}
-                Some((_, theirs)) => {
+        let refs: Vec<(String, git2::Oid)> = branches
+            .iter()
+            .map(|b| Ok((b.branch.clone(), git2::Oid::from_str(&b.commit_id)?)))
+            .collect::<Result<_, git2::Error>>()
+            .map_err(GitError::from)?;
+        // The push itself is the check (each branch must not exist yet, atomically); only
+        // when it is refused do we look at the remote, to tell a resumed push from a clash.
+        match repo.push(&refs) {
+            Ok(()) => {}
+            Err(refused @ GitError::PushRejected { .. }) => {
+                let on_remote = repo.remote_branches(&format!("release/{}/", spec.version))?;
+                let theirs = |branch: &str| {
+                    on_remote
+                        .iter()
+                        .find_map(|(name, oid)| (name == branch).then_some(*oid))
+                };
+                if let Some((branch, other)) = refs
+                    .iter()
+                    .find_map(|(b, ours)| theirs(b).filter(|t| t != ours).map(|t| (b, t)))
+                {
                     return Err(ReleaseError::Refused(format!(
-                        "branch {} already exists in the deployment repository at {}, and this release did not make it; \
+                        "branch {branch} already exists in the deployment repository at {}, and this release did not make it; \
                          delete that branch or choose a new version_tag",
-                        b.branch,
-                        &theirs.to_string()[..12]
+                        &other.to_string()[..12]
                     )));
                 }
-                None => refs.push((b.branch.clone(), ours)),
+                // All already there with our commits: an earlier run pushed them and stopped
+                // before recording that. Anything else is a refusal we cannot explain better.
+                if !refs.iter().all(|(b, _)| theirs(b).is_some()) {
+                    return Err(refused.into());
+                }
             }
-        }
-        if !refs.is_empty() {
-            repo.push(&refs)?;
+            Err(e) => return Err(e.into()),
         }
         for b in &mut branches {
             b.pushed = true;
