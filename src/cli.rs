@@ -77,6 +77,20 @@ enum Command {
         #[arg(long, env = "RC_STORE")]
         store: Option<String>,
     },
+    /// Run the bot: receive forge webhooks and store each delivery durably before answering.
+    Serve {
+        #[arg(long, env = "RC_CONFIG")]
+        config: PathBuf,
+        /// Address to listen on; port 0 picks a free port (the address is printed).
+        #[arg(long, env = "RC_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Store URL, overriding `defaults.store`.
+        #[arg(long, env = "RC_STORE")]
+        store: Option<String>,
+        /// Largest webhook body accepted (GitHub sends at most 25 MiB).
+        #[arg(long, env = "RC_MAX_BODY_BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    },
     /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
     Keygen {
         #[arg(long)]
@@ -99,10 +113,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The service uses every core; a one-shot command needs no threads of its own.
+    let mut builder = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -145,6 +162,12 @@ async fn run(command: Command) -> ExitCode {
             push,
             store,
         } => release(&config, &trigger_dir, push, store).await,
+        Command::Serve {
+            config,
+            listen,
+            store,
+            max_body_bytes,
+        } => serve(&config, listen, store, max_body_bytes).await,
         Command::Keygen { out } => match signing::keygen(&out) {
             Ok((id, public)) => {
                 println!(
@@ -200,6 +223,92 @@ fn release_failure(e: &ReleaseError) -> ExitCode {
 
 fn store_url(config: &OperatorConfig, flag: Option<String>) -> String {
     flag.unwrap_or_else(|| config.orchestration.defaults.store.clone())
+}
+
+/// Reads each named environment variable as a secret; the error names the variable only.
+fn secrets_from_env(vars: &[String]) -> Result<Vec<secrecy::SecretString>, String> {
+    vars.iter()
+        .map(|var| match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(secrecy::SecretString::from(v)),
+            _ => Err(format!(
+                "environment variable {var} (forges.github.webhookSecretEnv) is not set or empty"
+            )),
+        })
+        .collect()
+}
+
+async fn serve(
+    config_path: &Path,
+    listen: std::net::SocketAddr,
+    store_flag: Option<String>,
+    max_body_bytes: usize,
+) -> ExitCode {
+    use crate::server::{AppState, ServiceConfig, router};
+    let config = match OperatorConfig::load(config_path) {
+        Ok(c) => c,
+        Err(d) => return report(&d),
+    };
+    let Some(github) = &config.orchestration.forges.github else {
+        return fail(
+            1,
+            &format!(
+                "{}: `forges.github` is not configured; the bot needs at least one forge to serve",
+                config_path.display()
+            ),
+        );
+    };
+    let secrets = match secrets_from_env(&github.webhook_secret_env) {
+        Ok(s) => s,
+        Err(e) => return fail(1, &e),
+    };
+    let url = store_url(&config, store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    match store.delivery_counts().await {
+        Ok((_, waiting)) if waiting > 0 => {
+            tracing::info!(
+                waiting,
+                "deliveries stored before this start wait for the worker"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return fail(2, &e.to_string()),
+    }
+    let state = AppState::new(
+        store,
+        ServiceConfig {
+            github_webhook_secrets: Some(secrets),
+            max_body_bytes,
+        },
+    );
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(2, &format!("cannot listen on {listen}: {e}")),
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // Tests and scripts read this line to find the port.
+    println!("listening on http://{addr}");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    };
+    match axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(2, &format!("the server stopped: {e}")),
+    }
 }
 
 async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {

@@ -34,6 +34,25 @@ pub struct OrchestrationConfig {
     pub milestones_file: PathBuf,
     #[serde(default)]
     pub defaults: Defaults,
+    /// The forges the bot serves (`serve`); the offline commands do not need them.
+    #[serde(default)]
+    pub forges: Forges,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forges {
+    #[serde(default)]
+    pub github: Option<GithubForge>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GithubForge {
+    /// Environment variables that each hold a webhook secret. Deliveries signed with any of
+    /// them are accepted, so a secret can be rotated without dropping deliveries: add the new
+    /// one, change it on GitHub, remove the old one.
+    pub webhook_secret_env: Vec<String>,
 }
 
 fn default_policy_file() -> PathBuf {
@@ -416,6 +435,14 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
         d.push(src.at(
             route!["deployment", "baseBranch"],
             format!("`{}` is not a valid branch name", c.deployment.base_branch),
+        ));
+    }
+    if let Some(g) = &c.forges.github
+        && g.webhook_secret_env.is_empty()
+    {
+        d.push(src.at(
+            route!["forges", "github", "webhookSecretEnv"],
+            "name at least one environment variable holding the GitHub webhook secret",
         ));
     }
     if c.services.is_empty() {

@@ -17,6 +17,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::release::state::ReleaseState;
 
+pub mod deliveries;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
@@ -33,11 +35,18 @@ pub enum StoreError {
     },
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "releases",
-    include_str!("../../migrations/sqlite/0001_releases.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "releases",
+        include_str!("../../migrations/sqlite/0001_releases.sql"),
+    ),
+    (
+        2,
+        "deliveries",
+        include_str!("../../migrations/sqlite/0002_deliveries.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     let migrations = SQLITE_MIGRATIONS

@@ -1,0 +1,3 @@
+//! GitHub: webhook payloads in, REST API out.
+
+pub mod webhook;

@@ -1,0 +1,89 @@
+//! The HTTP service: webhook routes and health probes.
+//!
+//! The routes only verify, parse and store (see [`webhook`]); the worker does the work. The
+//! store is shared with the worker and the reconcile loop.
+
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use tokio::sync::Notify;
+
+use crate::store::Store;
+use crate::store::deliveries::DeliveryWriter;
+use webhook::GithubVerifier;
+
+/// GitHub's own limit for a webhook payload.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub store: Store,
+    pub writer: DeliveryWriter,
+    pub github: Option<GithubVerifier>,
+    pub max_body_bytes: usize,
+    /// Notified when a delivery was stored, to wake the worker.
+    pub stored: Arc<Notify>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// How the service is set up; secrets arrive already read from the environment.
+pub struct ServiceConfig {
+    pub github_webhook_secrets: Option<Vec<SecretString>>,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Starts the delivery writer over `store`.
+    pub fn new(store: Store, config: ServiceConfig) -> AppState {
+        let stored = Arc::new(Notify::new());
+        let writer = DeliveryWriter::spawn(store.clone(), stored.clone());
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                writer,
+                github: config
+                    .github_webhook_secrets
+                    .as_deref()
+                    .map(GithubVerifier::new),
+                max_body_bytes: config.max_body_bytes,
+                stored,
+            }),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(webhook::github))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Ready when the store answers.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "the store does not answer")
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The webhook routes: verify, parse once, store, answer.
+//!
+//! Nothing is done with an event here beyond making it durable: the route answers as soon as the
+//! delivery is committed, and the worker acts on it afterwards. A delivery that fails any check
+//! is answered with the reason (GitHub shows it in the delivery log) and nothing is stored.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+use super::AppState;
+use crate::events::{Event, ForgeKind};
+use crate::forge::github::webhook::{self as github_payload, PayloadError};
+use crate::store::deliveries::{Accepted, NewDelivery};
+
+/// Checks `X-Hub-Signature-256` against every configured secret (several during a rotation).
+pub struct GithubVerifier {
+    /// Keyed once at start-up; each request clones the keyed state instead of re-keying.
+    macs: Vec<Hmac<Sha256>>,
+}
+
+impl GithubVerifier {
+    pub fn new(secrets: &[SecretString]) -> GithubVerifier {
+        GithubVerifier {
+            macs: secrets
+                .iter()
+                .map(|s| {
+                    Hmac::<Sha256>::new_from_slice(s.expose_secret().as_bytes())
+                        .expect("HMAC takes keys of any length")
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under one of the
+    /// secrets. The comparison is constant-time (`verify_slice`).
+    pub fn verify(&self, body: &[u8], header: &[u8]) -> bool {
+        let Some(hex_sig) = header.strip_prefix(b"sha256=") else {
+            return false;
+        };
+        let mut sig = [0u8; 32];
+        if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
+            return false;
+        }
+        self.macs
+            .iter()
+            .any(|m| m.clone().chain_update(body).verify_slice(&sig).is_ok())
+    }
+}
+
+/// Why a delivery was not accepted. Nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("this bot is not configured for {0} webhooks")]
+    NotConfigured(&'static str),
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("header {0} is not valid")]
+    BadHeader(&'static str),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body could not be read")]
+    Unreadable,
+    #[error("the signature does not match any configured webhook secret")]
+    BadSignature,
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Rejection::NotConfigured(_) => StatusCode::NOT_FOUND,
+            Rejection::BadSignature => StatusCode::UNAUTHORIZED,
+            Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            tracing::warn!("webhook refused: {self}");
+        }
+        (status, self.to_string()).into_response()
+    }
+}
+
+/// A verified GitHub delivery: its id, its kind and the parsed event (`None`: a kind or
+/// action the bot does not act on).
+pub struct GithubDelivery {
+    pub delivery_id: String,
+    pub kind: String,
+    pub event: Option<Event>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rejection> {
+    let v = headers.get(name).ok_or(Rejection::MissingHeader(name))?;
+    let s = v.to_str().map_err(|_| Rejection::BadHeader(name))?;
+    if s.is_empty() || s.len() > 128 {
+        return Err(Rejection::BadHeader(name));
+    }
+    Ok(s)
+}
+
+impl FromRequest<AppState> for GithubDelivery {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejection> {
+        let verifier = state
+            .github
+            .as_ref()
+            .ok_or(Rejection::NotConfigured("GitHub"))?;
+        let (parts, body) = req.into_parts();
+        let limit = state.max_body_bytes;
+        if let Some(len) = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            && len > limit
+        {
+            return Err(Rejection::TooLarge(limit));
+        }
+        let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                Rejection::TooLarge(limit)
+            } else {
+                Rejection::Unreadable
+            }
+        })?;
+        // The signature first: nothing about an unauthenticated request is looked at further.
+        let signature = parts
+            .headers
+            .get("x-hub-signature-256")
+            .ok_or(Rejection::BadSignature)?;
+        if !verifier.verify(&body, signature.as_bytes()) {
+            return Err(Rejection::BadSignature);
+        }
+        let kind = header(&parts.headers, "x-github-event")?.to_string();
+        let delivery_id = header(&parts.headers, "x-github-delivery")?.to_string();
+        let event = github_payload::parse(&kind, &body)?;
+        Ok(GithubDelivery {
+            delivery_id,
+            kind,
+            event,
+        })
+    }
+}
+
+/// `POST /webhooks/github`.
+pub async fn github(State(state): State<AppState>, delivery: GithubDelivery) -> Response {
+    let Some(event) = delivery.event else {
+        return (
+            StatusCode::OK,
+            format!("ignored: the bot does not act on `{}`", delivery.kind),
+        )
+            .into_response();
+    };
+    let event_json = serde_json::to_string(&event).expect("events serialize");
+    let new = NewDelivery {
+        forge: ForgeKind::Github,
+        delivery_id: delivery.delivery_id,
+        kind: delivery.kind,
+        event_json,
+        received_at: OffsetDateTime::now_utc(),
+    };
+    match state.writer.submit(new).await {
+        Ok(Accepted::Stored) => StatusCode::ACCEPTED.into_response(),
+        Ok(Accepted::Duplicate) => {
+            (StatusCode::OK, "already received: not processed again").into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a delivery could not be stored");
+            // 5xx: the forge records the failure and the delivery can be redelivered.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the delivery could not be stored; redeliver it later",
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The webhook door of `release-coordinator serve`, driven over HTTP with GitHub's real payload
+//! examples: signatures, redeliveries, limits, and durability against `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use hmac::{Hmac, KeyInit, Mac};
+use release_coordinator::store::Store;
+use sha2::Sha256;
+
+const BIN: &str = env!("CARGO_BIN_EXE_release-coordinator");
+const SECRET: &str = "s3cr3t-webhook-value-that-must-not-leak";
+const OLD_SECRET: &str = "the-previous-secret-during-rotation";
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn fixtures() -> Vec<(String, PathBuf)> {
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/github/webhooks/api.github.com");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).unwrap() {
+        let dir = dir.unwrap().path();
+        let kind = dir.file_name().unwrap().to_string_lossy().to_string();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            out.push((kind.clone(), f.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A running `serve` process with its own store.
+struct Server {
+    child: Child,
+    base: String,
+    store_url: String,
+    _dir: tempfile::TempDir,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        for f in [
+            "release-policy.yaml",
+            "version-resolver.yaml",
+            "milestones.yaml",
+        ] {
+            std::fs::copy(manifest.join("demo/config").join(f), config_dir.join(f)).unwrap();
+        }
+        let config = std::fs::read_to_string(
+            manifest.join("demo/config/orchestration-config.yaml"),
+        )
+        .unwrap()
+            + "forges:\n  github:\n    webhookSecretEnv: [TEST_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET_OLD]\n";
+        std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
+        let store_url = format!("sqlite://{}/store.db", dir.path().display());
+        let stderr_path = dir.path().join("stderr.log");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &store_url,
+                "--config",
+            ])
+            .arg(config_dir.join("orchestration-config.yaml"))
+            .args(extra)
+            .env("TEST_WEBHOOK_SECRET", SECRET)
+            .env("TEST_WEBHOOK_SECRET_OLD", OLD_SECRET)
+            .env("RC_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap()
+                )
+            })
+            .to_string();
+        Server {
+            child,
+            base,
+            store_url,
+            _dir: dir,
+            stderr_path,
+        }
+    }
+
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        kind: &str,
+        id: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> (u16, String) {
+        let mut req = client
+            .post(format!("{}/webhooks/github", self.base))
+            .header("X-GitHub-Event", kind)
+            .header("X-GitHub-Delivery", id)
+            .header("Content-Type", "application/json");
+        if let Some(sig) = signature {
+            req = req.header("X-Hub-Signature-256", sig);
+        }
+        let resp = req.body(body).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn signed(
+        &self,
+        client: &reqwest::Client,
+        kind: &str,
+        id: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let sig = sign(SECRET, &body);
+        self.deliver(client, kind, id, body, Some(sig)).await
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.store_url).await.unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_real_payload_is_stored_once_and_redeliveries_are_recognized() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    let mut stored = 0;
+    for (i, (kind, path)) in fixtures().into_iter().enumerate() {
+        let body = std::fs::read(&path).unwrap();
+        let (status, text) = server
+            .signed(&client, &kind, &format!("d-{i}"), body.clone())
+            .await;
+        let name = path.display();
+        // GitHub's plain push example deletes a tag: not an event the bot acts on.
+        if kind == "push" && text.starts_with("ignored") {
+            assert_eq!(status, 200, "{name}");
+            continue;
+        }
+        assert_eq!(status, 202, "{name}: {text}");
+        stored += 1;
+        // GitHub redelivers with the same delivery id: answered 2xx, not stored again.
+        let (status, text) = server.signed(&client, &kind, &format!("d-{i}"), body).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (200, "already received: not processed again")
+        );
+    }
+    assert!(stored >= 30, "most examples are events ({stored})");
+    let (total, waiting) = server.store().await.delivery_counts().await.unwrap();
+    assert_eq!((total, waiting), (stored, stored));
+}
+
+#[tokio::test]
+async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    let body = std::fs::read(
+        fixtures()
+            .iter()
+            .find(|(k, _)| k == "issue_comment")
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+
+    let wrong = sign("not-the-secret", &body);
+    let tampered = {
+        let mut b = body.clone();
+        b[10] ^= 1;
+        sign(SECRET, &b)
+    };
+    for (what, sig) in [
+        ("missing", None),
+        ("wrong secret", Some(wrong)),
+        ("signature of other bytes", Some(tampered)),
+        ("sha1 form", Some("sha1=0000".to_string())),
+        ("not hex", Some("sha256=zz".to_string())),
+    ] {
+        let (status, text) = server
+            .deliver(&client, "issue_comment", "x-1", body.clone(), sig)
+            .await;
+        assert_eq!(status, 401, "{what}: {text}");
+        assert_eq!(
+            text,
+            "the signature does not match any configured webhook secret"
+        );
+    }
+    assert_eq!(
+        server.store().await.delivery_counts().await.unwrap(),
+        (0, 0)
+    );
+
+    // During a rotation the previous secret still works.
+    let old = sign(OLD_SECRET, &body);
+    let (status, _) = server
+        .deliver(&client, "issue_comment", "x-2", body, Some(old))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        server.store().await.delivery_counts().await.unwrap(),
+        (1, 1)
+    );
+    assert!(
+        !server.stderr().contains(SECRET) && !server.stderr().contains(OLD_SECRET),
+        "secrets never reach the log"
+    );
+}
+
+#[tokio::test]
+async fn limits_unknown_kinds_and_broken_payloads_get_clear_answers() {
+    let server = Server::start(&["--max-body-bytes", "20000"]);
+    let client = reqwest::Client::new();
+
+    let big = vec![b' '; 20001];
+    let (status, text) = server.signed(&client, "push", "big", big).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (413, "the body is larger than 20000 bytes")
+    );
+
+    let (status, text) = server
+        .signed(
+            &client,
+            "ping",
+            "p",
+            b"{\"zen\":\"Keep it logically awesome.\"}".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ignored: the bot does not act on `ping`")
+    );
+
+    let body = b"{\"action\":\"created\",\"issue\":{\"number\":\"seven\"}}".to_vec();
+    let (status, text) = server.signed(&client, "issue_comment", "b", body).await;
+    assert_eq!(status, 400);
+    assert!(
+        text.starts_with("`issue_comment` payload does not parse at `issue.number`: invalid type: string \"seven\""),
+        "{text}"
+    );
+
+    let body = b"{}".to_vec();
+    let sig = sign(SECRET, &body);
+    let resp = client
+        .post(format!("{}/webhooks/github", server.base))
+        .header("X-Hub-Signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.text().await.unwrap(), "missing header x-github-event");
+
+    assert_eq!(
+        server.store().await.delivery_counts().await.unwrap(),
+        (0, 0)
+    );
+    for probe in ["healthz", "readyz"] {
+        let r = client
+            .get(format!("{}/{probe}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{probe}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_delivery_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    let mut server = Server::start_in(dir, &[]);
+    let client = reqwest::Client::new();
+    let body = std::fs::read(
+        fixtures()
+            .iter()
+            .find(|(k, _)| k == "status")
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    let sig = sign(SECRET, &body);
+
+    // Many deliveries in flight at once; SIGKILL once some are acknowledged and more arrive.
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let (client, base, body, sig) = (
+            client.clone(),
+            server.base.clone(),
+            body.clone(),
+            sig.clone(),
+        );
+        let acks = acks.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/webhooks/github"))
+                .header("X-GitHub-Event", "status")
+                .header("X-GitHub-Delivery", format!("k-{i}"))
+                .header("X-Hub-Signature-256", sig)
+                .body(body)
+                .send()
+                .await;
+            let status = r.map(|r| r.status().as_u16()).ok();
+            if status == Some(202) {
+                acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (i, status)
+        }));
+    }
+    while acks.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (i, Some(202)) => acked.push(format!("k-{i}")),
+            _ => refused += 1,
+        }
+    }
+    server.child.wait().unwrap();
+    assert!(
+        refused > 0,
+        "the kill came while deliveries were still arriving"
+    );
+
+    let store = Store::open(&format!("sqlite://{}/store.db", keep.display()))
+        .await
+        .unwrap();
+    let pending = store.pending_deliveries(10_000).await.unwrap();
+    let stored: std::collections::HashSet<&str> =
+        pending.iter().map(|p| p.delivery_id.as_str()).collect();
+    for id in &acked {
+        assert!(
+            stored.contains(id.as_str()),
+            "acknowledged delivery {id} was lost"
+        );
+    }
+}
