@@ -90,6 +90,9 @@ enum Command {
         /// Largest webhook body accepted (GitHub sends at most 25 MiB).
         #[arg(long, env = "RC_MAX_BODY_BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Seconds between reconcile passes (each re-reads the forge for releases in flight).
+        #[arg(long, env = "RC_RECONCILE_SECS", default_value_t = 300)]
+        reconcile_every_secs: u64,
     },
     /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
     Keygen {
@@ -167,7 +170,8 @@ async fn run(command: Command) -> ExitCode {
             listen,
             store,
             max_body_bytes,
-        } => serve(&config, listen, store, max_body_bytes).await,
+            reconcile_every_secs,
+        } => serve(&config, listen, store, max_body_bytes, reconcile_every_secs).await,
         Command::Keygen { out } => match signing::keygen(&out) {
             Ok((id, public)) => {
                 println!(
@@ -242,13 +246,14 @@ async fn serve(
     listen: std::net::SocketAddr,
     store_flag: Option<String>,
     max_body_bytes: usize,
+    reconcile_every_secs: u64,
 ) -> ExitCode {
-    use crate::server::{AppState, ServiceConfig, router};
+    use crate::server::ServiceConfig;
     let config = match OperatorConfig::load(config_path) {
         Ok(c) => c,
         Err(d) => return report(&d),
     };
-    let Some(github) = &config.orchestration.forges.github else {
+    let Some(github) = config.orchestration.forges.github.clone() else {
         return fail(
             1,
             &format!(
@@ -276,39 +281,61 @@ async fn serve(
         Ok(_) => {}
         Err(e) => return fail(2, &e.to_string()),
     }
-    let state = AppState::new(
+    let token = match std::env::var(&github.token_env) {
+        Ok(t) if !t.is_empty() => secrecy::SecretString::from(t),
+        _ => {
+            return fail(
+                1,
+                &format!(
+                    "environment variable {} (forges.github.tokenEnv) is not set or empty",
+                    github.token_env
+                ),
+            );
+        }
+    };
+    let forge = match crate::forge::github::client::GithubForge::new(
+        &github.api_url,
+        &github.clone_url_base,
+        crate::forge::github::client::GithubAuth::Token(token),
+        &github.bot_login,
+    ) {
+        Ok(f) => f,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let bot = std::sync::Arc::new(crate::release::lifecycle::Bot::new(
+        config,
+        github,
         store,
-        ServiceConfig {
-            github_webhook_secrets: Some(secrets),
-            max_body_bytes,
-        },
-    );
+        std::sync::Arc::new(forge),
+    ));
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => return fail(2, &format!("cannot listen on {listen}: {e}")),
     };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let running = crate::server::start(
+        bot,
+        ServiceConfig {
+            github_webhook_secrets: Some(secrets),
+            max_body_bytes,
+        },
+        listener,
+        std::time::Duration::from_secs(reconcile_every_secs),
+    );
     // Tests and scripts read this line to find the port.
-    println!("listening on http://{addr}");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: finishing requests in flight");
+    println!("listening on http://{}", running.addr);
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => return fail(2, &format!("cannot handle SIGTERM: {e}")),
     };
-    match axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(2, &format!("the server stopped: {e}")),
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
+    // Every acknowledged delivery is already stored; work in progress resumes at the next
+    // start from the store and the forge.
+    tracing::info!("shutting down");
+    running.abort();
+    ExitCode::SUCCESS
 }
 
 async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {

@@ -53,6 +53,40 @@ pub struct GithubForge {
     /// them are accepted, so a secret can be rotated without dropping deliveries: add the new
     /// one, change it on GitHub, remove the old one.
     pub webhook_secret_env: Vec<String>,
+    /// The REST API: `https://api.github.com`, or `https://HOST/api/v3` on GitHub Enterprise.
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// Where repositories are cloned from: `<cloneUrlBase>/<owner>/<repo>.git`.
+    #[serde(default = "default_github_clone")]
+    pub clone_url_base: String,
+    /// The environment variable holding the API token (a fine-grained token or an
+    /// installation token); it also authenticates git over HTTPS.
+    pub token_env: String,
+    /// The bot's own login: its comments are never commands.
+    #[serde(default = "default_bot_login")]
+    pub bot_login: String,
+    /// Where the trigger file lives in application repositories; the other input files are
+    /// read from the same directory.
+    #[serde(default = "default_trigger_path")]
+    pub trigger_path: String,
+    /// How release pull requests are merged.
+    #[serde(default)]
+    pub merge_method: crate::forge::MergeMethod,
+    /// The deployment repository on GitHub (`owner/name`), where release pull requests open.
+    pub deployment_repo: String,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_github_clone() -> String {
+    "https://github.com".into()
+}
+fn default_bot_login() -> String {
+    "release-coordinator[bot]".into()
+}
+fn default_trigger_path() -> String {
+    "promotion-trigger.yaml".into()
 }
 
 fn default_policy_file() -> PathBuf {

@@ -19,4 +19,5 @@ pub mod signing;
 pub mod store;
 pub mod templates;
 pub mod version;
+pub mod worker;
 pub mod yaml_edit;

@@ -1,4 +1,188 @@
-//! The forges the bot talks to. Each module turns its forge's webhooks into
-//! [`crate::events::Event`]s and (later) implements the `Forge` trait over its REST API.
+//! The forges the bot talks to, behind one domain-level [`Forge`] trait.
+//!
+//! The release lifecycle speaks of change requests (GitHub pull requests, GitLab merge
+//! requests), notes (comments), reviews, checks, tags and releases; each forge module maps those
+//! onto its REST API and its webhooks onto [`crate::events::Event`]s.
 
 pub mod github;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::events::{Actor, ForgeKind, ReviewState};
+use crate::policy::Check;
+
+/// What went wrong talking to a forge, in the terms a retry decision needs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForgeError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request clashes with the forge's state (a merge conflict, a head that moved).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the forge refused the bot's credentials: {0}")]
+    Unauthorized(String),
+    #[error("rate limited by the forge{}", .retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// A 5xx, a timeout, a dropped connection: worth trying again.
+    #[error("the forge is unavailable: {0}")]
+    Transient(String),
+    /// The forge understood and refused (422 and the like); retrying will not help.
+    #[error("the forge refused the request: {0}")]
+    Rejected(String),
+}
+
+impl ForgeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ForgeError::RateLimited { .. } | ForgeError::Transient(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeState {
+    Open,
+    Closed,
+    Merged,
+}
+
+/// A pull request (GitHub) or merge request (GitLab).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRequest {
+    pub number: u64,
+    pub head_branch: String,
+    pub head_commit: String,
+    pub base_branch: String,
+    pub state: ChangeState,
+    pub merge_commit: Option<String>,
+    pub url: String,
+}
+
+pub struct NewChangeRequest<'a> {
+    pub head_branch: &'a str,
+    pub base_branch: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+}
+
+/// A comment on a change request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub id: u64,
+    pub author: Actor,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewInfo {
+    pub id: u64,
+    pub author: Actor,
+    pub state: ReviewState,
+    /// The head commit the review was given on.
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
+/// How to reach a repository with git: its clone URL and, for HTTPS, a token.
+pub struct GitAccess {
+    pub url: String,
+    pub token: Option<secrecy::SecretString>,
+}
+
+/// Everything the release lifecycle asks of a forge. Every method that creates something
+/// either looks before it creates or is safe to repeat, so a replayed delivery or a restart
+/// never makes a second pull request, tag or release.
+#[async_trait]
+pub trait Forge: Send + Sync {
+    fn kind(&self) -> ForgeKind;
+    /// The bot's own account, whose comments are never commands or approvals.
+    fn bot_login(&self) -> &str;
+    async fn git_access(&self, repo: &str) -> Result<GitAccess, ForgeError>;
+
+    /// The change request from `head_branch`, in any state, if one exists.
+    async fn find_change_request(
+        &self,
+        repo: &str,
+        head_branch: &str,
+    ) -> Result<Option<ChangeRequest>, ForgeError>;
+    async fn change_request(&self, repo: &str, number: u64) -> Result<ChangeRequest, ForgeError>;
+    async fn open_change_request(
+        &self,
+        repo: &str,
+        new: &NewChangeRequest<'_>,
+    ) -> Result<ChangeRequest, ForgeError>;
+    async fn close_change_request(&self, repo: &str, number: u64) -> Result<(), ForgeError>;
+
+    async fn notes(&self, repo: &str, number: u64) -> Result<Vec<Note>, ForgeError>;
+    async fn post_note(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError>;
+    async fn edit_note(&self, repo: &str, note_id: u64, body: &str) -> Result<(), ForgeError>;
+    async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError>;
+    /// The latest state of every check on `commit` (check runs and commit statuses).
+    async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError>;
+
+    /// Merges if the head is still `head_commit`; returns the merge commit.
+    async fn merge(
+        &self,
+        repo: &str,
+        number: u64,
+        head_commit: &str,
+        method: MergeMethod,
+    ) -> Result<String, ForgeError>;
+
+    /// Whether `user` belongs to `team` (`org/team-slug` on GitHub, a group path on GitLab).
+    async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError>;
+
+    async fn set_commit_status(
+        &self,
+        repo: &str,
+        commit: &str,
+        failed: bool,
+        context: &str,
+        description: &str,
+    ) -> Result<(), ForgeError>;
+    async fn comment_on_commit(
+        &self,
+        repo: &str,
+        commit: &str,
+        body: &str,
+    ) -> Result<(), ForgeError>;
+
+    /// An annotated tag `tag` on `commit`; an existing tag on the same commit is success, on
+    /// another commit a [`ForgeError::Conflict`].
+    async fn ensure_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        commit: &str,
+        message: &str,
+    ) -> Result<(), ForgeError>;
+    /// The release for `tag`, created unless it exists; returns its URL.
+    async fn ensure_release(
+        &self,
+        repo: &str,
+        tag: &str,
+        name: &str,
+        body: &str,
+    ) -> Result<String, ForgeError>;
+}

@@ -310,6 +310,96 @@ impl DeployRepo {
             .collect())
     }
 
+    /// Makes sure `commit` is in the cache: fetches `branch` shallowly and, when the branch has
+    /// moved past `commit` already, asks for the commit itself (GitHub and GitLab serve any
+    /// reachable commit).
+    pub fn fetch_commit(&self, branch: &str, commit: &str) -> Result<Oid, GitError> {
+        let oid = Oid::from_str(commit)?;
+        if self.repo.find_commit(oid).is_ok() {
+            return Ok(oid);
+        }
+        self.fetch(branch, 1, None)?;
+        if self.repo.find_commit(oid).is_ok() {
+            return Ok(oid);
+        }
+        let out = self
+            .remote
+            .git(&self.path)
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--depth=1",
+            ])
+            .arg(self.remote.transport_url())
+            .arg(commit)
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        if !out.status.success() {
+            return Err(GitError::Fetch {
+                remote: self.remote.display(),
+                branch: commit.to_string(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(oid)
+    }
+
+    /// The names of the remote's tags, without fetching them.
+    pub fn remote_tags(&self) -> Result<Vec<String>, GitError> {
+        let out = self
+            .remote
+            .git(&self.path)
+            .args(["ls-remote", "--tags", "--refs"])
+            .arg(self.remote.transport_url())
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        if !out.status.success() {
+            return Err(GitError::Fetch {
+                remote: self.remote.display(),
+                branch: "refs/tags/*".into(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('\t')?
+                    .1
+                    .strip_prefix("refs/tags/")
+                    .map(String::from)
+            })
+            .collect())
+    }
+
+    /// The regular files directly in directory `dir` at `commit` (symlinks and submodules are
+    /// left out: a trigger file that is a link is not read).
+    pub fn read_dir(&self, commit: Oid, dir: &str) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+        let root = self.repo.find_commit(commit)?.tree()?;
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(dir)) {
+                Ok(e) if e.kind() == Some(ObjectType::Tree) => self.repo.find_tree(e.id())?,
+                _ => return Ok(Vec::new()),
+            }
+        };
+        let mut files = Vec::new();
+        for entry in tree.iter() {
+            if entry.kind() == Some(ObjectType::Blob)
+                && entry.filemode() != i32::from(git2::FileMode::Link)
+                && let Ok(name) = entry.name()
+            {
+                files.push((
+                    name.to_string(),
+                    self.repo.find_blob(entry.id())?.content().to_vec(),
+                ));
+            }
+        }
+        Ok(files)
+    }
+
     /// Creates the branches on the remote, all together or not at all. Each must not exist
     /// there yet (`--force-with-lease` with an empty expectation): a branch someone else
     /// created between our look and our push is refused, never overwritten or fast-forwarded.

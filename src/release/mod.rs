@@ -12,6 +12,7 @@
 //! A re-run with the same inputs resumes an unfinished release; any other re-use of a
 //! version is refused.
 
+pub mod lifecycle;
 pub mod plan;
 pub mod state;
 pub mod validate;
@@ -147,8 +148,20 @@ pub async fn prepare(
     store: Option<&Store>,
     now: OffsetDateTime,
 ) -> Result<Prepared, ReleaseError> {
-    let inputs = AppInputs::load(trigger_dir)?;
     let app = AppRepoInfo::discover(trigger_dir)?;
+    prepare_with_app(config, trigger_dir, app, store, now).await
+}
+
+/// [`prepare`] for trigger files that are not in a working tree (the bot reads them from git
+/// objects): `app` says which commit they are from and which tags the repository has.
+pub async fn prepare_with_app(
+    config: &OperatorConfig,
+    trigger_dir: &Path,
+    app: AppRepoInfo,
+    store: Option<&Store>,
+    now: OffsetDateTime,
+) -> Result<Prepared, ReleaseError> {
+    let inputs = AppInputs::load(trigger_dir)?;
     let digest = inputs_digest(&inputs);
     let (recorded, resumed) = match store {
         Some(s) => (

@@ -87,3 +87,44 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
         }
     }
 }
+
+/// A running service: the HTTP server and the worker, both on the current runtime.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub server: tokio::task::JoinHandle<()>,
+    pub worker: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops both tasks at once, as a crash would (nothing is flushed: that is the point).
+    pub fn abort(&self) {
+        self.server.abort();
+        self.worker.abort();
+    }
+}
+
+/// Starts the webhook server on `listener` and the worker for `bot`.
+pub fn start(
+    bot: std::sync::Arc<crate::release::lifecycle::Bot>,
+    config: ServiceConfig,
+    listener: tokio::net::TcpListener,
+    reconcile_every: std::time::Duration,
+) -> Running {
+    let store = bot.store.clone();
+    let state = AppState::new(store.clone(), config);
+    let stored = state.stored.clone();
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(state)).await {
+            tracing::error!(error = %e, "the server stopped");
+        }
+    });
+    let worker = tokio::spawn(crate::worker::run(bot, store, stored, reconcile_every));
+    Running {
+        addr,
+        server,
+        worker,
+    }
+}

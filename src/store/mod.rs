@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::release::state::ReleaseState;
 
 pub mod deliveries;
+pub mod forge_releases;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "deliveries",
         include_str!("../../migrations/sqlite/0002_deliveries.sql"),
+    ),
+    (
+        3,
+        "forge_releases",
+        include_str!("../../migrations/sqlite/0003_forge_releases.sql"),
     ),
 ];
 

@@ -1,3 +1,4 @@
 //! GitHub: webhook payloads in, REST API out.
 
+pub mod client;
 pub mod webhook;

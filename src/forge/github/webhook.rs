@@ -88,8 +88,9 @@ impl Repository<'_> {
     }
 }
 
+/// A GitHub account as payloads and API responses show it.
 #[derive(Deserialize)]
-struct User {
+pub(crate) struct User {
     login: String,
     #[serde(rename = "type", default)]
     kind: Option<String>,

@@ -1,0 +1,415 @@
+//! Webhook payloads and API response bodies: GitHub's own examples, with the fake's state
+//! written over the fields that carry it.
+
+use serde_json::{Value, json};
+
+use crate::{CheckRun, Comment, Pull, Repo, Review, User};
+
+macro_rules! fixture {
+    ($path:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/github/",
+            $path
+        ))
+    };
+}
+
+fn template(text: &str) -> Value {
+    serde_json::from_str(text).expect("GitHub's examples are JSON")
+}
+
+/// Sets `value` at a `/`-separated path, creating objects on the way.
+pub fn set(target: &mut Value, path: &str, value: Value) {
+    let mut cur = target;
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        if !cur.get(*part).is_some_and(Value::is_object) {
+            cur[*part] = json!({});
+        }
+        cur = &mut cur[*part];
+    }
+    cur[parts[parts.len() - 1]] = value;
+}
+
+pub fn user(u: &User) -> Value {
+    let mut v = template(fixture!("api-examples/issue-comment.json"))["user"].clone();
+    set(&mut v, "login", json!(u.login));
+    set(&mut v, "type", json!(if u.is_bot { "Bot" } else { "User" }));
+    v
+}
+
+fn login(login: &str) -> Value {
+    user(&User {
+        login: login.to_string(),
+        is_bot: login.ends_with("[bot]"),
+    })
+}
+
+pub fn repository(r: &Repo) -> Value {
+    let mut v = template(fixture!(
+        "api-examples/full-repository-default-response.json"
+    ));
+    let owner = r.full_name.split('/').next().unwrap_or_default();
+    let name = r.full_name.split('/').nth(1).unwrap_or_default();
+    set(&mut v, "id", json!(r.id));
+    set(&mut v, "name", json!(name));
+    set(&mut v, "full_name", json!(r.full_name));
+    set(&mut v, "owner/login", json!(owner));
+    set(&mut v, "default_branch", json!(r.default_branch));
+    set(
+        &mut v,
+        "clone_url",
+        json!(format!("file://{}", r.path.display())),
+    );
+    set(
+        &mut v,
+        "html_url",
+        json!(format!("https://github.com/{}", r.full_name)),
+    );
+    v
+}
+
+/// The smaller repository object webhooks carry.
+fn hook_repository(r: &Repo, from: &Value) -> Value {
+    let mut v = from["repository"].clone();
+    let owner = r.full_name.split('/').next().unwrap_or_default();
+    set(&mut v, "id", json!(r.id));
+    set(
+        &mut v,
+        "name",
+        json!(r.full_name.split('/').nth(1).unwrap_or_default()),
+    );
+    set(&mut v, "full_name", json!(r.full_name));
+    set(&mut v, "owner/login", json!(owner));
+    set(&mut v, "default_branch", json!(r.default_branch));
+    v
+}
+
+pub fn pull(r: &Repo, p: &Pull) -> Value {
+    let mut v = template(fixture!("api-examples/pull-request.json"));
+    let head_sha = r.branch_tip(&p.head).unwrap_or_default();
+    let base_sha = r.branch_tip(&p.base).unwrap_or_default();
+    set(&mut v, "number", json!(p.number));
+    set(&mut v, "id", json!(r.id * 100_000 + p.number));
+    set(&mut v, "title", json!(p.title));
+    set(&mut v, "body", json!(p.body));
+    set(
+        &mut v,
+        "state",
+        json!(if p.open { "open" } else { "closed" }),
+    );
+    set(&mut v, "merged", json!(p.merged));
+    set(
+        &mut v,
+        "merged_at",
+        if p.merged {
+            json!("2026-11-24T00:00:00Z")
+        } else {
+            Value::Null
+        },
+    );
+    set(&mut v, "merge_commit_sha", json!(p.merge_commit_sha));
+    set(&mut v, "user", login(&p.user));
+    set(
+        &mut v,
+        "html_url",
+        json!(format!(
+            "https://github.com/{}/pull/{}",
+            r.full_name, p.number
+        )),
+    );
+    set(&mut v, "head/ref", json!(p.head));
+    set(&mut v, "head/sha", json!(head_sha));
+    set(
+        &mut v,
+        "head/label",
+        json!(format!(
+            "{}:{}",
+            r.full_name.split('/').next().unwrap_or_default(),
+            p.head
+        )),
+    );
+    set(&mut v, "base/ref", json!(p.base));
+    set(&mut v, "base/sha", json!(base_sha));
+    v
+}
+
+pub fn comment(c: &Comment) -> Value {
+    let mut v = template(fixture!("api-examples/issue-comment.json"));
+    set(&mut v, "id", json!(c.id));
+    set(&mut v, "body", json!(c.body));
+    set(&mut v, "user", user(&c.user));
+    v
+}
+
+pub fn review_body(rv: &Review) -> Value {
+    let items = template(fixture!("api-examples/pull-request-review-items.json"));
+    let mut v = items[0].clone();
+    set(&mut v, "id", json!(rv.id));
+    set(&mut v, "state", json!(rv.state));
+    set(&mut v, "commit_id", json!(rv.commit_id));
+    set(&mut v, "user", user(&rv.user));
+    v
+}
+
+pub fn check_run_body(c: &CheckRun) -> Value {
+    let page = template(fixture!("api-examples/check-run-paginated.json"));
+    let mut v = page["check_runs"][0].clone();
+    set(&mut v, "id", json!(c.id));
+    set(&mut v, "head_sha", json!(c.sha));
+    set(&mut v, "name", json!(c.name));
+    set(&mut v, "status", json!(c.status));
+    set(&mut v, "conclusion", json!(c.conclusion));
+    v
+}
+
+pub fn check_runs(runs: &[&CheckRun]) -> Value {
+    let mut v = template(fixture!("api-examples/check-run-paginated.json"));
+    set(&mut v, "total_count", json!(runs.len()));
+    set(
+        &mut v,
+        "check_runs",
+        Value::Array(runs.iter().map(|c| check_run_body(c)).collect()),
+    );
+    v
+}
+
+pub fn combined_status(r: &Repo, sha: &str) -> Value {
+    let mut v = template(fixture!("api-examples/combined-commit-status.json"));
+    let template_status = v["statuses"][0].clone();
+    let statuses: Vec<Value> = r
+        .statuses
+        .iter()
+        .filter(|s| s.sha == sha)
+        .map(|s| {
+            let mut t = template_status.clone();
+            set(&mut t, "id", json!(s.id));
+            set(&mut t, "context", json!(s.context));
+            set(&mut t, "state", json!(s.state));
+            set(&mut t, "description", json!(s.description));
+            t
+        })
+        .collect();
+    let state = if statuses.iter().any(|s| s["state"] != "success") || statuses.is_empty() {
+        "pending"
+    } else {
+        "success"
+    };
+    set(&mut v, "sha", json!(sha));
+    set(&mut v, "state", json!(state));
+    set(&mut v, "total_count", json!(statuses.len()));
+    set(&mut v, "statuses", Value::Array(statuses));
+    set(&mut v, "repository", repository(r));
+    v
+}
+
+pub fn status(id: u64, sha: &str, context: &str, state: &str) -> Value {
+    let mut v = template(fixture!("api-examples/status.json"));
+    set(&mut v, "id", json!(id));
+    set(&mut v, "context", json!(context));
+    set(&mut v, "state", json!(state));
+    set(
+        &mut v,
+        "url",
+        json!(format!("https://api.github.com/statuses/{sha}")),
+    );
+    v
+}
+
+pub fn git_ref(r: &Repo, name: &str, sha: &str, kind: &str) -> Value {
+    let mut v = template(fixture!("api-examples/git-ref.json"));
+    set(&mut v, "ref", json!(name));
+    set(&mut v, "object/sha", json!(sha));
+    set(&mut v, "object/type", json!(kind));
+    set(
+        &mut v,
+        "url",
+        json!(format!(
+            "https://api.github.com/repos/{}/git/{name}",
+            r.full_name
+        )),
+    );
+    v
+}
+
+pub fn git_tag(tag: &str, sha: &str, message: &str, target: &str) -> Value {
+    let mut v = template(fixture!("api-examples/git-tag.json"));
+    set(&mut v, "tag", json!(tag));
+    set(&mut v, "sha", json!(sha));
+    set(&mut v, "message", json!(message));
+    set(&mut v, "object/sha", json!(target));
+    set(&mut v, "object/type", json!("commit"));
+    v
+}
+
+pub fn release(r: &Repo, rel: &crate::Release) -> Value {
+    let mut v = template(fixture!("api-examples/release.json"));
+    set(&mut v, "id", json!(rel.id));
+    set(&mut v, "tag_name", json!(rel.tag));
+    set(&mut v, "name", json!(rel.name));
+    set(&mut v, "body", json!(rel.body));
+    set(
+        &mut v,
+        "html_url",
+        json!(format!(
+            "https://github.com/{}/releases/tag/{}",
+            r.full_name, rel.tag
+        )),
+    );
+    v
+}
+
+pub fn merge_result(sha: &str) -> Value {
+    let mut v = template(fixture!(
+        "api-examples/pull-request-merge-result-response-if-merge-was-successful.json"
+    ));
+    set(&mut v, "sha", json!(sha));
+    v
+}
+
+pub fn membership(team: &str, login: &str) -> Value {
+    let mut v = template(fixture!(
+        "api-examples/team-membership-response-if-user-is-a-team-maintainer.json"
+    ));
+    set(&mut v, "state", json!("active"));
+    set(&mut v, "role", json!("member"));
+    set(
+        &mut v,
+        "url",
+        json!(format!(
+            "https://api.github.com/teams/{team}/memberships/{login}"
+        )),
+    );
+    v
+}
+
+// --- webhooks ---
+
+#[allow(clippy::too_many_arguments)]
+pub fn push(
+    r: &Repo,
+    branch: &str,
+    before: &str,
+    after: &str,
+    added: &[&str],
+    modified: &[&str],
+    removed: &[&str],
+    pusher: &str,
+    message: &str,
+) -> Value {
+    let mut v = template(fixture!(
+        "webhooks/api.github.com/push/with-new-branch.payload.json"
+    ));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(&mut v, "ref", json!(format!("refs/heads/{branch}")));
+    set(&mut v, "before", json!(before));
+    set(&mut v, "after", json!(after));
+    set(&mut v, "created", json!(before.chars().all(|c| c == '0')));
+    set(&mut v, "deleted", json!(false));
+    set(&mut v, "pusher/name", json!(pusher));
+    set(&mut v, "sender", login(pusher));
+    let mut commit = v["commits"][0].clone();
+    set(&mut commit, "id", json!(after));
+    set(&mut commit, "message", json!(message));
+    set(&mut commit, "added", json!(added));
+    set(&mut commit, "modified", json!(modified));
+    set(&mut commit, "removed", json!(removed));
+    set(&mut v, "head_commit", commit.clone());
+    set(&mut v, "commits", json!([commit]));
+    v
+}
+
+pub fn issue_comment(r: &Repo, c: &Comment, action: &str) -> Value {
+    let mut v = template(fixture!(
+        "webhooks/api.github.com/issue_comment/created.payload.json"
+    ));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(&mut v, "action", json!(action));
+    set(&mut v, "issue/number", json!(c.number));
+    let is_pull = r.pull(c.number).is_some();
+    if is_pull {
+        set(
+            &mut v,
+            "issue/pull_request/url",
+            json!(format!(
+                "https://api.github.com/repos/{}/pulls/{}",
+                r.full_name, c.number
+            )),
+        );
+    }
+    let mut comment = v["comment"].clone();
+    set(&mut comment, "id", json!(c.id));
+    set(&mut comment, "body", json!(c.body));
+    set(&mut comment, "user", user(&c.user));
+    set(&mut v, "comment", comment);
+    set(&mut v, "sender", user(&c.user));
+    v
+}
+
+pub fn review(r: &Repo, p: &Pull, rv: &Review) -> Value {
+    let mut v = template(fixture!(
+        "webhooks/api.github.com/pull_request_review/submitted.payload.json"
+    ));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(&mut v, "action", json!("submitted"));
+    set(&mut v, "review/id", json!(rv.id));
+    set(&mut v, "review/state", json!(rv.state.to_lowercase()));
+    set(&mut v, "review/commit_id", json!(rv.commit_id));
+    set(&mut v, "review/user", user(&rv.user));
+    set(&mut v, "pull_request/number", json!(p.number));
+    set(&mut v, "sender", user(&rv.user));
+    v
+}
+
+pub fn check_run(r: &Repo, c: &CheckRun) -> Value {
+    let mut v = template(fixture!(
+        "webhooks/api.github.com/check_run/completed.payload.json"
+    ));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(
+        &mut v,
+        "action",
+        json!(if c.conclusion.is_some() {
+            "completed"
+        } else {
+            "created"
+        }),
+    );
+    set(&mut v, "check_run/id", json!(c.id));
+    set(&mut v, "check_run/head_sha", json!(c.sha));
+    set(&mut v, "check_run/name", json!(c.name));
+    set(&mut v, "check_run/status", json!(c.status));
+    set(&mut v, "check_run/conclusion", json!(c.conclusion));
+    v
+}
+
+pub fn pull_request(r: &Repo, p: &Pull, action: &str, sender: &str) -> Value {
+    let mut v = template(fixture!(
+        "webhooks/api.github.com/pull_request/synchronize.payload.json"
+    ));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(&mut v, "action", json!(action));
+    set(&mut v, "number", json!(p.number));
+    let body = pull(r, p);
+    for key in [
+        "number",
+        "state",
+        "merged",
+        "merge_commit_sha",
+        "title",
+        "head",
+        "base",
+        "user",
+        "html_url",
+    ] {
+        set(&mut v, &format!("pull_request/{key}"), body[key].clone());
+    }
+    set(&mut v, "sender", login(sender));
+    v
+}

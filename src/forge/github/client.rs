@@ -1,0 +1,567 @@
+//! The GitHub implementation of [`Forge`], over octocrab.
+//!
+//! Requests go through octocrab's generic verbs with small response types of our own, declaring
+//! only the fields the bot reads: every request is one operation of GitHub's REST description
+//! (a test holds the fake forge's request log against `fixtures/github/openapi-subset.json`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use octocrab::Octocrab;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::webhook::User;
+use crate::events::{ForgeKind, ReviewState};
+use crate::forge::{
+    ChangeRequest, ChangeState, Forge, ForgeError, GitAccess, MergeMethod, NewChangeRequest, Note,
+    ReviewInfo,
+};
+use crate::policy::{Check, CheckState};
+
+/// How the bot authenticates to GitHub.
+pub enum GithubAuth {
+    /// A personal access token or fine-grained token.
+    Token(SecretString),
+}
+
+pub struct GithubForge {
+    client: Octocrab,
+    /// Where repositories are cloned from: `<clone_base>/<owner>/<repo>.git`.
+    clone_base: String,
+    token: Option<SecretString>,
+    bot_login: String,
+}
+
+impl GithubForge {
+    pub fn new(
+        api_url: &str,
+        clone_base: &str,
+        auth: GithubAuth,
+        bot_login: &str,
+    ) -> Result<GithubForge, ForgeError> {
+        let GithubAuth::Token(token) = auth;
+        let client = Octocrab::builder()
+            .base_uri(api_url)
+            .map_err(|e| ForgeError::Rejected(format!("GitHub API URL `{api_url}`: {e}")))?
+            .personal_token(token.clone())
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| ForgeError::Transient(e.to_string()))?;
+        Ok(GithubForge {
+            client,
+            clone_base: clone_base.trim_end_matches('/').to_string(),
+            token: Some(token),
+            bot_login: bot_login.to_string(),
+        })
+    }
+}
+
+/// Maps octocrab's error to the domain's, reading status and `Retry-After`.
+fn map_err(e: octocrab::Error) -> ForgeError {
+    match e {
+        octocrab::Error::GitHub { source, .. } => {
+            let status = source.status_code.as_u16();
+            let retry_after = source
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("retry-after"))
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let msg = source.message.clone();
+            match status {
+                404 => ForgeError::NotFound(msg),
+                409 | 405 => ForgeError::Conflict(msg),
+                401 => ForgeError::Unauthorized(msg),
+                403 | 429 if retry_after.is_some() || msg.to_lowercase().contains("rate limit") => {
+                    ForgeError::RateLimited { retry_after }
+                }
+                403 => ForgeError::Unauthorized(msg),
+                500..=599 => ForgeError::Transient(format!("{status}: {msg}")),
+                _ => ForgeError::Rejected(format!("{status}: {msg}")),
+            }
+        }
+        other => ForgeError::Transient(other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullBody {
+    number: u64,
+    html_url: String,
+    state: String,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: RefBody,
+    base: RefBody,
+}
+
+#[derive(Deserialize)]
+struct RefBody {
+    #[serde(rename = "ref")]
+    branch: String,
+    sha: String,
+}
+
+impl From<PullBody> for ChangeRequest {
+    fn from(p: PullBody) -> ChangeRequest {
+        // The list endpoint omits `merged`; `merged_at` is in both.
+        let merged = p.merged.unwrap_or(false) || p.merged_at.is_some();
+        ChangeRequest {
+            number: p.number,
+            state: match (p.state.as_str(), merged) {
+                (_, true) => ChangeState::Merged,
+                ("open", _) => ChangeState::Open,
+                _ => ChangeState::Closed,
+            },
+            merge_commit: if merged { p.merge_commit_sha } else { None },
+            head_branch: p.head.branch,
+            head_commit: p.head.sha,
+            base_branch: p.base.branch,
+            url: p.html_url,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CommentBody {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct ReviewBody {
+    id: u64,
+    state: String,
+    #[serde(default)]
+    commit_id: Option<String>,
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct CheckRuns {
+    check_runs: Vec<CheckRun>,
+}
+
+#[derive(Deserialize)]
+struct CheckRun {
+    name: String,
+    status: String,
+    #[serde(default)]
+    conclusion: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CombinedStatus {
+    statuses: Vec<StatusBody>,
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    context: String,
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct MergeResult {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct GitRef {
+    object: GitObject,
+}
+
+#[derive(Deserialize)]
+struct GitObject {
+    sha: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct GitTag {
+    sha: String,
+    #[serde(default)]
+    object: Option<GitObject>,
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    html_url: String,
+}
+
+#[derive(Deserialize)]
+struct Membership {
+    state: String,
+}
+
+type Empty = serde_json::Value;
+
+#[async_trait]
+impl Forge for GithubForge {
+    fn kind(&self) -> ForgeKind {
+        ForgeKind::Github
+    }
+
+    fn bot_login(&self) -> &str {
+        &self.bot_login
+    }
+
+    async fn git_access(&self, repo: &str) -> Result<GitAccess, ForgeError> {
+        Ok(GitAccess {
+            url: format!("{}/{repo}.git", self.clone_base),
+            token: self.token.clone(),
+        })
+    }
+
+    async fn find_change_request(
+        &self,
+        repo: &str,
+        head_branch: &str,
+    ) -> Result<Option<ChangeRequest>, ForgeError> {
+        let owner = repo.split('/').next().unwrap_or(repo);
+        let pulls: Vec<PullBody> = self
+            .client
+            .get(
+                format!("/repos/{repo}/pulls"),
+                Some(&json!({"head": format!("{owner}:{head_branch}"), "state": "all", "per_page": 10})),
+            )
+            .await
+            .map_err(map_err)?;
+        // The newest first: a release branch gets at most one pull request from the bot.
+        Ok(pulls
+            .into_iter()
+            .filter(|p| p.head.branch == head_branch)
+            .map(ChangeRequest::from)
+            .max_by_key(|p| p.number))
+    }
+
+    async fn change_request(&self, repo: &str, number: u64) -> Result<ChangeRequest, ForgeError> {
+        let p: PullBody = self
+            .client
+            .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+            .await
+            .map_err(map_err)?;
+        Ok(p.into())
+    }
+
+    async fn open_change_request(
+        &self,
+        repo: &str,
+        new: &NewChangeRequest<'_>,
+    ) -> Result<ChangeRequest, ForgeError> {
+        let p: PullBody = self
+            .client
+            .post(
+                format!("/repos/{repo}/pulls"),
+                Some(&json!({"title": new.title, "head": new.head_branch, "base": new.base_branch, "body": new.body, "maintainer_can_modify": false})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(p.into())
+    }
+
+    async fn close_change_request(&self, repo: &str, number: u64) -> Result<(), ForgeError> {
+        let _: Empty = self
+            .client
+            .patch(
+                format!("/repos/{repo}/pulls/{number}"),
+                Some(&json!({"state": "closed"})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn notes(&self, repo: &str, number: u64) -> Result<Vec<Note>, ForgeError> {
+        let mut out = Vec::new();
+        for page in 1u32.. {
+            let comments: Vec<CommentBody> = self
+                .client
+                .get(
+                    format!("/repos/{repo}/issues/{number}/comments"),
+                    Some(&json!({"per_page": 100, "page": page})),
+                )
+                .await
+                .map_err(map_err)?;
+            let n = comments.len();
+            out.extend(comments.into_iter().map(|c| Note {
+                id: c.id,
+                author: c.user.into(),
+                body: c.body.unwrap_or_default(),
+            }));
+            if n < 100 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn post_note(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError> {
+        let c: Created = self
+            .client
+            .post(
+                format!("/repos/{repo}/issues/{number}/comments"),
+                Some(&json!({"body": body})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(c.id)
+    }
+
+    async fn edit_note(&self, repo: &str, note_id: u64, body: &str) -> Result<(), ForgeError> {
+        let _: Empty = self
+            .client
+            .patch(
+                format!("/repos/{repo}/issues/comments/{note_id}"),
+                Some(&json!({"body": body})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError> {
+        let reviews: Vec<ReviewBody> = self
+            .client
+            .get(
+                format!("/repos/{repo}/pulls/{number}/reviews"),
+                Some(&json!({"per_page": 100})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(reviews
+            .into_iter()
+            .filter_map(|r| {
+                let state = match r.state.as_str() {
+                    "APPROVED" => ReviewState::Approved,
+                    "CHANGES_REQUESTED" => ReviewState::ChangesRequested,
+                    "COMMENTED" => ReviewState::Commented,
+                    "DISMISSED" => ReviewState::Dismissed,
+                    _ => return None,
+                };
+                Some(ReviewInfo {
+                    id: r.id,
+                    author: r.user.into(),
+                    state,
+                    commit: r.commit_id.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError> {
+        let runs: CheckRuns = self
+            .client
+            .get(
+                format!("/repos/{repo}/commits/{commit}/check-runs"),
+                Some(&json!({"filter": "latest", "per_page": 100})),
+            )
+            .await
+            .map_err(map_err)?;
+        let combined: CombinedStatus = self
+            .client
+            .get(
+                format!("/repos/{repo}/commits/{commit}/status"),
+                None::<&()>,
+            )
+            .await
+            .map_err(map_err)?;
+        let mut checks: Vec<Check> = runs
+            .check_runs
+            .into_iter()
+            .map(|r| Check {
+                name: r.name,
+                state: match (r.status.as_str(), r.conclusion.as_deref()) {
+                    ("completed", Some("success" | "neutral" | "skipped")) => CheckState::Success,
+                    ("completed", _) => CheckState::Failure,
+                    _ => CheckState::Pending,
+                },
+            })
+            .collect();
+        checks.extend(combined.statuses.into_iter().map(|s| Check {
+            name: s.context,
+            state: match s.state.as_str() {
+                "success" => CheckState::Success,
+                "failure" | "error" => CheckState::Failure,
+                _ => CheckState::Pending,
+            },
+        }));
+        Ok(checks)
+    }
+
+    async fn merge(
+        &self,
+        repo: &str,
+        number: u64,
+        head_commit: &str,
+        method: MergeMethod,
+    ) -> Result<String, ForgeError> {
+        let r: MergeResult = self
+            .client
+            .put(
+                format!("/repos/{repo}/pulls/{number}/merge"),
+                Some(&json!({"sha": head_commit, "merge_method": method.as_str()})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(r.sha)
+    }
+
+    async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError> {
+        let Some((org, slug)) = team.split_once('/') else {
+            return Ok(false);
+        };
+        let r: Result<Membership, _> = self
+            .client
+            .get(
+                format!("/orgs/{org}/teams/{slug}/memberships/{user}"),
+                None::<&()>,
+            )
+            .await;
+        match r.map_err(map_err) {
+            Ok(m) => Ok(m.state == "active"),
+            Err(ForgeError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_commit_status(
+        &self,
+        repo: &str,
+        commit: &str,
+        failed: bool,
+        context: &str,
+        description: &str,
+    ) -> Result<(), ForgeError> {
+        // GitHub caps the description at 140 characters.
+        let description: String = description.chars().take(140).collect();
+        let _: Empty = self
+            .client
+            .post(
+                format!("/repos/{repo}/statuses/{commit}"),
+                Some(&json!({"state": if failed { "failure" } else { "success" }, "context": context, "description": description})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn comment_on_commit(
+        &self,
+        repo: &str,
+        commit: &str,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let _: Empty = self
+            .client
+            .post(
+                format!("/repos/{repo}/commits/{commit}/comments"),
+                Some(&json!({"body": body})),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn ensure_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        commit: &str,
+        message: &str,
+    ) -> Result<(), ForgeError> {
+        // Create first (two calls); only when the ref is refused, look at what is there. A tag
+        // object left behind by a refused ref is unreferenced and harmless.
+        let t: GitTag = self
+            .client
+            .post(
+                format!("/repos/{repo}/git/tags"),
+                Some(&json!({"tag": tag, "message": message, "object": commit, "type": "commit"})),
+            )
+            .await
+            .map_err(map_err)?;
+        let created: Result<Empty, _> = self
+            .client
+            .post(
+                format!("/repos/{repo}/git/refs"),
+                Some(&json!({"ref": format!("refs/tags/{tag}"), "sha": t.sha})),
+            )
+            .await;
+        match created.map_err(map_err) {
+            Ok(_) => return Ok(()),
+            Err(ForgeError::Rejected(_) | ForgeError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let r: GitRef = self
+            .client
+            .get(format!("/repos/{repo}/git/ref/tags/{tag}"), None::<&()>)
+            .await
+            .map_err(map_err)?;
+        // An annotated tag's ref points at the tag object; its `object` is the commit.
+        let target = if r.object.kind == "tag" {
+            let t: GitTag = self
+                .client
+                .get(
+                    format!("/repos/{repo}/git/tags/{}", r.object.sha),
+                    None::<&()>,
+                )
+                .await
+                .map_err(map_err)?;
+            t.object.map(|o| o.sha).unwrap_or_default()
+        } else {
+            r.object.sha
+        };
+        if target == commit {
+            Ok(())
+        } else {
+            Err(ForgeError::Conflict(format!(
+                "tag {tag} already exists on commit {}",
+                &target[..target.len().min(12)]
+            )))
+        }
+    }
+
+    async fn ensure_release(
+        &self,
+        repo: &str,
+        tag: &str,
+        name: &str,
+        body: &str,
+    ) -> Result<String, ForgeError> {
+        let created: Result<ReleaseBody, _> = self
+            .client
+            .post(
+                format!("/repos/{repo}/releases"),
+                Some(&json!({"tag_name": tag, "name": name, "body": body})),
+            )
+            .await;
+        match created.map_err(map_err) {
+            Ok(r) => Ok(r.html_url),
+            // Already published (by an earlier attempt): that one is the release.
+            Err(ForgeError::Rejected(_)) => {
+                let r: ReleaseBody = self
+                    .client
+                    .get(format!("/repos/{repo}/releases/tags/{tag}"), None::<&()>)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.html_url)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
