@@ -41,6 +41,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, tick: Duratio
             }
             continue;
         }
+        let mut done = Vec::with_capacity(pending.len());
         for d in pending {
             let span = tracing::info_span!("delivery", id = %d.delivery_id, kind = %d.kind);
             let error = match &d.event {
@@ -53,12 +54,13 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, tick: Duratio
                 },
                 Err(e) => Some(format!("stored event does not parse: {e}")),
             };
-            if let Err(e) = store
-                .finish_delivery(d.id, error.as_deref(), OffsetDateTime::now_utc())
-                .await
-            {
-                tracing::error!(error = %e, "recording a processed delivery failed");
-            }
+            done.push((d.id, error));
+        }
+        if let Err(e) = store
+            .finish_deliveries(&done, OffsetDateTime::now_utc())
+            .await
+        {
+            tracing::error!(error = %e, "recording processed deliveries failed");
         }
     }
 }

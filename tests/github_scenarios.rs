@@ -645,3 +645,55 @@ async fn a_restart_in_the_middle_continues_without_duplicates() {
     assert!(w.pull(3).is_none(), "no pull request twice");
     let _ = w.status_comment(1); // exactly one status comment
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_to_one_environment_costs_at_most_twelve_api_calls() {
+    let w = World::new().await;
+    w.push_trigger(&with_trigger(|t| {
+        t.replace("  - deploy-to-production\n", "")
+    }))
+    .await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged);
+    assert!(w.pull(2).is_none());
+    assert_eq!(w.release_state().await, "Completed");
+    let calls = w.fake.requests();
+    assert!(calls.len() <= 12, "{} calls: {calls:#?}", calls.len());
+    eprintln!("{} API calls for a release to one environment", calls.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported() {
+    let w = World::new().await;
+    w.push_trigger(&trigger_files()).await;
+    let approve = w.comment(1, "alice", "/approve").await;
+    w.fake.edit_comment(DEPLOY, approve, "Wait, not yet.").await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    assert!(!w.pull(1).unwrap().merged, "the approval was edited away");
+
+    // Someone changes the same line on main by hand: the release branch no longer merges.
+    let values = String::from_utf8(manifest(PODINFO))
+        .unwrap()
+        .replace("  tag: 6.14.1", "  tag: 6.15.0-hotfix");
+    w.fake
+        .push(
+            DEPLOY,
+            "main",
+            &[("apps/podinfo/values-staging.yaml", values.as_bytes())],
+            &[],
+            "carol",
+            "Hotfix by hand",
+        )
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged);
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("Merging failed: conflict: Merge conflict"),
+        "{status}"
+    );
+    assert_eq!(w.release_state().await, "AwaitingApproval");
+}

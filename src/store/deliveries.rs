@@ -143,6 +143,30 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a group of processed deliveries done in one transaction (one commit for the
+    /// group, not one per delivery). A crash before this commit replays the group, which the
+    /// handlers allow: they are idempotent.
+    pub async fn finish_deliveries(
+        &self,
+        done: &[(i64, Option<String>)],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let at = ts(now);
+        for (id, error) in done {
+            sqlx::query(
+                "UPDATE deliveries SET processed_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+            )
+            .bind(&at)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Whether the store answers at all (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
