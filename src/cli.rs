@@ -281,26 +281,25 @@ async fn serve(
         Ok(_) => {}
         Err(e) => return fail(2, &e.to_string()),
     }
-    let token = match std::env::var(&github.token_env) {
-        Ok(t) if !t.is_empty() => secrecy::SecretString::from(t),
-        _ => {
-            return fail(
-                1,
-                &format!(
-                    "environment variable {} (forges.github.tokenEnv) is not set or empty",
-                    github.token_env
-                ),
-            );
-        }
+    let auth = match crate::forge::github::client::GithubAuth::from_config(&config, &github) {
+        Ok(a) => a,
+        Err(e) => return fail(1, &e),
     };
-    let forge = match crate::forge::github::client::GithubForge::new(
+    let forge = match crate::forge::github::client::GithubForge::connect(
         &github.api_url,
         &github.clone_url_base,
-        crate::forge::github::client::GithubAuth::Token(token),
+        auth,
         &github.bot_login,
-    ) {
+    )
+    .await
+    {
         Ok(f) => f,
-        Err(e) => return fail(1, &e.to_string()),
+        Err(e) => {
+            return fail(
+                1,
+                &format!("connecting to GitHub at {}: {e}", github.api_url),
+            );
+        }
     };
     let bot = std::sync::Arc::new(crate::release::lifecycle::Bot::new(
         config,

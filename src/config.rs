@@ -59,9 +59,20 @@ pub struct GithubForge {
     /// Where repositories are cloned from: `<cloneUrlBase>/<owner>/<repo>.git`.
     #[serde(default = "default_github_clone")]
     pub clone_url_base: String,
-    /// The environment variable holding the API token (a fine-grained token or an
-    /// installation token); it also authenticates git over HTTPS.
-    pub token_env: String,
+    /// The environment variable holding an API token (a fine-grained or classic token); it also
+    /// authenticates git over HTTPS. Either this or `appId` with `privateKeyFile`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The GitHub App's id: the bot authenticates as the App and uses installation tokens,
+    /// renewed before they expire, for the API and for git.
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The App's private key (PEM, as GitHub hands it out), relative to this file.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The installation to act as; found from the deployment repository when absent.
+    #[serde(default)]
+    pub installation_id: Option<u64>,
     /// The bot's own login: its comments are never commands.
     #[serde(default = "default_bot_login")]
     pub bot_login: String,
@@ -471,13 +482,26 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
             format!("`{}` is not a valid branch name", c.deployment.base_branch),
         ));
     }
-    if let Some(g) = &c.forges.github
-        && g.webhook_secret_env.is_empty()
-    {
-        d.push(src.at(
-            route!["forges", "github", "webhookSecretEnv"],
-            "name at least one environment variable holding the GitHub webhook secret",
-        ));
+    if let Some(g) = &c.forges.github {
+        if g.webhook_secret_env.is_empty() {
+            d.push(src.at(
+                route!["forges", "github", "webhookSecretEnv"],
+                "name at least one environment variable holding the GitHub webhook secret",
+            ));
+        }
+        let app = g.app_id.is_some() || g.private_key_file.is_some();
+        if app && (g.app_id.is_none() || g.private_key_file.is_none()) {
+            d.push(src.at(
+                route!["forges", "github"],
+                "a GitHub App needs both `appId` and `privateKeyFile`",
+            ));
+        }
+        if app == g.token_env.is_some() {
+            d.push(src.at(
+                route!["forges", "github"],
+                "authenticate either with `tokenEnv` or as a GitHub App (`appId` and `privateKeyFile`), not both and not neither",
+            ));
+        }
     }
     if c.services.is_empty() {
         d.push(src.at(

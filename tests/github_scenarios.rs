@@ -38,6 +38,12 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::new_with(false).await
+    }
+
+    /// With `app`, the bot authenticates as a GitHub App (JWT, installation tokens) instead of
+    /// with a token.
+    async fn new_with(app: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let fake = FakeGithub::start(&root.join("fake")).await;
@@ -72,10 +78,35 @@ impl World {
              \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
              \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
              defaults:\n  store: {store_url}\n\
-             forges:\n  github:\n    webhookSecretEnv: [UNUSED_IN_PROCESS]\n    tokenEnv: UNUSED_IN_PROCESS\n    apiUrl: {api}\n    cloneUrlBase: {clone}\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
+             forges:\n  github:\n    webhookSecretEnv: [UNUSED_IN_PROCESS]\n    {auth}\n    apiUrl: {api}\n    cloneUrlBase: {clone}\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
             clone = fake.clone_base(),
             api = fake.api_url(),
+            auth = if app {
+                "appId: 4242\n    privateKeyFile: github-app.pem"
+            } else {
+                "tokenEnv: SCENARIO_GITHUB_TOKEN"
+            },
         );
+        if app {
+            // A key as GitHub hands it out (PKCS#1 PEM), made with openssl.
+            let key = config_dir.join("github-app.pem");
+            let ok = std::process::Command::new("openssl")
+                .args(["genrsa", "-traditional", "-out"])
+                .arg(&key)
+                .arg("2048")
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "openssl makes an RSA key");
+            let public = std::process::Command::new("openssl")
+                .args(["rsa", "-pubout", "-in"])
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(public.status.success());
+            fake.register_app(4242, &String::from_utf8(public.stdout).unwrap(), 77);
+        }
         std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
 
@@ -195,13 +226,13 @@ async fn start_bot(root: &Path, fake: &FakeGithub, store_url: &str) -> (Arc<Bot>
         .unwrap_or_else(|d| panic!("{d}"));
     let settings = config.orchestration.forges.github.clone().unwrap();
     let store = Store::open(store_url).await.unwrap();
-    let forge = GithubForge::new(
-        &fake.api_url(),
-        &fake.clone_base(),
-        GithubAuth::Token(SecretString::from("test-installation-token")),
-        BOT,
-    )
-    .unwrap();
+    let auth = match settings.app_id {
+        Some(_) => GithubAuth::from_config(&config, &settings).unwrap(),
+        None => GithubAuth::Token(SecretString::from("test-token")),
+    };
+    let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
+        .await
+        .unwrap();
     let bot = Arc::new(Bot::new(config, settings, store, Arc::new(forge)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::start(
@@ -696,4 +727,27 @@ async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported() {
         "{status}"
     );
     assert_eq!(w.release_state().await, "AwaitingApproval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_the_bot_uses_installation_tokens() {
+    let w = World::new_with(true).await;
+    w.push_trigger(&with_trigger(|t| {
+        t.replace("  - deploy-to-production\n", "")
+    }))
+    .await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged);
+    assert_eq!(w.release_state().await, "Completed");
+    let calls = w.fake.requests();
+    // The installation was found from the deployment repository, one token was minted (and
+    // reused), and every other call carried it: the fake refuses anything else with a 401.
+    assert_eq!(calls[0].path, "/repos/acme/deploy/installation");
+    let minted = calls
+        .iter()
+        .filter(|c| c.path == "/app/installations/77/access_tokens")
+        .count();
+    assert_eq!(minted, 1, "{calls:#?}");
+    assert!(calls.iter().all(|c| c.status != 401), "{calls:#?}");
 }

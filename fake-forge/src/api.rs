@@ -88,6 +88,8 @@ pub fn router(state: Shared) -> Router {
             "/orgs/{org}/teams/{slug}/memberships/{user}",
             get(membership),
         )
+        .route(&format!("{repo}/installation"), get(repo_installation))
+        .route("/app/installations/{id}/access_tokens", post(access_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_and_fail))
         .with_state(state)
 }
@@ -122,8 +124,8 @@ async fn log_and_fail(State(state): State<Shared>, req: Request, next: Next) -> 
             );
         }
         r
-    } else if req.headers().get("authorization").is_none() {
-        error(StatusCode::UNAUTHORIZED, "Requires authentication")
+    } else if let Err(why) = authorized(&state, &path, req.headers()) {
+        error(StatusCode::UNAUTHORIZED, why)
     } else {
         next.run(req).await
     };
@@ -133,6 +135,77 @@ async fn log_and_fail(State(state): State<Shared>, req: Request, next: Next) -> 
         status: response.status().as_u16(),
     });
     response
+}
+
+/// Without an App, any token will do. With one, the App endpoints want its JWT (RS256, signed
+/// with its private key, `iss` = app id, not expired) and everything else an installation token
+/// the fake issued.
+fn authorized(
+    state: &Shared,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), &'static str> {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Err("Requires authentication");
+    };
+    let st = state.lock().unwrap();
+    let Some((app_id, public_pem, _)) = &st.app else {
+        return Ok(());
+    };
+    let credential = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+        .unwrap_or_default();
+    if path.starts_with("/app/") || path.ends_with("/installation") {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes())
+            .map_err(|_| "the registered App key is not an RSA public key")?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        // `iss` is checked below: GitHub Apps put a number there, which the crate does not read.
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let claims = jsonwebtoken::decode::<Value>(credential, &key, &validation)
+            .map_err(|_| "A JSON web token could not be decoded")?
+            .claims;
+        let iss = claims["iss"]
+            .as_u64()
+            .or_else(|| claims["iss"].as_str()?.parse().ok());
+        if iss != Some(*app_id) {
+            return Err("'Issuer' claim ('iss') must be the App's id");
+        }
+        Ok(())
+    } else if st.issued_tokens.iter().any(|t| t == credential) {
+        Ok(())
+    } else {
+        Err("Bad credentials")
+    }
+}
+
+async fn repo_installation(
+    State(s): State<Shared>,
+    UrlPath((o, r)): UrlPath<(String, String)>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    st.repos.get(&format!("{o}/{r}")).ok_or_else(not_found)?;
+    let (app_id, _, installation) = st.app.clone().ok_or_else(not_found)?;
+    ok(
+        json!({"id": installation, "app_id": app_id, "account": {"login": o, "type": "Organization"},
+              "repository_selection": "all", "target_type": "Organization",
+              "permissions": {"contents": "write", "pull_requests": "write"}}),
+    )
+}
+
+async fn access_token(State(s): State<Shared>, UrlPath(id): UrlPath<u64>) -> Answer {
+    let mut st = s.lock().unwrap();
+    if st.app.as_ref().map(|a| a.2) != Some(id) {
+        return Err(not_found());
+    }
+    let n = st.id();
+    let token = format!("ghs_fake{n:032}");
+    st.issued_tokens.push(token.clone());
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    created(json!({"token": token, "expires_at": expires,
+                   "permissions": {"contents": "write"}, "repository_selection": "all"}))
 }
 
 async fn get_repo(State(s): State<Shared>, UrlPath((o, r)): UrlPath<(String, String)>) -> Answer {

@@ -168,6 +168,10 @@ pub struct State {
     pub delivered: Vec<String>,
     /// The login API calls are made as (the bot).
     pub token_login: String,
+    /// A registered GitHub App: its id, public key (PEM) and installation id. While one is
+    /// registered, API calls need an installation token the fake issued.
+    pub app: Option<(u64, String, u64)>,
+    pub issued_tokens: Vec<String>,
 }
 
 impl State {
@@ -238,6 +242,12 @@ impl FakeGithub {
             .entry(team.to_string())
             .or_default()
             .insert(login.to_string());
+    }
+
+    /// Registers a GitHub App (public key in PEM) installed as `installation_id`; from now on
+    /// only its installation tokens are accepted, and the token endpoint wants its JWT.
+    pub fn register_app(&self, app_id: u64, public_key_pem: &str, installation_id: u64) {
+        self.lock().app = Some((app_id, public_key_pem.to_string(), installation_id));
     }
 
     pub fn fail(&self, failure: Failure) {

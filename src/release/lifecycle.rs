@@ -175,8 +175,21 @@ impl Bot {
             head_commit: Some(p.after.clone()),
             tags: app.remote_tags()?,
         };
-        let prepared =
-            prepare_with_app(&self.config, tmp.path(), info, Some(&self.store), now()).await;
+        let deploy_token = self
+            .forge
+            .git_access(&self.settings.deployment_repo)
+            .await?
+            .token
+            .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string());
+        let prepared = prepare_with_app(
+            &self.config,
+            tmp.path(),
+            info,
+            deploy_token,
+            Some(&self.store),
+            now(),
+        )
+        .await;
         let outcome = match prepared {
             Ok(prepared) => {
                 let plan_summary = summary(&prepared.plan);

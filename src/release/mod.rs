@@ -115,7 +115,12 @@ pub fn inputs_digest(inputs: &AppInputs) -> String {
 }
 
 /// Opens (and fetches) the deployment repository's cache.
-pub fn open_deploy_repo(config: &OperatorConfig) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
+/// Opens the deployment repository's cache and brings its base branch up to date. `token`
+/// (the bot's forge credentials) takes the place of `deployment.tokenEnv` when given.
+pub fn open_deploy_repo(
+    config: &OperatorConfig,
+    token: Option<String>,
+) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
     let d = &config.orchestration.deployment;
     let url = if is_url(&d.repo) {
         d.repo.clone()
@@ -132,9 +137,12 @@ pub fn open_deploy_repo(config: &OperatorConfig) -> Result<(DeployRepo, git2::Oi
         })?;
         abs.display().to_string()
     };
-    let token = match &d.token_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| GitError::MissingToken(var.clone()))?),
-        None => None,
+    let token = match (token, &d.token_env) {
+        (Some(t), _) => Some(t),
+        (None, Some(var)) => {
+            Some(std::env::var(var).map_err(|_| GitError::MissingToken(var.clone()))?)
+        }
+        (None, None) => None,
     };
     let repo = DeployRepo::open(Remote::new(url, token), &config.resolve_path(&d.cache_dir))?;
     let base = repo.fetch(&d.base_branch, d.fetch_depth, None)?;
@@ -149,7 +157,7 @@ pub async fn prepare(
     now: OffsetDateTime,
 ) -> Result<Prepared, ReleaseError> {
     let app = AppRepoInfo::discover(trigger_dir)?;
-    prepare_with_app(config, trigger_dir, app, store, now).await
+    prepare_with_app(config, trigger_dir, app, None, store, now).await
 }
 
 /// [`prepare`] for trigger files that are not in a working tree (the bot reads them from git
@@ -158,6 +166,7 @@ pub async fn prepare_with_app(
     config: &OperatorConfig,
     trigger_dir: &Path,
     app: AppRepoInfo,
+    deploy_token: Option<String>,
     store: Option<&Store>,
     now: OffsetDateTime,
 ) -> Result<Prepared, ReleaseError> {
@@ -193,7 +202,7 @@ pub async fn prepare_with_app(
         &config.resolve_path(&signing.key_file),
         signing.key_id.clone(),
     )?;
-    let (repo, base_commit) = open_deploy_repo(config)?;
+    let (repo, base_commit) = open_deploy_repo(config, deploy_token)?;
     let plan = plan::plan(PlanInput {
         config,
         inputs: &inputs,

@@ -22,38 +22,128 @@ use crate::policy::{Check, CheckState};
 
 /// How the bot authenticates to GitHub.
 pub enum GithubAuth {
-    /// A personal access token or fine-grained token.
+    /// A fine-grained or classic token, for the API and for git.
     Token(SecretString),
+    /// A GitHub App: octocrab signs a JWT with the private key, exchanges it for an installation
+    /// token and renews that before it expires; git gets the same installation token.
+    App {
+        app_id: u64,
+        private_key_pem: SecretString,
+        /// Found from `installation_repo` when not given.
+        installation_id: Option<u64>,
+        installation_repo: String,
+    },
+}
+
+impl GithubAuth {
+    /// The GitHub credentials the configuration names, read from the environment or a key file.
+    pub fn from_config(
+        config: &crate::config::OperatorConfig,
+        github: &crate::config::GithubForge,
+    ) -> Result<GithubAuth, String> {
+        if let (Some(app_id), Some(key_file)) = (github.app_id, &github.private_key_file) {
+            let path = config.resolve_path(key_file);
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read the GitHub App private key {} (forges.github.privateKeyFile): {e}",
+                    path.display()
+                )
+            })?;
+            return Ok(GithubAuth::App {
+                app_id,
+                private_key_pem: secrecy::SecretString::from(pem),
+                installation_id: github.installation_id,
+                installation_repo: github.deployment_repo.clone(),
+            });
+        }
+        let var = github.token_env.as_deref().unwrap_or_default();
+        match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Ok(GithubAuth::Token(secrecy::SecretString::from(t))),
+            _ => Err(format!(
+                "environment variable {var} (forges.github.tokenEnv) is not set or empty"
+            )),
+        }
+    }
+}
+
+enum GitCredentials {
+    Static(SecretString),
+    /// The installation token octocrab holds, renewed when less than five minutes are left.
+    Installation,
 }
 
 pub struct GithubForge {
     client: Octocrab,
     /// Where repositories are cloned from: `<clone_base>/<owner>/<repo>.git`.
     clone_base: String,
-    token: Option<SecretString>,
+    git: GitCredentials,
     bot_login: String,
 }
 
+#[derive(Deserialize)]
+struct InstallationBody {
+    id: u64,
+}
+
 impl GithubForge {
-    pub fn new(
+    pub async fn connect(
         api_url: &str,
         clone_base: &str,
         auth: GithubAuth,
         bot_login: &str,
     ) -> Result<GithubForge, ForgeError> {
-        let GithubAuth::Token(token) = auth;
-        let client = Octocrab::builder()
-            .base_uri(api_url)
-            .map_err(|e| ForgeError::Rejected(format!("GitHub API URL `{api_url}`: {e}")))?
-            .personal_token(token.clone())
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| ForgeError::Transient(e.to_string()))?;
+        let builder = || -> Result<octocrab::OctocrabBuilder<_, _, _, _>, ForgeError> {
+            Ok(Octocrab::builder()
+                .base_uri(api_url)
+                .map_err(|e| ForgeError::Rejected(format!("GitHub API URL `{api_url}`: {e}")))?
+                .set_connect_timeout(Some(Duration::from_secs(10)))
+                .set_read_timeout(Some(Duration::from_secs(30))))
+        };
+        let built =
+            |r: octocrab::Result<Octocrab>| r.map_err(|e| ForgeError::Transient(e.to_string()));
+        let (client, git) = match auth {
+            GithubAuth::Token(token) => (
+                built(builder()?.personal_token(token.clone()).build())?,
+                GitCredentials::Static(token),
+            ),
+            GithubAuth::App {
+                app_id,
+                private_key_pem,
+                installation_id,
+                installation_repo,
+            } => {
+                let key = octocrab::EncodingKey::from_rsa_pem(
+                    secrecy::ExposeSecret::expose_secret(&private_key_pem).as_bytes(),
+                )
+                .map_err(|_| {
+                    ForgeError::Rejected(
+                        "the GitHub App private key is not an RSA key in PEM form".into(),
+                    )
+                })?;
+                let app = built(builder()?.app(app_id.into(), key).build())?;
+                let id = match installation_id {
+                    Some(id) => id,
+                    None => {
+                        let i: InstallationBody = app
+                            .get(
+                                format!("/repos/{installation_repo}/installation"),
+                                None::<&()>,
+                            )
+                            .await
+                            .map_err(map_err)?;
+                        i.id
+                    }
+                };
+                (
+                    built(app.installation(id.into()))?,
+                    GitCredentials::Installation,
+                )
+            }
+        };
         Ok(GithubForge {
             client,
             clone_base: clone_base.trim_end_matches('/').to_string(),
-            token: Some(token),
+            git,
             bot_login: bot_login.to_string(),
         })
     }
@@ -222,9 +312,17 @@ impl Forge for GithubForge {
     }
 
     async fn git_access(&self, repo: &str) -> Result<GitAccess, ForgeError> {
+        let token = match &self.git {
+            GitCredentials::Static(t) => t.clone(),
+            GitCredentials::Installation => self
+                .client
+                .installation_token_with_buffer(chrono::Duration::minutes(5))
+                .await
+                .map_err(map_err)?,
+        };
         Ok(GitAccess {
             url: format!("{}/{repo}.git", self.clone_base),
-            token: self.token.clone(),
+            token: Some(token),
         })
     }
 
