@@ -136,13 +136,19 @@ impl Bot {
         }
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
-        if self
-            .store
-            .trigger_outcome(forge, repo, &p.after)
-            .await?
-            .is_some_and(|o| o != "rejecting")
-        {
-            return Ok(()); // a replayed push
+        match self.store.trigger_outcome(forge, repo, &p.after).await? {
+            // Recorded as started, then the process died before the release was linked to
+            // this forge: link it now (its branches are pushed, or the push is resumed).
+            Some(intent) if intent.starts_with('{') => {
+                if let Ok(intent) = serde_json::from_str::<Intent>(&intent)
+                    && let Some(record) = self.store.find_release(&intent.version).await?
+                    && record.state != ReleaseState::Pending.as_str()
+                {
+                    return self.link_release(p, record, intent).await;
+                }
+            }
+            Some(o) if o != "rejecting" => return Ok(()), // a replayed push
+            _ => {}
         }
         let access = self.forge.git_access(repo).await?;
         let token = access
@@ -192,60 +198,85 @@ impl Bot {
         .await;
         let outcome = match prepared {
             Ok(prepared) => {
-                let plan_summary = summary(&prepared.plan);
-                let environments: Vec<(String, String)> = prepared
-                    .plan
-                    .environments
-                    .iter()
-                    .map(|e| (e.environment.clone(), e.branch.clone()))
-                    .collect();
+                let intent = Intent {
+                    version: prepared.plan.spec.version.clone(),
+                    summary: summary(&prepared.plan),
+                    environments: prepared
+                        .plan
+                        .environments
+                        .iter()
+                        .map(|e| (e.environment.clone(), e.branch.clone()))
+                        .collect(),
+                };
+                // Written before the push, so a crash between the push and the link below
+                // is finished by the replay of this delivery instead of refused.
+                self.store
+                    .set_trigger_outcome(
+                        forge,
+                        repo,
+                        &p.after,
+                        &serde_json::to_string(&intent).expect("JSON"),
+                    )
+                    .await?;
                 execute(prepared, &self.store, true, &p.pusher.login)
                     .await
-                    .map(|o| (o, plan_summary, environments))
+                    .map(|_| intent)
             }
             Err(e) => Err(e),
         };
         match outcome {
-            Ok((o, summary, environments)) => {
+            Ok(intent) => {
                 let record = self
                     .store
-                    .find_release(&o.version)
+                    .find_release(&intent.version)
                     .await?
-                    .ok_or_else(|| BotError::Io(format!("release {} vanished", o.version)))?;
-                self.store
-                    .record_forge_release(
-                        &ForgeRelease {
-                            release_id: record.id,
-                            version_tag: o.version.clone(),
-                            state: record.state.clone(),
-                            forge: forge.to_string(),
-                            app_repo: repo.clone(),
-                            app_commit: p.after.clone(),
-                            requester: p.pusher.login.clone(),
-                            summary,
-                            tagged: false,
-                            release_url: None,
-                        },
-                        &environments,
-                    )
-                    .await?;
-                self.store
-                    .set_trigger_outcome(forge, repo, &p.after, "released")
-                    .await?;
-                self.store
-                    .record_event(
-                        record.id,
-                        "ReleaseTriggered",
-                        &p.pusher.login,
-                        json!({"repo": repo, "commit": p.after}),
-                        now(),
-                    )
-                    .await?;
-                self.advance(record.id, false).await
+                    .ok_or_else(|| BotError::Io(format!("release {} vanished", intent.version)))?;
+                self.link_release(p, record, intent).await
             }
             Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Links a recorded release to the forge and opens its first pull request.
+    async fn link_release(
+        &self,
+        p: &events::Push,
+        record: crate::store::ReleaseRecord,
+        intent: Intent,
+    ) -> Result<(), BotError> {
+        let forge = self.forge.kind().as_str();
+        let repo = &p.repo.full_name;
+        self.store
+            .record_forge_release(
+                &ForgeRelease {
+                    release_id: record.id,
+                    version_tag: intent.version.clone(),
+                    state: record.state.clone(),
+                    forge: forge.to_string(),
+                    app_repo: repo.clone(),
+                    app_commit: p.after.clone(),
+                    requester: p.pusher.login.clone(),
+                    summary: intent.summary,
+                    tagged: false,
+                    release_url: None,
+                },
+                &intent.environments,
+            )
+            .await?;
+        self.store
+            .record_event(
+                record.id,
+                "ReleaseTriggered",
+                &p.pusher.login,
+                json!({"repo": repo, "commit": p.after}),
+                now(),
+            )
+            .await?;
+        self.store
+            .set_trigger_outcome(forge, repo, &p.after, "released")
+            .await?;
+        self.advance(record.id, false).await
     }
 
     /// A trigger that cannot be released: a failed status and a comment on the commit that
@@ -1115,6 +1146,14 @@ impl Bot {
             .insert(key, (member, Instant::now()));
         Ok(member)
     }
+}
+
+/// A release started from a trigger commit, recorded before its branches are pushed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Intent {
+    version: String,
+    summary: serde_json::Value,
+    environments: Vec<(String, String)>,
 }
 
 /// What a release's comments and its forge release need, kept with the release.
