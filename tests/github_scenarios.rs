@@ -751,3 +751,60 @@ async fn as_a_github_app_the_bot_uses_installation_tokens() {
     assert_eq!(minted, 1, "{calls:#?}");
     assert!(calls.iter().all(|c| c.status != 401), "{calls:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it() {
+    let w = World::new().await;
+    let trigger = w
+        .push_trigger(&with_trigger(|t| {
+            t.replace("  - deploy-to-production\n", "")
+        }))
+        .await;
+    // Someone tags another commit with the release's version before the release finishes.
+    let other = w
+        .fake
+        .push(
+            APP,
+            "main",
+            &[("README.md", b"# shop\n\nv2\n")],
+            &[],
+            "dave",
+            "Docs",
+        )
+        .await;
+    {
+        let st = w.fake.lock();
+        let git = st.repos[APP].git();
+        let oid = git2::Oid::from_str(&other).unwrap();
+        git.reference("refs/tags/mvp-v1", oid, false, "by hand")
+            .unwrap();
+    }
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged);
+    assert_eq!(w.release_state().await, "Failed");
+    let replies = w.bot_comments(1).join("\n");
+    assert!(
+        replies.contains(
+            "Release mvp-v1 failed after merging: conflict: tag mvp-v1 already exists on commit"
+        ),
+        "{replies}"
+    );
+
+    // The stray tag is removed; /retry finishes the release on the trigger commit.
+    w.fake.lock().repos[APP]
+        .git()
+        .find_reference("refs/tags/mvp-v1")
+        .unwrap()
+        .delete()
+        .unwrap();
+    w.comment(1, "alice", "/retry").await;
+    assert_eq!(w.release_state().await, "Completed");
+    let git = w.fake.lock().repos[APP].git();
+    let tag = git
+        .find_reference("refs/tags/mvp-v1")
+        .unwrap()
+        .peel_to_tag()
+        .unwrap();
+    assert_eq!(tag.target_id().to_string(), trigger);
+}

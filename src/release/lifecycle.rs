@@ -635,13 +635,14 @@ impl Bot {
     /// Opens the next pull request, decides, merges, and finishes the release when every
     /// environment is merged. With `refresh`, first re-reads the forge's state.
     async fn advance(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
-        let Some(rel) = self.store.forge_release(release_id).await? else {
-            return Ok(());
-        };
-        if ReleaseState::parse(&rel.state).is_some_and(ReleaseState::is_final) {
-            return Ok(());
-        }
         for mut pr in self.store.release_prs(release_id).await? {
+            // Read afresh each round: merging the previous pull request moved the state on.
+            let Some(rel) = self.store.forge_release(release_id).await? else {
+                return Ok(());
+            };
+            if ReleaseState::parse(&rel.state).is_some_and(ReleaseState::is_final) {
+                return Ok(());
+            }
             match pr.state.as_str() {
                 "merged" => continue,
                 "closed" => return Ok(()),
@@ -664,7 +665,12 @@ impl Bot {
                 return Ok(());
             }
         }
-        self.finish(&rel).await
+        match self.store.forge_release(release_id).await? {
+            Some(rel) if !ReleaseState::parse(&rel.state).is_some_and(ReleaseState::is_final) => {
+                self.finish(&rel).await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn open_pr(&self, rel: &ForgeRelease, pr: &mut ReleasePr) -> Result<(), BotError> {
@@ -1030,9 +1036,16 @@ impl Bot {
                 "Release {}\n\nRelease-Coordinator-Version: {}\n",
                 rel.version_tag, rel.version_tag
             );
-            self.forge
+            match self
+                .forge
                 .ensure_tag(&rel.app_repo, &tag, &rel.app_commit, &message)
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                // The tag exists on another commit: nothing the bot may fix on its own.
+                Err(e @ ForgeError::Conflict(_)) => return self.fail(rel, &e.to_string()).await,
+                Err(e) => return Err(e.into()),
+            }
             let url = self
                 .forge
                 .ensure_release(
@@ -1058,6 +1071,52 @@ impl Bot {
                 now(),
             )
             .await?;
+        Ok(())
+    }
+
+    /// The release cannot be completed without a person: recorded as `Failed` with the reason,
+    /// which is also posted on its last pull request.
+    async fn fail(&self, rel: &ForgeRelease, why: &str) -> Result<(), BotError> {
+        // `rel` may predate the last transition; the store has the state now.
+        let current = self.store.forge_release(rel.release_id).await?;
+        let Some(state) = current.and_then(|r| ReleaseState::parse(&r.state)) else {
+            return Ok(());
+        };
+        if state.is_final() || state == ReleaseState::Failed {
+            return Ok(());
+        }
+        self.store
+            .transition(
+                rel.release_id,
+                Transition {
+                    from: state,
+                    to: ReleaseState::Failed,
+                    event: "ReleaseFailed",
+                    actor: self.forge.bot_login(),
+                    detail: json!({"reason": why}),
+                },
+                now(),
+            )
+            .await?;
+        if let Some(number) = self
+            .store
+            .release_prs(rel.release_id)
+            .await?
+            .iter()
+            .rev()
+            .find_map(|p| p.pr_number)
+        {
+            self.forge
+                .post_note(
+                    &self.settings.deployment_repo,
+                    number,
+                    &format!(
+                        "❌ Release {} failed after merging: {why}. The deployment repository has the change; tag the application commit by hand or remove the clashing tag and comment `/retry`.",
+                        rel.version_tag
+                    ),
+                )
+                .await?;
+        }
         Ok(())
     }
 
