@@ -318,7 +318,10 @@ async fn serve(
             max_body_bytes,
         },
         listener,
-        std::time::Duration::from_secs(reconcile_every_secs),
+        crate::worker::Pacing {
+            reconcile_every: std::time::Duration::from_secs(reconcile_every_secs),
+            ..Default::default()
+        },
     );
     // Tests and scripts read this line to find the port.
     println!("listening on http://{}", running.addr);

@@ -147,7 +147,14 @@ impl Bot {
                     return self.link_release(p, record, intent).await;
                 }
             }
-            Some(o) if o != "rejecting" => return Ok(()), // a replayed push
+            // A replayed push (or a retry after a failure further on): carry on from the store.
+            Some(o) if o.starts_with("released:") => {
+                if let Some(record) = self.store.find_release(&o["released:".len()..]).await? {
+                    return self.advance(record.id, false).await;
+                }
+                return Ok(());
+            }
+            Some(o) if o != "rejecting" => return Ok(()),
             _ => {}
         }
         let access = self.forge.git_access(repo).await?;
@@ -274,7 +281,12 @@ impl Bot {
             )
             .await?;
         self.store
-            .set_trigger_outcome(forge, repo, &p.after, "released")
+            .set_trigger_outcome(
+                forge,
+                repo,
+                &p.after,
+                &format!("released:{}", intent.version),
+            )
             .await?;
         self.advance(record.id, false).await
     }

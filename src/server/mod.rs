@@ -108,7 +108,7 @@ pub fn start(
     bot: std::sync::Arc<crate::release::lifecycle::Bot>,
     config: ServiceConfig,
     listener: tokio::net::TcpListener,
-    reconcile_every: std::time::Duration,
+    pacing: crate::worker::Pacing,
 ) -> Running {
     let store = bot.store.clone();
     let state = AppState::new(store.clone(), config);
@@ -121,7 +121,7 @@ pub fn start(
             tracing::error!(error = %e, "the server stopped");
         }
     });
-    let worker = tokio::spawn(crate::worker::run(bot, store, stored, reconcile_every));
+    let worker = tokio::spawn(crate::worker::run(bot, store, stored, pacing));
     Running {
         addr,
         server,

@@ -102,12 +102,13 @@ impl Store {
             .collect())
     }
 
-    /// Deliveries not yet processed, oldest first.
+    /// Deliveries not yet processed and not waiting for a retry, oldest first.
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, forge, delivery_id, kind, event, attempts FROM deliveries \
-             WHERE processed_at IS NULL ORDER BY id LIMIT ?",
+             WHERE processed_at IS NULL AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?",
         )
+        .bind(ts(OffsetDateTime::now_utc()))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -141,6 +142,36 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Leaves a delivery unprocessed, to be tried again at `retry_at`, with the error recorded.
+    pub async fn retry_delivery(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, retry_at = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(ts(retry_at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When the next delivery waiting for a retry is due.
+    pub async fn next_retry_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(retry_at) FROM deliveries WHERE processed_at IS NULL AND retry_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.and_then(|a| {
+            OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339).ok()
+        }))
     }
 
     /// Marks a group of processed deliveries done in one transaction (one commit for the

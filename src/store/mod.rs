@@ -52,6 +52,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "forge_releases",
         include_str!("../../migrations/sqlite/0003_forge_releases.sql"),
     ),
+    (
+        4,
+        "delivery_retries",
+        include_str!("../../migrations/sqlite/0004_delivery_retries.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
