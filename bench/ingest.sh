@@ -6,6 +6,9 @@
 # usage: bench/ingest.sh [SECONDS] [CONNECTIONS] [PAYLOAD]     (needs wrk, python3)
 #   PAYLOAD: a file under fixtures/github/webhooks/api.github.com/ (default: a real
 #   issue_comment, the delivery a command bot receives most).
+#   DEPLOYMENT_REPO=Codertocat/Hello-World makes the examples' repository the deployment
+#   repository, so that reviews and pull request events there are work for the worker too
+#   (by default they are stored as already processed: nothing the bot acts on).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-20}
@@ -20,7 +23,7 @@ cargo build --quiet --release --locked --manifest-path "$root/Cargo.toml" --bin 
 bin="$root/target/release/release-coordinator"
 
 cp "$root"/demo/config/*.yaml "$work/config/"
-printf 'forges:\n  github:\n    webhookSecretEnv: [BENCH_WEBHOOK_SECRET]\n    tokenEnv: BENCH_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: acme/deploy\n' >>"$work/config/orchestration-config.yaml"
+printf 'forges:\n  github:\n    webhookSecretEnv: [BENCH_WEBHOOK_SECRET]\n    tokenEnv: BENCH_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: %s\n' "${DEPLOYMENT_REPO:-acme/deploy}" >>"$work/config/orchestration-config.yaml"
 export BENCH_WEBHOOK_SECRET=bench-secret BENCH_GITHUB_TOKEN=bench-token
 body="$root/fixtures/github/webhooks/api.github.com/$payload"
 signature=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(b"bench-secret", open(sys.argv[1],"rb").read(), hashlib.sha256).hexdigest())' "$body")

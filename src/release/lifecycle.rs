@@ -1219,6 +1219,27 @@ impl Bot {
     }
 }
 
+/// Whether an event can matter to a release, judged from the event alone. Everything else (a
+/// comment on some other repository, a push that does not touch the trigger) is stored as
+/// already processed at the door: an organization-wide App receives far more of those than of
+/// anything the bot acts on, and the worker never has to look at them.
+pub fn concerns_the_bot(settings: &GithubSettings, event: &Event) -> bool {
+    let deployment =
+        |r: &events::RepoRef| r.full_name.eq_ignore_ascii_case(&settings.deployment_repo);
+    match event {
+        Event::Push(p) => {
+            !deployment(&p.repo)
+                && p.branch == p.default_branch
+                && (p.truncated || p.changed_paths.iter().any(|c| *c == settings.trigger_path))
+        }
+        Event::Comment(c) => c.on_pull_request && deployment(&c.repo),
+        Event::Review(r) => deployment(&r.repo),
+        Event::PullRequest(p) => deployment(&p.repo),
+        Event::Check(c) => deployment(&c.repo),
+        Event::Installation(_) => true,
+    }
+}
+
 /// A release started from a trigger commit, recorded before its branches are pushed.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Intent {
@@ -1306,4 +1327,75 @@ fn pr_body(rel: &ForgeRelease, pr: &ReleasePr) -> String {
         rel.version_tag,
     ));
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Actor, Comment, Push, RepoRef};
+
+    fn settings() -> GithubSettings {
+        serde_json::from_value(json!({
+            "webhookSecretEnv": ["S"], "tokenEnv": "T", "deploymentRepo": "acme/deploy",
+            "triggerPath": "release/promotion-trigger.yaml"
+        }))
+        .unwrap()
+    }
+
+    fn repo(name: &str) -> RepoRef {
+        RepoRef {
+            full_name: name.into(),
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn only_events_that_can_matter_reach_the_worker() {
+        let push = |branch: &str, paths: &[&str], truncated| {
+            Event::Push(Push {
+                repo: repo("acme/shop"),
+                branch: branch.into(),
+                default_branch: "main".into(),
+                before: "a".into(),
+                after: "b".into(),
+                pusher: Actor {
+                    login: "dave".into(),
+                    is_bot: false,
+                },
+                changed_paths: paths.iter().map(|p| p.to_string()).collect(),
+                truncated,
+            })
+        };
+        let s = settings();
+        assert!(concerns_the_bot(
+            &s,
+            &push("main", &["release/promotion-trigger.yaml"], false)
+        ));
+        assert!(!concerns_the_bot(&s, &push("main", &["README.md"], false)));
+        assert!(
+            concerns_the_bot(&s, &push("main", &["README.md"], true)),
+            "a cut list may hide it"
+        );
+        assert!(!concerns_the_bot(
+            &s,
+            &push("feature", &["release/promotion-trigger.yaml"], false)
+        ));
+        let comment = |r: &str, on_pr| {
+            Event::Comment(Comment {
+                repo: repo(r),
+                number: 1,
+                on_pull_request: on_pr,
+                comment_id: 1,
+                action: CommentAction::Created,
+                author: Actor {
+                    login: "alice".into(),
+                    is_bot: false,
+                },
+                body: "/approve".into(),
+            })
+        };
+        assert!(concerns_the_bot(&s, &comment("acme/deploy", true)));
+        assert!(!concerns_the_bot(&s, &comment("acme/deploy", false)));
+        assert!(!concerns_the_bot(&s, &comment("acme/shop", true)));
+    }
 }

@@ -34,7 +34,12 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Notified when a delivery was stored, to wake the worker.
     pub stored: Arc<Notify>,
+    /// Whether an event is for the worker at all (see `lifecycle::concerns_the_bot`).
+    pub interest: Interest,
 }
+
+/// Decides at the door whether an event needs the worker.
+pub type Interest = Arc<dyn Fn(&crate::events::Event) -> bool + Send + Sync>;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -51,7 +56,7 @@ pub struct ServiceConfig {
 
 impl AppState {
     /// Starts the delivery writer over `store`.
-    pub fn new(store: Store, config: ServiceConfig) -> AppState {
+    pub fn new(store: Store, config: ServiceConfig, interest: Interest) -> AppState {
         let stored = Arc::new(Notify::new());
         let writer = DeliveryWriter::spawn(store.clone(), stored.clone());
         AppState {
@@ -64,6 +69,7 @@ impl AppState {
                     .map(GithubVerifier::new),
                 max_body_bytes: config.max_body_bytes,
                 stored,
+                interest,
             }),
         }
     }
@@ -111,7 +117,10 @@ pub fn start(
     pacing: crate::worker::Pacing,
 ) -> Running {
     let store = bot.store.clone();
-    let state = AppState::new(store.clone(), config);
+    let settings = bot.settings.clone();
+    let interest: Interest =
+        Arc::new(move |e| crate::release::lifecycle::concerns_the_bot(&settings, e));
+    let state = AppState::new(store.clone(), config, interest);
     let stored = state.stored.clone();
     let addr = listener
         .local_addr()

@@ -159,6 +159,7 @@ pub async fn github(State(state): State<AppState>, delivery: GithubDelivery) -> 
         )
             .into_response();
     };
+    let needs_work = (state.interest)(&event);
     let event_json = serde_json::to_string(&event).expect("events serialize");
     let new = NewDelivery {
         forge: ForgeKind::Github,
@@ -166,6 +167,7 @@ pub async fn github(State(state): State<AppState>, delivery: GithubDelivery) -> 
         kind: delivery.kind,
         event_json,
         received_at: OffsetDateTime::now_utc(),
+        needs_work,
     };
     match state.writer.submit(new).await {
         Ok(Accepted::Stored) => StatusCode::ACCEPTED.into_response(),

@@ -27,6 +27,8 @@ pub struct NewDelivery {
     /// The [`Event`] as JSON (serialized by the request's own task, not the writer's).
     pub event_json: String,
     pub received_at: OffsetDateTime,
+    /// False for events the bot has nothing to do with: stored as processed on arrival.
+    pub needs_work: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +71,9 @@ impl Store {
             }
             // The event is already JSON: it is embedded as is, not escaped into a string.
             rows.push_str(&format!(
-                "{{\"f\":\"{}\",\"d\":{},\"k\":{},\"t\":\"{}\",\"e\":{}}}",
+                "{{\"f\":\"{}\",\"p\":{},\"d\":{},\"k\":{},\"t\":\"{}\",\"e\":{}}}",
                 d.forge.as_str(),
+                d.needs_work,
                 serde_json::Value::from(d.delivery_id.as_str()),
                 serde_json::Value::from(d.kind.as_str()),
                 ts(d.received_at),
@@ -79,8 +82,9 @@ impl Store {
         }
         rows.push(']');
         let inserted = sqlx::query(
-            "INSERT INTO deliveries (forge, delivery_id, kind, event, received_at) \
-             SELECT value ->> 'f', value ->> 'd', value ->> 'k', value -> 'e', value ->> 't' \
+            "INSERT INTO deliveries (forge, delivery_id, kind, event, received_at, processed_at) \
+             SELECT value ->> 'f', value ->> 'd', value ->> 'k', value -> 'e', value ->> 't', \
+             CASE WHEN value ->> 'p' THEN NULL ELSE value ->> 't' END \
              FROM json_each(?) WHERE true \
              ON CONFLICT (forge, delivery_id) DO NOTHING RETURNING forge, delivery_id",
         )
@@ -184,7 +188,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let at = ts(now);
-        for (id, error) in done {
+        // The ones that went well (nearly all) in one statement; the failures with their errors.
+        let ok: Vec<i64> = done
+            .iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET processed_at = ?, attempts = attempts + 1 \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&at)
+        .bind(serde_json::to_string(&ok).expect("ids serialize"))
+        .execute(&mut *tx)
+        .await?;
+        for (id, error) in done.iter().filter(|(_, e)| e.is_some()) {
             sqlx::query(
                 "UPDATE deliveries SET processed_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
             )
@@ -252,7 +270,11 @@ impl DeliveryWriter {
                 );
                 match result {
                     Ok(results) => {
-                        if results.contains(&Accepted::Stored) {
+                        if results
+                            .iter()
+                            .zip(&deliveries)
+                            .any(|(r, d)| *r == Accepted::Stored && d.needs_work)
+                        {
                             stored.notify_one();
                         }
                         for (reply, r) in replies.into_iter().zip(results) {
@@ -297,6 +319,7 @@ mod tests {
             kind: "push".into(),
             event_json: "{\"type\":\"installation\",\"action\":\"created\",\"installation_id\":1,\"account\":\"o\"}".into(),
             received_at: OffsetDateTime::UNIX_EPOCH,
+            needs_work: true,
         }
     }
 
@@ -319,6 +342,14 @@ mod tests {
             .unwrap();
         assert_eq!(r, [Accepted::Duplicate, Accepted::Stored, Accepted::Stored]);
         assert_eq!(store.delivery_counts().await.unwrap(), (4, 4));
+        // An event the bot has nothing to do with is kept, already processed.
+        let mut idle = delivery("z");
+        idle.needs_work = false;
+        assert_eq!(
+            store.record_deliveries(&[idle]).await.unwrap(),
+            [Accepted::Stored]
+        );
+        assert_eq!(store.delivery_counts().await.unwrap(), (5, 4));
 
         let pending = store.pending_deliveries(10).await.unwrap();
         assert_eq!(
@@ -333,7 +364,7 @@ mod tests {
             .finish_delivery(pending[0].id, Some("boom"), OffsetDateTime::UNIX_EPOCH)
             .await
             .unwrap();
-        assert_eq!(store.delivery_counts().await.unwrap(), (4, 3));
+        assert_eq!(store.delivery_counts().await.unwrap(), (5, 3));
     }
 
     #[tokio::test]
