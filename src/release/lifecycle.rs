@@ -1230,7 +1230,7 @@ pub fn concerns_the_bot(settings: &GithubSettings, event: &Event) -> bool {
         Event::Push(p) => {
             !deployment(&p.repo)
                 && p.branch == p.default_branch
-                && (p.truncated || p.changed_paths.iter().any(|c| *c == settings.trigger_path))
+                && (p.truncated || p.changed_paths.contains(&settings.trigger_path))
         }
         Event::Comment(c) => c.on_pull_request && deployment(&c.repo),
         Event::Review(r) => deployment(&r.repo),
