@@ -804,3 +804,19 @@ async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it() {
         .unwrap();
     assert_eq!(tag.target_id().to_string(), trigger);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_rereads_with_conditional_requests() {
+    let w = World::new().await;
+    w.push_trigger(&trigger_files()).await;
+    w.bot.reconcile().await.unwrap();
+    let before = w.fake.requests().len();
+    // Nothing changed: every read is answered 304 (free of GitHub's rate limit), nothing written.
+    w.bot.reconcile().await.unwrap();
+    let again = w.fake.requests()[before..].to_vec();
+    assert!(again.len() >= 3, "{again:#?}");
+    assert!(
+        again.iter().all(|r| r.method == "GET" && r.status == 304),
+        "{again:#?}"
+    );
+}

@@ -74,6 +74,10 @@ enum GitCredentials {
 
 pub struct GithubForge {
     client: Octocrab,
+    /// ETag and body of the reads the reconcile pass repeats: asked again with
+    /// `If-None-Match`, an unchanged resource answers 304, which GitHub does not count against
+    /// the rate limit.
+    cache: std::sync::Mutex<std::collections::HashMap<String, (http::HeaderValue, String)>>,
     /// Where repositories are cloned from: `<clone_base>/<owner>/<repo>.git`.
     clone_base: String,
     git: GitCredentials,
@@ -142,9 +146,71 @@ impl GithubForge {
         };
         Ok(GithubForge {
             client,
+            cache: Default::default(),
             clone_base: clone_base.trim_end_matches('/').to_string(),
             git,
             bot_login: bot_login.to_string(),
+        })
+    }
+}
+
+/// Reads kept at most in the conditional-request cache (it is cleared when full).
+const CACHE_ENTRIES: usize = 2048;
+
+impl GithubForge {
+    /// A GET of `path_and_query` as a conditional request.
+    async fn get_cached<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: String,
+    ) -> Result<T, ForgeError> {
+        let etag = self
+            .cache
+            .lock()
+            .unwrap()
+            .get(&path_and_query)
+            .map(|(e, _)| e.clone());
+        let mut headers = http::HeaderMap::new();
+        if let Some(e) = &etag {
+            headers.insert(http::header::IF_NONE_MATCH, e.clone());
+        }
+        let response = self
+            .client
+            ._get_with_headers(path_and_query.as_str(), Some(headers))
+            .await
+            .map_err(map_err)?;
+        let cached = (response.status() == http::StatusCode::NOT_MODIFIED)
+            .then(|| {
+                self.cache
+                    .lock()
+                    .unwrap()
+                    .get(&path_and_query)
+                    .map(|(_, b)| b.clone())
+            })
+            .flatten();
+        let body = match cached {
+            Some(body) => body,
+            None => {
+                let response = octocrab::map_github_error(response)
+                    .await
+                    .map_err(map_err)?;
+                let etag = response.headers().get(http::header::ETAG).cloned();
+                let body = self
+                    .client
+                    .body_to_string(response)
+                    .await
+                    .map_err(map_err)?;
+                if let Some(etag) = etag {
+                    let mut cache = self.cache.lock().unwrap();
+                    if cache.len() >= CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(path_and_query.clone(), (etag, body.clone()));
+                }
+                body
+            }
+        };
+        serde_json::from_str(&body).map_err(|e| {
+            ForgeError::Rejected(format!("GET {path_and_query}: unexpected response: {e}"))
         })
     }
 }
@@ -350,10 +416,8 @@ impl Forge for GithubForge {
 
     async fn change_request(&self, repo: &str, number: u64) -> Result<ChangeRequest, ForgeError> {
         let p: PullBody = self
-            .client
-            .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
-            .await
-            .map_err(map_err)?;
+            .get_cached(format!("/repos/{repo}/pulls/{number}"))
+            .await?;
         Ok(p.into())
     }
 
@@ -389,13 +453,10 @@ impl Forge for GithubForge {
         let mut out = Vec::new();
         for page in 1u32.. {
             let comments: Vec<CommentBody> = self
-                .client
-                .get(
-                    format!("/repos/{repo}/issues/{number}/comments"),
-                    Some(&json!({"per_page": 100, "page": page})),
-                )
-                .await
-                .map_err(map_err)?;
+                .get_cached(format!(
+                    "/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"
+                ))
+                .await?;
             let n = comments.len();
             out.extend(comments.into_iter().map(|c| Note {
                 id: c.id,
@@ -435,13 +496,8 @@ impl Forge for GithubForge {
 
     async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError> {
         let reviews: Vec<ReviewBody> = self
-            .client
-            .get(
-                format!("/repos/{repo}/pulls/{number}/reviews"),
-                Some(&json!({"per_page": 100})),
-            )
-            .await
-            .map_err(map_err)?;
+            .get_cached(format!("/repos/{repo}/pulls/{number}/reviews?per_page=100"))
+            .await?;
         Ok(reviews
             .into_iter()
             .filter_map(|r| {
@@ -464,21 +520,13 @@ impl Forge for GithubForge {
 
     async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError> {
         let runs: CheckRuns = self
-            .client
-            .get(
-                format!("/repos/{repo}/commits/{commit}/check-runs"),
-                Some(&json!({"filter": "latest", "per_page": 100})),
-            )
-            .await
-            .map_err(map_err)?;
+            .get_cached(format!(
+                "/repos/{repo}/commits/{commit}/check-runs?filter=latest&per_page=100"
+            ))
+            .await?;
         let combined: CombinedStatus = self
-            .client
-            .get(
-                format!("/repos/{repo}/commits/{commit}/status"),
-                None::<&()>,
-            )
-            .await
-            .map_err(map_err)?;
+            .get_cached(format!("/repos/{repo}/commits/{commit}/status"))
+            .await?;
         let mut checks: Vec<Check> = runs
             .check_runs
             .into_iter()
