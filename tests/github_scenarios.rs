@@ -820,3 +820,36 @@ async fn reconcile_rereads_with_conditional_requests() {
         "{again:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_serves_file_contents_from_git_in_githubs_shape() {
+    use base64::Engine;
+    let w = World::new().await;
+    let resp: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/repos/{DEPLOY}/contents/apps/podinfo/values-staging.yaml?ref=main",
+            w.fake.api_url()
+        ))
+        .header("Authorization", "token t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let example: serde_json::Value = serde_json::from_slice(&manifest(
+        "fixtures/github/api-examples/content-file-response-if-content-is-a-file.json",
+    ))
+    .unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&resp), keys(&example), "the shape of GitHub's example");
+    let b64: String = resp["content"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(bytes, manifest(PODINFO));
+}

@@ -89,6 +89,7 @@ pub fn router(state: Shared) -> Router {
             get(membership),
         )
         .route(&format!("{repo}/installation"), get(repo_installation))
+        .route(&format!("{repo}/contents/{{*path}}"), get(get_content))
         .route("/app/installations/{id}/access_tokens", post(access_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_and_fail))
         .with_state(state)
@@ -232,6 +233,36 @@ async fn access_token(State(s): State<Shared>, UrlPath(id): UrlPath<u64>) -> Ans
         .unwrap();
     created(json!({"token": token, "expires_at": expires,
                    "permissions": {"contents": "write"}, "repository_selection": "all"}))
+}
+
+/// A file at a branch, tag or commit (`?ref=`, the default branch otherwise), read from git.
+async fn get_content(
+    State(s): State<Shared>,
+    UrlPath((o, r, path)): UrlPath<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let repo = st.repos.get(&format!("{o}/{r}")).ok_or_else(not_found)?;
+    let git = repo.git();
+    let rev = q
+        .get("ref")
+        .cloned()
+        .unwrap_or_else(|| repo.default_branch.clone());
+    let commit = git
+        .revparse_single(&rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|_| not_found())?;
+    let entry = commit
+        .tree()
+        .and_then(|t| t.get_path(std::path::Path::new(&path)))
+        .map_err(|_| not_found())?;
+    let blob = git.find_blob(entry.id()).map_err(|_| not_found())?;
+    ok(payloads::content(
+        repo,
+        &path,
+        &entry.id().to_string(),
+        blob.content(),
+    ))
 }
 
 async fn get_repo(State(s): State<Shared>, UrlPath((o, r)): UrlPath<(String, String)>) -> Answer {

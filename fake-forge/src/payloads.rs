@@ -413,3 +413,51 @@ pub fn pull_request(r: &Repo, p: &Pull, action: &str, sender: &str) -> Value {
     set(&mut v, "sender", login(sender));
     v
 }
+
+/// A file's contents (`repos/get-content`), base64 as GitHub sends it.
+pub fn content(r: &Repo, path: &str, blob_sha: &str, bytes: &[u8]) -> Value {
+    let mut v = template(fixture!(
+        "api-examples/content-file-response-if-content-is-a-file.json"
+    ));
+    let name = path.rsplit('/').next().unwrap_or(path);
+    set(&mut v, "name", json!(name));
+    set(&mut v, "path", json!(path));
+    set(&mut v, "sha", json!(blob_sha));
+    set(&mut v, "size", json!(bytes.len()));
+    set(&mut v, "encoding", json!("base64"));
+    set(&mut v, "content", json!(base64_lines(bytes)));
+    set(
+        &mut v,
+        "html_url",
+        json!(format!(
+            "https://github.com/{}/blob/HEAD/{path}",
+            r.full_name
+        )),
+    );
+    v
+}
+
+/// Base64 in lines of 60 characters, as GitHub formats file contents.
+fn base64_lines(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.as_bytes()
+        .chunks(60)
+        .map(|l| format!("{}\n", std::str::from_utf8(l).unwrap()))
+        .collect()
+}
