@@ -203,16 +203,7 @@ impl DeployRepo {
                 "+refs/heads/{prefix}*:refs/remotes/origin/{prefix}*"
             ));
         }
-        let out = cmd
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        if !out.status.success() {
-            return Err(GitError::Fetch {
-                remote: self.remote.display(),
-                branch: branch.to_string(),
-                stderr: clean_stderr(&out.stderr),
-            });
-        }
+        self.read_from_remote(&mut cmd, branch.to_string())?;
         Ok(self.repo.refname_to_id(&tracking_ref(branch))?)
     }
 
@@ -288,16 +279,7 @@ impl DeployRepo {
         cmd.args(["ls-remote", "--heads"])
             .arg(self.remote.transport_url())
             .arg(pattern);
-        let out = cmd
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        if !out.status.success() {
-            return Err(GitError::Fetch {
-                remote: self.remote.display(),
-                branch: pattern.to_string(),
-                stderr: clean_stderr(&out.stderr),
-            });
-        }
+        let out = self.read_from_remote(&mut cmd, pattern.to_string())?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
@@ -322,46 +304,32 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
-        let out = self
-            .remote
-            .git(&self.path)
-            .args([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--depth=1",
-            ])
-            .arg(self.remote.transport_url())
-            .arg(commit)
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        if !out.status.success() {
-            return Err(GitError::Fetch {
-                remote: self.remote.display(),
-                branch: commit.to_string(),
-                stderr: clean_stderr(&out.stderr),
-            });
-        }
+        self.read_from_remote(
+            self.remote
+                .git(&self.path)
+                .args([
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--depth=1",
+                ])
+                .arg(self.remote.transport_url())
+                .arg(commit),
+            commit.to_string(),
+        )?;
         Ok(oid)
     }
 
     /// The names of the remote's tags, without fetching them.
     pub fn remote_tags(&self) -> Result<Vec<String>, GitError> {
-        let out = self
-            .remote
-            .git(&self.path)
-            .args(["ls-remote", "--tags", "--refs"])
-            .arg(self.remote.transport_url())
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        if !out.status.success() {
-            return Err(GitError::Fetch {
-                remote: self.remote.display(),
-                branch: "refs/tags/*".into(),
-                stderr: clean_stderr(&out.stderr),
-            });
-        }
+        let out = self.read_from_remote(
+            self.remote
+                .git(&self.path)
+                .args(["ls-remote", "--tags", "--refs"])
+                .arg(self.remote.transport_url()),
+            "refs/tags/*",
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
@@ -398,6 +366,25 @@ impl DeployRepo {
             }
         }
         Ok(files)
+    }
+
+    /// Runs a git command that reads from the remote; a failure names what was being read.
+    fn read_from_remote(
+        &self,
+        cmd: &mut Command,
+        what: impl Into<String>,
+    ) -> Result<std::process::Output, GitError> {
+        let out = cmd
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        if !out.status.success() {
+            return Err(GitError::Fetch {
+                remote: self.remote.display(),
+                branch: what.into(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(out)
     }
 
     /// Creates the branches on the remote, all together or not at all. Each must not exist
