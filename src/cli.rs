@@ -230,12 +230,12 @@ fn store_url(config: &OperatorConfig, flag: Option<String>) -> String {
 }
 
 /// Reads each named environment variable as a secret; the error names the variable only.
-fn secrets_from_env(vars: &[String]) -> Result<Vec<secrecy::SecretString>, String> {
+fn secrets_from_env(vars: &[String], setting: &str) -> Result<Vec<secrecy::SecretString>, String> {
     vars.iter()
         .map(|var| match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(secrecy::SecretString::from(v)),
             _ => Err(format!(
-                "environment variable {var} (forges.github.webhookSecretEnv) is not set or empty"
+                "environment variable {var} ({setting}) is not set or empty"
             )),
         })
         .collect()
@@ -262,9 +262,17 @@ async fn serve(
             ),
         );
     };
-    let secrets = match secrets_from_env(&github.webhook_secret_env) {
-        Ok(s) => s,
-        Err(e) => return fail(1, &e),
+    let secrets =
+        match secrets_from_env(&github.webhook_secret_env, "forges.github.webhookSecretEnv") {
+            Ok(s) => s,
+            Err(e) => return fail(1, &e),
+        };
+    let gitlab_tokens = match &config.orchestration.forges.gitlab {
+        Some(g) => match secrets_from_env(&g.webhook_token_env, "forges.gitlab.webhookTokenEnv") {
+            Ok(t) => Some(t),
+            Err(e) => return fail(1, &e),
+        },
+        None => None,
     };
     let url = store_url(&config, store_flag);
     let store = match Store::open(&url).await {
@@ -315,6 +323,7 @@ async fn serve(
         bot,
         ServiceConfig {
             github_webhook_secrets: Some(secrets),
+            gitlab_webhook_tokens: gitlab_tokens,
             max_body_bytes,
         },
         listener,

@@ -44,6 +44,17 @@ pub struct OrchestrationConfig {
 pub struct Forges {
     #[serde(default)]
     pub github: Option<GithubForge>,
+    #[serde(default)]
+    pub gitlab: Option<GitlabForge>,
+}
+
+/// GitLab, so far only its webhooks (`POST /webhooks/gitlab`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitlabForge {
+    /// Environment variables that each hold a secret token GitLab sends as `X-Gitlab-Token`;
+    /// several, so a token can be rotated.
+    pub webhook_token_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -480,6 +491,14 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
         d.push(src.at(
             route!["deployment", "baseBranch"],
             format!("`{}` is not a valid branch name", c.deployment.base_branch),
+        ));
+    }
+    if let Some(g) = &c.forges.gitlab
+        && g.webhook_token_env.is_empty()
+    {
+        d.push(src.at(
+            route!["forges", "gitlab", "webhookTokenEnv"],
+            "name at least one environment variable holding the GitLab webhook token",
         ));
     }
     if let Some(g) = &c.forges.github {

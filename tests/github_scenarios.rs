@@ -239,6 +239,7 @@ async fn start_bot(root: &Path, fake: &FakeGithub, store_url: &str) -> (Arc<Bot>
         bot.clone(),
         ServiceConfig {
             github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
+            gitlab_webhook_tokens: None,
             max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
         },
         listener,

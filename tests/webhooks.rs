@@ -12,6 +12,7 @@ use sha2::Sha256;
 const BIN: &str = env!("CARGO_BIN_EXE_release-coordinator");
 const SECRET: &str = "s3cr3t-webhook-value-that-must-not-leak";
 const OLD_SECRET: &str = "the-previous-secret-during-rotation";
+const GITLAB_TOKEN: &str = "gitlab-webhook-token-value";
 
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -64,7 +65,7 @@ impl Server {
             manifest.join("demo/config/orchestration-config.yaml"),
         )
         .unwrap()
-            + "forges:\n  github:\n    webhookSecretEnv: [TEST_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET_OLD]\n    tokenEnv: TEST_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: acme/deploy\n";
+            + "forges:\n  github:\n    webhookSecretEnv: [TEST_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET_OLD]\n    tokenEnv: TEST_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: acme/deploy\n  gitlab:\n    webhookTokenEnv: [TEST_GITLAB_TOKEN, TEST_GITLAB_TOKEN_OLD]\n";
         std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         let store_url = format!("sqlite://{}/store.db", dir.path().display());
         let stderr_path = dir.path().join("stderr.log");
@@ -82,6 +83,8 @@ impl Server {
             .env("TEST_WEBHOOK_SECRET", SECRET)
             .env("TEST_WEBHOOK_SECRET_OLD", OLD_SECRET)
             .env("TEST_GITHUB_TOKEN", "test-token-never-logged")
+            .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN)
+            .env("TEST_GITLAB_TOKEN_OLD", "gitlab-token-before-rotation")
             .env("RC_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -372,4 +375,96 @@ async fn every_acknowledged_delivery_survives_kill_9() {
             "acknowledged delivery {id} was lost"
         );
     }
+}
+
+#[tokio::test]
+async fn gitlab_deliveries_are_checked_by_token_and_recognized_by_idempotency_key() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gitlab/webhooks");
+    let send = |kind: &'static str,
+                file: &'static str,
+                token: Option<&'static str>,
+                id: (&'static str, String)| {
+        let client = client.clone();
+        let url = format!("{}/webhooks/gitlab", server.base);
+        let body = std::fs::read(root.join(file)).unwrap();
+        async move {
+            let mut req = client
+                .post(url)
+                .header("X-Gitlab-Event", kind)
+                .header(id.0, id.1)
+                .body(body);
+            if let Some(t) = token {
+                req = req.header("X-Gitlab-Token", t);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let key = |k: &str| ("Idempotency-Key", k.to_string());
+    for (i, (kind, file)) in [
+        ("Push Hook", "push_hook.json"),
+        ("Note Hook", "note_hook_merge_request.json"),
+        ("Merge Request Hook", "merge_request_hook.json"),
+        ("Pipeline Hook", "pipeline_hook.json"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, text) = send(kind, file, Some(GITLAB_TOKEN), key(&format!("g-{i}"))).await;
+        assert_eq!(status, 202, "{kind}: {text}");
+        // GitLab retries with the same Idempotency-Key.
+        let (status, text) = send(kind, file, Some(GITLAB_TOKEN), key(&format!("g-{i}"))).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (200, "already received: not processed again")
+        );
+    }
+    let (status, text) = send(
+        "Tag Push Hook",
+        "tag_push_hook.json",
+        Some(GITLAB_TOKEN),
+        key("t"),
+    )
+    .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ignored: the bot does not act on `Tag Push Hook`")
+    );
+    // Older GitLab: X-Gitlab-Event-UUID; a token from before a rotation still works.
+    let uuid = (
+        "X-Gitlab-Event-UUID",
+        "13792a34-cac6-4fda-95a8-c58e00a3954e".to_string(),
+    );
+    let (status, _) = send(
+        "Note Hook",
+        "note_hook_merge_request.json",
+        Some("gitlab-token-before-rotation"),
+        uuid,
+    )
+    .await;
+    assert_eq!(status, 202);
+    for token in [None, Some("wrong"), Some("gitlab-webhook-token-valu")] {
+        let (status, text) = send(
+            "Note Hook",
+            "note_hook_merge_request.json",
+            token,
+            key("bad"),
+        )
+        .await;
+        assert_eq!(
+            (status, text.as_str()),
+            (
+                401,
+                "the X-Gitlab-Token does not match any configured webhook token"
+            ),
+            "{token:?}"
+        );
+    }
+    assert_eq!(server.store().await.delivery_counts().await.unwrap().0, 5);
+    assert!(
+        !server.stderr().contains(GITLAB_TOKEN),
+        "tokens never reach the log"
+    );
 }

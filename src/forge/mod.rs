@@ -5,6 +5,7 @@
 //! onto its REST API and its webhooks onto [`crate::events::Event`]s.
 
 pub mod github;
+pub mod gitlab;
 
 use std::time::Duration;
 

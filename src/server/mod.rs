@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::store::Store;
 use crate::store::deliveries::DeliveryWriter;
-use webhook::GithubVerifier;
+use webhook::{GithubVerifier, GitlabVerifier};
 
 /// GitHub's own limit for a webhook payload.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
@@ -31,6 +31,7 @@ pub struct Inner {
     pub store: Store,
     pub writer: DeliveryWriter,
     pub github: Option<GithubVerifier>,
+    pub gitlab: Option<GitlabVerifier>,
     pub max_body_bytes: usize,
     /// Notified when a delivery was stored, to wake the worker.
     pub stored: Arc<Notify>,
@@ -51,6 +52,8 @@ impl std::ops::Deref for AppState {
 /// How the service is set up; secrets arrive already read from the environment.
 pub struct ServiceConfig {
     pub github_webhook_secrets: Option<Vec<SecretString>>,
+    /// `X-Gitlab-Token` values accepted (several during a rotation).
+    pub gitlab_webhook_tokens: Option<Vec<SecretString>>,
     pub max_body_bytes: usize,
 }
 
@@ -67,6 +70,10 @@ impl AppState {
                     .github_webhook_secrets
                     .as_deref()
                     .map(GithubVerifier::new),
+                gitlab: config
+                    .gitlab_webhook_tokens
+                    .as_deref()
+                    .map(GitlabVerifier::new),
                 max_body_bytes: config.max_body_bytes,
                 stored,
                 interest,
@@ -78,6 +85,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/github", post(webhook::github))
+        .route("/webhooks/gitlab", post(webhook::gitlab))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use super::AppState;
 use crate::events::{Event, ForgeKind};
 use crate::forge::github::webhook::{self as github_payload, PayloadError};
+use crate::forge::gitlab::webhook as gitlab_payload;
 use crate::store::deliveries::{Accepted, NewDelivery};
 
 /// Checks `X-Hub-Signature-256` against every configured secret (several during a rotation).
@@ -53,6 +54,32 @@ impl GithubVerifier {
     }
 }
 
+/// Checks `X-Gitlab-Token` against every configured token, in constant time: both sides are
+/// hashed first (so lengths do not leak) and the digests compared without an early exit.
+pub struct GitlabVerifier {
+    digests: Vec<[u8; 32]>,
+}
+
+impl GitlabVerifier {
+    pub fn new(tokens: &[SecretString]) -> GitlabVerifier {
+        GitlabVerifier {
+            digests: tokens
+                .iter()
+                .map(|t| <Sha256 as sha2::Digest>::digest(t.expose_secret().as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    pub fn verify(&self, header: &[u8]) -> bool {
+        let got: [u8; 32] = <Sha256 as sha2::Digest>::digest(header).into();
+        // Every configured token is compared, whichever matches.
+        self.digests.iter().fold(false, |found, want| {
+            let same = want.iter().zip(&got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            found | same
+        })
+    }
+}
+
 /// Why a delivery was not accepted. Nothing of it was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -68,6 +95,8 @@ pub enum Rejection {
     Unreadable,
     #[error("the signature does not match any configured webhook secret")]
     BadSignature,
+    #[error("the X-Gitlab-Token does not match any configured webhook token")]
+    BadToken,
     #[error(transparent)]
     Payload(#[from] PayloadError),
 }
@@ -76,7 +105,7 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let status = match self {
             Rejection::NotConfigured(_) => StatusCode::NOT_FOUND,
-            Rejection::BadSignature => StatusCode::UNAUTHORIZED,
+            Rejection::BadSignature | Rejection::BadToken => StatusCode::UNAUTHORIZED,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -104,6 +133,30 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rej
     Ok(s)
 }
 
+/// The body, refused when it is (or announces itself) larger than `limit`.
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, Rejection> {
+    if let Some(len) = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(Rejection::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            Rejection::TooLarge(limit)
+        } else {
+            Rejection::Unreadable
+        }
+    })
+}
+
 impl FromRequest<AppState> for GithubDelivery {
     type Rejection = Rejection;
 
@@ -113,24 +166,7 @@ impl FromRequest<AppState> for GithubDelivery {
             .as_ref()
             .ok_or(Rejection::NotConfigured("GitHub"))?;
         let (parts, body) = req.into_parts();
-        let limit = state.max_body_bytes;
-        if let Some(len) = parts
-            .headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            && len > limit
-        {
-            return Err(Rejection::TooLarge(limit));
-        }
-        let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                Rejection::TooLarge(limit)
-            } else {
-                Rejection::Unreadable
-            }
-        })?;
+        let body = read_body(&parts, body, state.max_body_bytes).await?;
         // The signature first: nothing about an unauthenticated request is looked at further.
         let signature = parts
             .headers
@@ -152,19 +188,37 @@ impl FromRequest<AppState> for GithubDelivery {
 
 /// `POST /webhooks/github`.
 pub async fn github(State(state): State<AppState>, delivery: GithubDelivery) -> Response {
-    let Some(event) = delivery.event else {
+    store_delivery(
+        &state,
+        ForgeKind::Github,
+        delivery.delivery_id,
+        delivery.kind,
+        delivery.event,
+    )
+    .await
+}
+
+/// Stores a verified delivery and answers: 202 stored, 200 a redelivery or nothing to act on.
+async fn store_delivery(
+    state: &AppState,
+    forge: ForgeKind,
+    delivery_id: String,
+    kind: String,
+    event: Option<Event>,
+) -> Response {
+    let Some(event) = event else {
         return (
             StatusCode::OK,
-            format!("ignored: the bot does not act on `{}`", delivery.kind),
+            format!("ignored: the bot does not act on `{kind}`"),
         )
             .into_response();
     };
     let needs_work = (state.interest)(&event);
     let event_json = serde_json::to_string(&event).expect("events serialize");
     let new = NewDelivery {
-        forge: ForgeKind::Github,
-        delivery_id: delivery.delivery_id,
-        kind: delivery.kind,
+        forge,
+        delivery_id,
+        kind,
         event_json,
         received_at: OffsetDateTime::now_utc(),
         needs_work,
@@ -184,4 +238,55 @@ pub async fn github(State(state): State<AppState>, delivery: GithubDelivery) -> 
                 .into_response()
         }
     }
+}
+
+/// A verified GitLab delivery. Its id is `Idempotency-Key` (the same across GitLab's retries),
+/// or `X-Gitlab-Event-UUID` from GitLab versions before 17.4.
+pub struct GitlabDelivery {
+    pub delivery_id: String,
+    pub kind: String,
+    pub event: Option<Event>,
+}
+
+impl FromRequest<AppState> for GitlabDelivery {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejection> {
+        let verifier = state
+            .gitlab
+            .as_ref()
+            .ok_or(Rejection::NotConfigured("GitLab"))?;
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts, body, state.max_body_bytes).await?;
+        let token = parts
+            .headers
+            .get("x-gitlab-token")
+            .ok_or(Rejection::BadToken)?;
+        if !verifier.verify(token.as_bytes()) {
+            return Err(Rejection::BadToken);
+        }
+        let kind = header(&parts.headers, "x-gitlab-event")?.to_string();
+        let delivery_id = header(&parts.headers, "idempotency-key")
+            .or_else(|_| header(&parts.headers, "x-gitlab-event-uuid"))
+            .map_err(|_| Rejection::MissingHeader("idempotency-key"))?
+            .to_string();
+        let event = gitlab_payload::parse(&kind, &body)?;
+        Ok(GitlabDelivery {
+            delivery_id,
+            kind,
+            event,
+        })
+    }
+}
+
+/// `POST /webhooks/gitlab`.
+pub async fn gitlab(State(state): State<AppState>, delivery: GitlabDelivery) -> Response {
+    store_delivery(
+        &state,
+        ForgeKind::Gitlab,
+        delivery.delivery_id,
+        delivery.kind,
+        delivery.event,
+    )
+    .await
 }
