@@ -14,6 +14,26 @@ use async_trait::async_trait;
 use crate::events::{Actor, ForgeKind, ReviewState};
 use crate::policy::Check;
 
+/// Parses a webhook payload of `kind` into `T` with the fast parser; only a payload that fails
+/// is parsed again to find the JSON path of the problem.
+pub(crate) fn parse_payload<'a, T: serde::Deserialize<'a>>(
+    kind: &str,
+    body: &'a [u8],
+) -> Result<T, github::webhook::PayloadError> {
+    serde_json::from_slice(body).map_err(|first| {
+        let mut d = serde_json::Deserializer::from_slice(body);
+        let (path, message) = match serde_path_to_error::deserialize::<_, T>(&mut d) {
+            Err(e) => (e.path().to_string(), e.inner().to_string()),
+            Ok(_) => (".".to_string(), first.to_string()),
+        };
+        github::webhook::PayloadError {
+            kind: kind.to_string(),
+            path,
+            message,
+        }
+    })
+}
+
 /// What went wrong talking to a forge, in the terms a retry decision needs.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ForgeError {

@@ -24,23 +24,7 @@ pub const EVENT_KINDS: &[&str] = &[
 
 /// Parses a payload of kind `kind` (the `X-Gitlab-Event` header).
 pub fn parse(kind: &str, body: &[u8]) -> Result<Option<Event>, PayloadError> {
-    fn de<'a, T: Deserialize<'a>>(kind: &str, body: &'a [u8]) -> Result<T, PayloadError> {
-        serde_json::from_slice(body).map_err(|first| {
-            let mut d = serde_json::Deserializer::from_slice(body);
-            match serde_path_to_error::deserialize::<_, T>(&mut d) {
-                Err(e) => PayloadError {
-                    kind: kind.to_string(),
-                    path: e.path().to_string(),
-                    message: e.inner().to_string(),
-                },
-                Ok(_) => PayloadError {
-                    kind: kind.to_string(),
-                    path: ".".to_string(),
-                    message: first.to_string(),
-                },
-            }
-        })
-    }
+    use crate::forge::parse_payload as de;
     Ok(match kind {
         "Push Hook" => push(de(kind, body)?),
         "Note Hook" => note(de(kind, body)?),
