@@ -279,16 +279,6 @@ async fn serve(
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
-    match store.delivery_counts().await {
-        Ok((_, waiting)) if waiting > 0 => {
-            tracing::info!(
-                waiting,
-                "deliveries stored before this start wait for the worker"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => return fail(2, &e.to_string()),
-    }
     let auth = match crate::forge::github::client::GithubAuth::from_config(&config, &github) {
         Ok(a) => a,
         Err(e) => return fail(1, &e),

@@ -127,13 +127,10 @@ impl Bot {
     // --- the trigger ---
 
     async fn on_push(&self, p: &events::Push) -> Result<(), BotError> {
-        if self.is_deployment_repo(&p.repo) || p.branch != p.default_branch {
+        if !push_may_trigger(&self.settings, p) {
             return Ok(());
         }
         let trigger = self.settings.trigger_path.as_str();
-        if !p.truncated && !p.changed_paths.iter().any(|c| c == trigger) {
-            return Ok(());
-        }
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
         match self.store.trigger_outcome(forge, repo, &p.after).await? {
@@ -769,9 +766,12 @@ impl Bot {
         }
         let notes = self.forge.notes(repo, number).await?;
         let present: BTreeSet<String> = notes.iter().map(|n| format!("comment:{}", n.id)).collect();
+        let mut approving = BTreeSet::new();
         for (source, _) in self.store.approvals(pr).await? {
             if source.starts_with("comment:") && !present.contains(&source) {
                 self.store.set_approval(pr, &source, None).await?; // the comment was deleted
+            } else {
+                approving.insert(source);
             }
         }
         for note in &notes {
@@ -784,6 +784,12 @@ impl Bot {
                     pr.status_comment_id = Some(note.id);
                     self.store.save_release_pr(pr).await?;
                 }
+                continue;
+            }
+            // Most comments are conversation: nothing to do unless they hold a command or
+            // once gave an approval that their current text may have taken back.
+            let source = format!("comment:{}", note.id);
+            if !approving.contains(&source) && commands::parse_comment(&note.body).is_empty() {
                 continue;
             }
             self.apply_comment(pr, note.id, &note.author, &note.body, CommentAction::Edited)
@@ -1219,6 +1225,16 @@ impl Bot {
     }
 }
 
+/// A push to an application repository's default branch that touches the trigger file (or
+/// whose list of changed paths was cut short, so it may).
+fn push_may_trigger(settings: &GithubSettings, p: &events::Push) -> bool {
+    !p.repo
+        .full_name
+        .eq_ignore_ascii_case(&settings.deployment_repo)
+        && p.branch == p.default_branch
+        && (p.truncated || p.changed_paths.contains(&settings.trigger_path))
+}
+
 /// Whether an event can matter to a release, judged from the event alone. Everything else (a
 /// comment on some other repository, a push that does not touch the trigger) is stored as
 /// already processed at the door: an organization-wide App receives far more of those than of
@@ -1227,11 +1243,7 @@ pub fn concerns_the_bot(settings: &GithubSettings, event: &Event) -> bool {
     let deployment =
         |r: &events::RepoRef| r.full_name.eq_ignore_ascii_case(&settings.deployment_repo);
     match event {
-        Event::Push(p) => {
-            !deployment(&p.repo)
-                && p.branch == p.default_branch
-                && (p.truncated || p.changed_paths.contains(&settings.trigger_path))
-        }
+        Event::Push(p) => push_may_trigger(settings, p),
         Event::Comment(c) => c.on_pull_request && deployment(&c.repo),
         Event::Review(r) => deployment(&r.repo),
         Event::PullRequest(p) => deployment(&p.repo),

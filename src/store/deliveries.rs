@@ -129,25 +129,6 @@ impl Store {
             .collect())
     }
 
-    /// Marks a delivery done; with `error`, records why (it is not retried: the reconcile
-    /// tick re-reads the forge for every release in flight, which is the retry).
-    pub async fn finish_delivery(
-        &self,
-        id: i64,
-        error: Option<&str>,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE deliveries SET processed_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
-        )
-        .bind(ts(now))
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Leaves a delivery unprocessed, to be tried again at `retry_at`, with the error recorded.
     pub async fn retry_delivery(
         &self,
@@ -361,7 +342,10 @@ mod tests {
         );
         assert!(matches!(pending[0].event, Ok(Event::Installation(_))));
         store
-            .finish_delivery(pending[0].id, Some("boom"), OffsetDateTime::UNIX_EPOCH)
+            .finish_deliveries(
+                &[(pending[0].id, Some("boom".into()))],
+                OffsetDateTime::UNIX_EPOCH,
+            )
             .await
             .unwrap();
         assert_eq!(store.delivery_counts().await.unwrap(), (5, 3));
