@@ -253,21 +253,17 @@ async fn serve(
         Ok(c) => c,
         Err(d) => return report(&d),
     };
-    let Some(github) = config.orchestration.forges.github.clone() else {
-        return fail(
-            1,
-            &format!(
-                "{}: `forges.github` is not configured; the bot needs at least one forge to serve",
-                config_path.display()
-            ),
-        );
+    let forges = config.orchestration.forges.clone();
+    let github_secrets = match &forges.github {
+        Some(g) => {
+            match secrets_from_env(&g.webhook_secret_env, "forges.github.webhookSecretEnv") {
+                Ok(s) => Some(s),
+                Err(e) => return fail(1, &e),
+            }
+        }
+        None => None,
     };
-    let secrets =
-        match secrets_from_env(&github.webhook_secret_env, "forges.github.webhookSecretEnv") {
-            Ok(s) => s,
-            Err(e) => return fail(1, &e),
-        };
-    let gitlab_tokens = match &config.orchestration.forges.gitlab {
+    let gitlab_tokens = match &forges.gitlab {
         Some(g) => match secrets_from_env(&g.webhook_token_env, "forges.gitlab.webhookTokenEnv") {
             Ok(t) => Some(t),
             Err(e) => return fail(1, &e),
@@ -279,31 +275,74 @@ async fn serve(
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
-    let auth = match crate::forge::github::client::GithubAuth::from_config(&config, &github) {
-        Ok(a) => a,
-        Err(e) => return fail(1, &e),
-    };
-    let forge = match crate::forge::github::client::GithubForge::connect(
-        &github.api_url,
-        &github.clone_url_base,
-        auth,
-        &github.bot_login,
-    )
-    .await
-    {
-        Ok(f) => f,
-        Err(e) => {
+    // The forge that hosts the deployment repository is the one the bot releases through.
+    let gitlab_release = forges
+        .gitlab
+        .as_ref()
+        .and_then(|g| Some((g, g.settings()?)));
+    let (settings, forge): (_, std::sync::Arc<dyn crate::forge::Forge>) = match (
+        gitlab_release,
+        &forges.github,
+    ) {
+        (Some((gitlab, settings)), _) => {
+            let var = gitlab.token_env.as_deref().unwrap_or_default();
+            let token = match std::env::var(var) {
+                Ok(t) if !t.is_empty() => secrecy::SecretString::from(t),
+                _ => {
+                    return fail(
+                        1,
+                        &format!("forges.gitlab.tokenEnv: environment variable `{var}` is not set"),
+                    );
+                }
+            };
+            match crate::forge::gitlab::client::GitlabForge::connect(
+                &gitlab.url,
+                gitlab.clone_url_base.as_deref(),
+                token,
+            )
+            .await
+            {
+                Ok(f) => (settings, std::sync::Arc::new(f)),
+                Err(e) => {
+                    return fail(1, &format!("connecting to GitLab at {}: {e}", gitlab.url));
+                }
+            }
+        }
+        (None, Some(github)) => {
+            let auth = match crate::forge::github::client::GithubAuth::from_config(&config, github)
+            {
+                Ok(a) => a,
+                Err(e) => return fail(1, &e),
+            };
+            match crate::forge::github::client::GithubForge::connect(
+                &github.api_url,
+                &github.clone_url_base,
+                auth,
+                &github.bot_login,
+            )
+            .await
+            {
+                Ok(f) => (github.settings(), std::sync::Arc::new(f)),
+                Err(e) => {
+                    return fail(
+                        1,
+                        &format!("connecting to GitHub at {}: {e}", github.api_url),
+                    );
+                }
+            }
+        }
+        (None, None) => {
             return fail(
                 1,
-                &format!("connecting to GitHub at {}: {e}", github.api_url),
+                &format!(
+                    "{}: no forge to release through: configure `forges.github`, or `forges.gitlab` with `deploymentRepo`",
+                    config_path.display()
+                ),
             );
         }
     };
     let bot = std::sync::Arc::new(crate::release::lifecycle::Bot::new(
-        config,
-        github,
-        store,
-        std::sync::Arc::new(forge),
+        config, settings, store, forge,
     ));
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -312,7 +351,7 @@ async fn serve(
     let running = crate::server::start(
         bot,
         ServiceConfig {
-            github_webhook_secrets: Some(secrets),
+            github_webhook_secrets: github_secrets,
             gitlab_webhook_tokens: gitlab_tokens,
             max_body_bytes,
         },

@@ -48,13 +48,68 @@ pub struct Forges {
     pub gitlab: Option<GitlabForge>,
 }
 
-/// GitLab, so far only its webhooks (`POST /webhooks/gitlab`).
+/// GitLab (gitlab.com or self-managed): its webhooks and, with `deploymentRepo`, the forge
+/// the bot releases through.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitlabForge {
     /// Environment variables that each hold a secret token GitLab sends as `X-Gitlab-Token`;
     /// several, so a token can be rotated.
     pub webhook_token_env: Vec<String>,
+    /// The instance: `https://gitlab.com`, or a self-managed one (a path prefix is kept:
+    /// `https://example.com/gitlab`). The REST API is `<url>/api/v4`.
+    #[serde(default = "default_gitlab_url")]
+    pub url: String,
+    /// Where repositories are cloned from (`<cloneUrlBase>/<group>/<project>.git`); the
+    /// instance URL when absent.
+    #[serde(default)]
+    pub clone_url_base: Option<String>,
+    /// The environment variable holding a project, group or personal access token (scopes
+    /// `api` and `write_repository`), used for the API and for git.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_trigger_path")]
+    pub trigger_path: String,
+    /// How release merge requests are merged (`merge` or `squash`).
+    #[serde(default)]
+    pub merge_method: crate::forge::MergeMethod,
+    /// The deployment repository's full project path (`group/subgroup/project`). With it, the
+    /// bot releases through GitLab.
+    #[serde(default)]
+    pub deployment_repo: Option<String>,
+}
+
+fn default_gitlab_url() -> String {
+    "https://gitlab.com".into()
+}
+
+/// What the release lifecycle needs of the forge that hosts the deployment repository.
+#[derive(Debug, Clone)]
+pub struct ForgeSettings {
+    pub deployment_repo: String,
+    pub trigger_path: String,
+    pub merge_method: crate::forge::MergeMethod,
+}
+
+impl GithubForge {
+    pub fn settings(&self) -> ForgeSettings {
+        ForgeSettings {
+            deployment_repo: self.deployment_repo.clone(),
+            trigger_path: self.trigger_path.clone(),
+            merge_method: self.merge_method,
+        }
+    }
+}
+
+impl GitlabForge {
+    /// The lifecycle's settings, when the deployment repository is on GitLab.
+    pub fn settings(&self) -> Option<ForgeSettings> {
+        Some(ForgeSettings {
+            deployment_repo: self.deployment_repo.clone()?,
+            trigger_path: self.trigger_path.clone(),
+            merge_method: self.merge_method,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -493,13 +548,31 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
             format!("`{}` is not a valid branch name", c.deployment.base_branch),
         ));
     }
-    if let Some(g) = &c.forges.gitlab
-        && g.webhook_token_env.is_empty()
-    {
-        d.push(src.at(
-            route!["forges", "gitlab", "webhookTokenEnv"],
-            "name at least one environment variable holding the GitLab webhook token",
-        ));
+    if let Some(g) = &c.forges.gitlab {
+        if g.webhook_token_env.is_empty() {
+            d.push(src.at(
+                route!["forges", "gitlab", "webhookTokenEnv"],
+                "name at least one environment variable holding the GitLab webhook token",
+            ));
+        }
+        if g.deployment_repo.is_some() && g.token_env.is_none() {
+            d.push(src.at(
+                route!["forges", "gitlab"],
+                "releasing through GitLab (`deploymentRepo`) needs `tokenEnv`: the variable holding the bot's access token",
+            ));
+        }
+        if g.deployment_repo.is_some() && c.forges.github.is_some() {
+            d.push(src.at(
+                route!["forges", "gitlab", "deploymentRepo"],
+                "the deployment repository lives on one forge: `forges.github` already names one; run one bot per forge",
+            ));
+        }
+        if g.merge_method == crate::forge::MergeMethod::Rebase {
+            d.push(src.at(
+                route!["forges", "gitlab", "mergeMethod"],
+                "GitLab sets rebasing per project (fast-forward merge); choose `merge` or `squash` here",
+            ));
+        }
     }
     if let Some(g) = &c.forges.github {
         if g.webhook_secret_env.is_empty() {
@@ -644,6 +717,14 @@ fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig)
                 d.push(src.at(
                     route!["roles", role.as_str(), "githubTeams", i],
                     format!("`{team}` is not `org/team-slug`"),
+                ));
+            }
+        }
+        for (i, group) in members.gitlab_groups.iter().enumerate() {
+            if group.split('/').any(str::is_empty) {
+                d.push(src.at(
+                    route!["roles", role.as_str(), "gitlabGroups", i],
+                    format!("`{group}` is not a group path such as `acme/platform`"),
                 ));
             }
         }

@@ -161,13 +161,32 @@ impl From<CheckState> for crate::policy::CheckState {
     }
 }
 
-/// A check run, check suite, commit status or pipeline changed on a commit.
+/// A check run, check suite, commit status or pipeline changed on a commit. A GitLab pipeline
+/// reports itself (as `pipeline`) and each of its jobs by name in one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     pub repo: RepoRef,
     pub commit: String,
+    pub results: Vec<CheckResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
     pub name: String,
     pub state: CheckState,
+}
+
+impl CheckState {
+    /// GitLab's pipeline and job statuses.
+    pub fn from_gitlab(status: &str) -> CheckState {
+        match status {
+            "success" => CheckState::Success,
+            "failed" | "canceled" => CheckState::Failure,
+            // created, waiting_for_resource, preparing, pending, running, manual, scheduled;
+            // a skipped job has not passed either.
+            _ => CheckState::Pending,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

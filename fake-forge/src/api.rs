@@ -96,7 +96,11 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// Logs every request; answers with an injected failure when one matches; wants a token.
-async fn log_and_fail(State(state): State<Shared>, req: Request, next: Next) -> Response {
+pub(crate) async fn log_and_fail(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let injected = {
@@ -172,10 +176,19 @@ fn authorized(
     path: &str,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), &'static str> {
+    let st = state.lock().unwrap();
+    if st.flavor == crate::Flavor::Gitlab {
+        // GitLab's personal, project and group tokens travel as `PRIVATE-TOKEN`.
+        let token = headers.get("private-token").and_then(|v| v.to_str().ok());
+        return match (token, &st.gitlab_token) {
+            (None, _) => Err("401 Unauthorized"),
+            (Some(t), Some(want)) if t != want => Err("401 Unauthorized"),
+            _ => Ok(()),
+        };
+    }
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err("Requires authentication");
     };
-    let st = state.lock().unwrap();
     let Some((app_id, public_pem, _)) = &st.app else {
         return Ok(());
     };
@@ -348,6 +361,7 @@ async fn create_pull(
             merged: false,
             merge_commit_sha: None,
             user: user.clone(),
+            auto_merge: false,
         };
         repo.pulls.push(pull.clone());
         (
@@ -425,7 +439,6 @@ async fn merge_pull(
                 "Pull Request is not mergeable",
             ));
         }
-        let git = repo.git();
         let head = repo.branch_tip(&pull.head).ok_or_else(not_found)?;
         if body.sha.as_ref().is_some_and(|s| *s != head) {
             return Err(error(
@@ -433,34 +446,11 @@ async fn merge_pull(
                 "Head branch was modified. Review and try the merge again.",
             ));
         }
-        let base = repo.branch_tip(&pull.base).ok_or_else(not_found)?;
-        let (head_c, base_c) = (
-            git.find_commit(Oid::from_str(&head).unwrap()).unwrap(),
-            git.find_commit(Oid::from_str(&base).unwrap()).unwrap(),
-        );
-        let mut index = git.merge_commits(&base_c, &head_c, None).unwrap();
-        if index.has_conflicts() {
-            return Err(error(StatusCode::METHOD_NOT_ALLOWED, "Merge conflict"));
-        }
-        let tree = git.find_tree(index.write_tree_to(&git).unwrap()).unwrap();
-        let sig = Signature::now("GitHub", "noreply@github.com").unwrap();
         let squash = body.merge_method.as_deref() == Some("squash");
-        let message = format!("{} (#{n})", pull.title);
-        let parents: Vec<&git2::Commit> = if squash {
-            vec![&base_c]
-        } else {
-            vec![&base_c, &head_c]
-        };
-        let merged = git
-            .commit(None, &sig, &sig, &message, &tree, &parents)
-            .unwrap();
-        git.reference(&format!("refs/heads/{}", pull.base), merged, true, "merge")
-            .unwrap();
-        let p = repo.pulls.iter_mut().find(|p| p.number == n).unwrap();
-        p.open = false;
-        p.merged = true;
-        p.merge_commit_sha = Some(merged.to_string());
-        let p = p.clone();
+        let merged = repo
+            .merge_pull(n, squash, ("GitHub", "noreply@github.com"))
+            .map_err(|why| error(StatusCode::METHOD_NOT_ALLOWED, why))?;
+        let p = repo.pull(n).unwrap().clone();
         (
             payloads::merge_result(&merged.to_string()),
             payloads::pull_request(repo, &p, "closed", &user),

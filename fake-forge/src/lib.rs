@@ -9,7 +9,11 @@
 //! made to fail (a status, `Retry-After`) to test the bot's error paths.
 
 mod api;
+mod gitlab_api;
+mod gitlab_payloads;
 mod payloads;
+
+pub use gitlab_payloads::Pipeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -68,6 +72,8 @@ pub struct Pull {
     pub merged: bool,
     pub merge_commit_sha: Option<String>,
     pub user: String,
+    /// GitLab: merge when the pipeline succeeds (set through the merge API).
+    pub auto_merge: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +139,10 @@ pub struct Repo {
     pub statuses: Vec<CommitStatus>,
     pub releases: Vec<Release>,
     pub commit_comments: Vec<CommitComment>,
+    /// GitLab: the pipelines run, one per pushed commit that reported jobs.
+    pub pipelines: Vec<Pipeline>,
+    /// GitLab's "Pipelines must succeed": the merge API refuses while the head's is not green.
+    pub pipeline_must_succeed: bool,
     next_number: u64,
 }
 
@@ -152,10 +162,63 @@ impl Repo {
     pub fn pull(&self, number: u64) -> Option<&Pull> {
         self.pulls.iter().find(|p| p.number == number)
     }
+
+    /// Merges a pull request for real (a merge commit, or one squashed commit) and moves its
+    /// base branch; refuses a closed one and a conflict.
+    pub fn merge_pull(
+        &mut self,
+        number: u64,
+        squash: bool,
+        committer: (&str, &str),
+    ) -> Result<Oid, &'static str> {
+        let pull = self.pull(number).ok_or("Not found")?.clone();
+        if !pull.open {
+            return Err("Pull Request is not mergeable");
+        }
+        let git = self.git();
+        let head = self.branch_tip(&pull.head).ok_or("Not found")?;
+        let base = self.branch_tip(&pull.base).ok_or("Not found")?;
+        let (head_c, base_c) = (
+            git.find_commit(Oid::from_str(&head).unwrap()).unwrap(),
+            git.find_commit(Oid::from_str(&base).unwrap()).unwrap(),
+        );
+        let mut index = git.merge_commits(&base_c, &head_c, None).unwrap();
+        if index.has_conflicts() {
+            return Err("Merge conflict");
+        }
+        let tree = git.find_tree(index.write_tree_to(&git).unwrap()).unwrap();
+        let sig = Signature::now(committer.0, committer.1).unwrap();
+        let message = format!("{} (#{number})", pull.title);
+        let parents: Vec<&git2::Commit> = if squash {
+            vec![&base_c]
+        } else {
+            vec![&base_c, &head_c]
+        };
+        let merged = git
+            .commit(None, &sig, &sig, &message, &tree, &parents)
+            .unwrap();
+        git.reference(&format!("refs/heads/{}", pull.base), merged, true, "merge")
+            .unwrap();
+        let p = self.pulls.iter_mut().find(|p| p.number == number).unwrap();
+        p.open = false;
+        p.merged = true;
+        p.auto_merge = false;
+        p.merge_commit_sha = Some(merged.to_string());
+        Ok(merged)
+    }
+}
+
+/// Which forge the fake plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    #[default]
+    Github,
+    Gitlab,
 }
 
 #[derive(Default)]
 pub struct State {
+    pub flavor: Flavor,
     next_id: u64,
     pub repos: BTreeMap<String, Repo>,
     /// `org/slug` to member logins.
@@ -172,6 +235,10 @@ pub struct State {
     /// registered, API calls need an installation token the fake issued.
     pub app: Option<(u64, String, u64)>,
     pub issued_tokens: Vec<String>,
+    /// GitLab: the only `PRIVATE-TOKEN` accepted, when set.
+    pub gitlab_token: Option<String>,
+    /// GitLab: group ids by full path (members are in `teams`).
+    pub group_ids: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -183,34 +250,61 @@ impl State {
     pub fn repo(&mut self, full_name: &str) -> Option<&mut Repo> {
         self.repos.get_mut(full_name)
     }
+
+    /// A user's numeric id: stable for a login, no registry needed.
+    pub fn user_id(&self, login: &str) -> u64 {
+        let digest = <Sha256 as sha2::Digest>::digest(login.as_bytes());
+        1000 + u64::from_be_bytes(digest[..8].try_into().unwrap()) % 1_000_000
+    }
+
+    /// Bot accounts: GitHub Apps (`name[bot]`) and the account the API is used as.
+    pub fn is_bot(&self, login: &str) -> bool {
+        login.ends_with("[bot]") || login == self.token_login
+    }
 }
 
 pub type Shared = Arc<Mutex<State>>;
 
-/// The running fake: an HTTP server on a free port of 127.0.0.1.
-pub struct FakeGithub {
+/// The running fake: an HTTP server on a free port of 127.0.0.1, playing GitHub or GitLab.
+pub struct FakeForge {
     pub state: Shared,
     pub addr: SocketAddr,
     root: PathBuf,
     client: reqwest::Client,
 }
 
-impl FakeGithub {
-    /// Starts the fake with its repositories under `root`.
-    pub async fn start(root: &Path) -> FakeGithub {
+/// The name the GitHub scenarios grew up with.
+pub type FakeGithub = FakeForge;
+
+impl FakeForge {
+    /// Starts a fake GitHub with its repositories under `root`.
+    pub async fn start(root: &Path) -> FakeForge {
+        FakeForge::start_as(root, Flavor::Github).await
+    }
+
+    /// Starts a fake of `flavor`: GitHub's REST API at `/`, or GitLab's at `/api/v4`.
+    pub async fn start_as(root: &Path, flavor: Flavor) -> FakeForge {
         let state: Shared = Arc::new(Mutex::new(State {
-            token_login: "release-coordinator[bot]".into(),
+            flavor,
+            token_login: match flavor {
+                Flavor::Github => "release-coordinator[bot]",
+                Flavor::Gitlab => "release-bot",
+            }
+            .into(),
             ..State::default()
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
         let addr = listener.local_addr().unwrap();
-        let app = router(state.clone());
+        let app = match flavor {
+            Flavor::Github => router(state.clone()),
+            Flavor::Gitlab => gitlab_api::router(state.clone()),
+        };
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("the fake serves");
         });
-        FakeGithub {
+        FakeForge {
             state,
             addr,
             root: root.to_path_buf(),
@@ -218,6 +312,11 @@ impl FakeGithub {
         }
     }
 
+    pub fn flavor(&self) -> Flavor {
+        self.lock().flavor
+    }
+
+    /// GitHub's API root, or the GitLab instance URL (the API is under `/api/v4`).
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -231,14 +330,19 @@ impl FakeGithub {
         self.state.lock().unwrap()
     }
 
-    /// Where webhooks go, signed with `secret`.
+    /// Where webhooks go, signed with `secret` (GitHub) or carrying it as `X-Gitlab-Token`.
     pub fn set_webhook(&self, url: &str, secret: &str) {
         self.lock().webhook = Some((url.to_string(), secret.to_string()));
     }
 
+    /// A member of a GitHub team (`org/slug`) or, directly, of a GitLab group (full path).
     pub fn add_team_member(&self, team: &str, login: &str) {
-        self.lock()
-            .teams
+        let mut st = self.lock();
+        if !st.group_ids.contains_key(team) {
+            let id = st.id();
+            st.group_ids.insert(team.to_string(), id);
+        }
+        st.teams
             .entry(team.to_string())
             .or_default()
             .insert(login.to_string());
@@ -290,6 +394,8 @@ impl FakeGithub {
                 statuses: Vec::new(),
                 releases: Vec::new(),
                 commit_comments: Vec::new(),
+                pipelines: Vec::new(),
+                pipeline_must_succeed: false,
                 next_number: 1,
             },
         );
@@ -306,7 +412,7 @@ impl FakeGithub {
         pusher: &str,
         message: &str,
     ) -> String {
-        let (payload, after) = {
+        let (kind, payload, after) = {
             let st = self.lock();
             let r = &st.repos[repo];
             let git = r.git();
@@ -321,87 +427,132 @@ impl FakeGithub {
                         .as_ref()
                         .is_none_or(|t| t.get_path(Path::new(p)).is_err())
                 });
-            let payload = payloads::push(
-                r,
-                branch,
-                &before
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "0".repeat(40)),
-                &after.to_string(),
-                &added,
-                &modified,
-                deleted,
-                pusher,
-                message,
-            );
-            (payload, after.to_string())
+            let before = before
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "0".repeat(40));
+            let after_s = after.to_string();
+            let (kind, payload) = match st.flavor {
+                Flavor::Github => (
+                    "push",
+                    payloads::push(
+                        r, branch, &before, &after_s, &added, &modified, deleted, pusher, message,
+                    ),
+                ),
+                Flavor::Gitlab => (
+                    "Push Hook",
+                    gitlab_payloads::push_hook(
+                        &st,
+                        r,
+                        branch,
+                        (&before, &after_s),
+                        (&added, &modified, deleted),
+                        pusher,
+                        message,
+                    ),
+                ),
+            };
+            (kind, payload, after_s)
         };
-        self.send("push", payload).await;
+        self.send(kind, payload).await;
         after
+    }
+
+    /// The comment webhook of `c` (`action`: created, edited, deleted). GitLab sends none for
+    /// a deleted note.
+    fn comment_hook(
+        st: &State,
+        repo: &str,
+        c: &Comment,
+        action: &str,
+    ) -> Option<(&'static str, Value)> {
+        let r = &st.repos[repo];
+        match st.flavor {
+            Flavor::Github => Some(("issue_comment", payloads::issue_comment(r, c, action))),
+            Flavor::Gitlab => {
+                let action = match action {
+                    "created" => "create",
+                    "edited" => "update",
+                    _ => return None,
+                };
+                let p = r.pull(c.number)?;
+                Some(("Note Hook", gitlab_payloads::note_hook(st, r, p, c, action)))
+            }
+        }
+    }
+
+    async fn send_opt(&self, hook: Option<(&'static str, Value)>) {
+        if let Some((kind, payload)) = hook {
+            self.send(kind, payload).await;
+        }
     }
 
     /// Someone comments on a pull request.
     pub async fn comment(&self, repo: &str, number: u64, user: User, body: &str) -> u64 {
-        let (payload, id) = {
+        let (hook, id) = {
             let mut st = self.lock();
             let id = st.id();
-            let r = st.repo(repo).unwrap();
             let c = Comment {
                 id,
                 number,
                 user,
                 body: body.to_string(),
             };
-            r.comments.push(c.clone());
-            (payloads::issue_comment(r, &c, "created"), id)
+            st.repo(repo).unwrap().comments.push(c.clone());
+            (Self::comment_hook(&st, repo, &c, "created"), id)
         };
-        self.send("issue_comment", payload).await;
+        self.send_opt(hook).await;
         id
     }
 
     pub async fn edit_comment(&self, repo: &str, id: u64, body: &str) {
-        let payload = {
+        let hook = {
             let mut st = self.lock();
             let r = st.repo(repo).unwrap();
             let c = r.comments.iter_mut().find(|c| c.id == id).unwrap();
             c.body = body.to_string();
             let c = c.clone();
-            payloads::issue_comment(r, &c, "edited")
+            Self::comment_hook(&st, repo, &c, "edited")
         };
-        self.send("issue_comment", payload).await;
+        self.send_opt(hook).await;
     }
 
     /// Sends the `created` webhook of an existing comment again, under a new delivery id (as
-    /// when GitHub's event stream repeats itself).
+    /// when the forge's event stream repeats itself).
     pub async fn repeat_comment_webhook(&self, repo: &str, id: u64) {
-        let payload = {
-            let mut st = self.lock();
-            let r = st.repo(repo).unwrap();
-            let c = r.comments.iter().find(|c| c.id == id).unwrap().clone();
-            payloads::issue_comment(r, &c, "created")
+        let hook = {
+            let st = self.lock();
+            let c = st.repos[repo].comments.iter().find(|c| c.id == id).unwrap();
+            Self::comment_hook(&st, repo, c, "created")
         };
-        self.send("issue_comment", payload).await;
+        self.send_opt(hook).await;
     }
 
     pub async fn delete_comment(&self, repo: &str, id: u64) {
-        let payload = {
+        let hook = {
             let mut st = self.lock();
             let r = st.repo(repo).unwrap();
             let i = r.comments.iter().position(|c| c.id == id).unwrap();
             let c = r.comments.remove(i);
-            payloads::issue_comment(r, &c, "deleted")
+            Self::comment_hook(&st, repo, &c, "deleted")
         };
-        self.send("issue_comment", payload).await;
+        self.send_opt(hook).await;
     }
 
-    /// Someone submits a review (`APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`) on the head.
+    /// Someone submits a review (`APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`) on the head. On
+    /// GitLab only `APPROVED` exists: the approve button (once per user).
     pub async fn review(&self, repo: &str, number: u64, user: User, state: &str) -> u64 {
-        let (payload, id) = {
+        let (kind, payload, id) = {
             let mut st = self.lock();
             let id = st.id();
+            let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
             let pull = r.pull(number).unwrap().clone();
             let commit_id = r.branch_tip(&pull.head).unwrap();
+            if flavor == Flavor::Gitlab {
+                assert_eq!(state, "APPROVED", "GitLab has only the approve button");
+                r.reviews
+                    .retain(|rv| !(rv.number == number && rv.user.login == user.login));
+            }
             let review = Review {
                 id,
                 number,
@@ -410,17 +561,60 @@ impl FakeGithub {
                 commit_id,
             };
             r.reviews.push(review.clone());
-            (payloads::review(r, &pull, &review), id)
+            let st = &*st;
+            let r = &st.repos[repo];
+            match flavor {
+                Flavor::Github => (
+                    "pull_request_review",
+                    payloads::review(r, &pull, &review),
+                    id,
+                ),
+                Flavor::Gitlab => (
+                    "Merge Request Hook",
+                    gitlab_payloads::merge_request_hook(
+                        st,
+                        r,
+                        &pull,
+                        "approval",
+                        &review.user.login,
+                        None,
+                    ),
+                    id,
+                ),
+            }
         };
-        self.send("pull_request_review", payload).await;
+        self.send(kind, payload).await;
         id
     }
 
-    /// A CI system reports a check run on `sha` (`conclusion` None: still in progress).
-    pub async fn check_run(&self, repo: &str, sha: &str, name: &str, conclusion: Option<&str>) {
+    /// GitLab: someone takes their approval back ("Revoke approval").
+    pub async fn unapprove(&self, repo: &str, number: u64, login: &str) {
         let payload = {
             let mut st = self.lock();
+            let r = st.repo(repo).unwrap();
+            r.reviews
+                .retain(|rv| !(rv.number == number && rv.user.login == login));
+            let pull = r.pull(number).unwrap().clone();
+            let st = &*st;
+            gitlab_payloads::merge_request_hook(
+                st,
+                &st.repos[repo],
+                &pull,
+                "unapproval",
+                login,
+                None,
+            )
+        };
+        self.send("Merge Request Hook", payload).await;
+    }
+
+    /// A CI system reports a check run on `sha` (`conclusion` None: still in progress). On
+    /// GitLab it is a job of the commit's pipeline, and the Pipeline Hook reports them all.
+    pub async fn check_run(&self, repo: &str, sha: &str, name: &str, conclusion: Option<&str>) {
+        let (hook, merge) = {
+            let mut st = self.lock();
             let id = st.id();
+            let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
             let run = CheckRun {
                 id,
@@ -436,9 +630,117 @@ impl FakeGithub {
             };
             r.check_runs.retain(|c| !(c.sha == sha && c.name == name));
             r.check_runs.push(run.clone());
-            payloads::check_run(r, &run)
+            match flavor {
+                Flavor::Github => (("check_run", payloads::check_run(r, &run)), None),
+                Flavor::Gitlab => {
+                    if !r.pipelines.iter().any(|p| p.sha == sha) {
+                        let branch = r
+                            .pulls
+                            .iter()
+                            .find(|p| r.branch_tip(&p.head).as_deref() == Some(sha))
+                            .map(|p| p.head.clone())
+                            .unwrap_or_default();
+                        r.pipelines.push(Pipeline {
+                            id,
+                            sha: sha.to_string(),
+                            branch,
+                        });
+                    }
+                    let pl = r.pipelines.iter().rev().find(|p| p.sha == sha).unwrap();
+                    let hook = ("Pipeline Hook", gitlab_payloads::pipeline_hook(r, pl));
+                    // "Merge when pipeline succeeds", pinned to the head it was set on.
+                    let merge = (pl.status(r) == "success")
+                        .then(|| {
+                            r.pulls
+                                .iter()
+                                .find(|p| {
+                                    p.open
+                                        && p.auto_merge
+                                        && r.branch_tip(&p.head).as_deref() == Some(sha)
+                                })
+                                .map(|p| p.number)
+                        })
+                        .flatten();
+                    (hook, merge)
+                }
+            }
         };
-        self.send("check_run", payload).await;
+        self.send(hook.0, hook.1).await;
+        if let Some(number) = merge {
+            let payload = {
+                let mut st = self.lock();
+                let actor = st.token_login.clone();
+                let r = st.repo(repo).unwrap();
+                r.merge_pull(number, false, ("GitLab", "noreply@gitlab.example.com"))
+                    .expect("the scheduled merge goes through");
+                let pull = r.pull(number).unwrap().clone();
+                let st = &*st;
+                gitlab_payloads::merge_request_hook(
+                    st,
+                    &st.repos[repo],
+                    &pull,
+                    "merge",
+                    &actor,
+                    None,
+                )
+            };
+            self.send("Merge Request Hook", payload).await;
+        }
+    }
+
+    /// GitLab: "Retry" on a pipeline: its failed jobs run again (pending), under new job ids.
+    pub async fn retry_pipeline(&self, repo: &str, sha: &str) {
+        let payload = {
+            let mut st = self.lock();
+            let mut ids: Vec<u64> = Vec::new();
+            let failed = st.repos[repo]
+                .check_runs
+                .iter()
+                .filter(|c| c.sha == sha && c.conclusion.as_deref() == Some("failure"))
+                .count();
+            for _ in 0..failed {
+                ids.push(st.id());
+            }
+            let r = st.repo(repo).unwrap();
+            let mut ids = ids.into_iter();
+            for c in r
+                .check_runs
+                .iter_mut()
+                .filter(|c| c.sha == sha && c.conclusion.as_deref() == Some("failure"))
+            {
+                c.id = ids.next().unwrap();
+                c.status = "queued".into();
+                c.conclusion = None;
+            }
+            let pl = r.pipelines.iter().rev().find(|p| p.sha == sha).unwrap();
+            gitlab_payloads::pipeline_hook(r, pl)
+        };
+        self.send("Pipeline Hook", payload).await;
+    }
+
+    /// Someone merges a pull request by hand (in the web UI).
+    pub async fn merge_by_hand(&self, repo: &str, number: u64, who: &str) {
+        let (kind, payload) = {
+            let mut st = self.lock();
+            let flavor = st.flavor;
+            let r = st.repo(repo).unwrap();
+            r.merge_pull(number, false, (who, "someone@example.com"))
+                .expect("the merge by hand goes through");
+            let pull = r.pull(number).unwrap().clone();
+            let st = &*st;
+            let r = &st.repos[repo];
+            match flavor {
+                Flavor::Github => (
+                    "pull_request",
+                    payloads::pull_request(r, &pull, "closed", who),
+                ),
+                Flavor::Gitlab => (
+                    "Merge Request Hook",
+                    gitlab_payloads::merge_request_hook(st, r, &pull, "merge", who, None),
+                ),
+            }
+        };
+        self.send(kind, payload).await;
     }
 
     /// Someone pushes a commit to a pull request's head branch.
@@ -449,10 +751,12 @@ impl FakeGithub {
         file: (&str, &[u8]),
         pusher: &str,
     ) -> String {
-        let (head, payload_repo) = {
+        let (head, payload_repo, old) = {
             let st = self.lock();
             let r = &st.repos[repo];
-            (r.pull(number).unwrap().head.clone(), r.full_name.clone())
+            let head = r.pull(number).unwrap().head.clone();
+            let old = r.branch_tip(&head).unwrap_or_default();
+            (head, r.full_name.clone(), old)
         };
         let sha = self
             .push(
@@ -464,12 +768,29 @@ impl FakeGithub {
                 "A change on the release branch",
             )
             .await;
-        let payload = {
-            let st = self.lock();
+        let (kind, payload) = {
+            let mut st = self.lock();
+            let flavor = st.flavor;
+            let r = st.repo(repo).unwrap();
+            // A push cancels GitLab's "merge when pipeline succeeds".
+            if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
+                p.auto_merge = false;
+            }
+            let st = &*st;
             let r = &st.repos[repo];
-            payloads::pull_request(r, r.pull(number).unwrap(), "synchronize", pusher)
+            let pull = r.pull(number).unwrap();
+            match flavor {
+                Flavor::Github => (
+                    "pull_request",
+                    payloads::pull_request(r, pull, "synchronize", pusher),
+                ),
+                Flavor::Gitlab => (
+                    "Merge Request Hook",
+                    gitlab_payloads::merge_request_hook(st, r, pull, "update", pusher, Some(&old)),
+                ),
+            }
         };
-        self.send("pull_request", payload).await;
+        self.send(kind, payload).await;
         sha
     }
 
@@ -484,7 +805,7 @@ impl FakeGithub {
     }
 }
 
-/// Signs and posts a webhook to the configured URL (if any), as GitHub does.
+/// Posts a webhook to the configured URL (if any), signed as GitHub does or with GitLab's token.
 pub async fn deliver(state: &Shared, client: &reqwest::Client, kind: &str, payload: Value) {
     let (target, id) = {
         let mut st = state.lock().unwrap();
@@ -496,17 +817,32 @@ pub async fn deliver(state: &Shared, client: &reqwest::Client, kind: &str, paylo
         (st.webhook.clone(), format!("fake-delivery-{id}"))
     };
     let Some((url, secret)) = target else { return };
+    let flavor = state.lock().unwrap().flavor;
     let body = serde_json::to_vec(&payload).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(&body);
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = client
-        .post(&url)
-        .header("X-GitHub-Event", kind)
-        .header("X-GitHub-Delivery", &id)
-        .header("X-Hub-Signature-256", sig)
+    let request = match flavor {
+        Flavor::Github => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(&body);
+            let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            client
+                .post(&url)
+                .header("X-GitHub-Event", kind)
+                .header("X-GitHub-Delivery", &id)
+                .header("X-Hub-Signature-256", sig)
+                .header("User-Agent", "GitHub-Hookshot/fake")
+        }
+        // GitLab's delivery headers (fixtures/gitlab/webhooks/HEADERS.md).
+        Flavor::Gitlab => client
+            .post(&url)
+            .header("X-Gitlab-Event", kind)
+            .header("X-Gitlab-Token", secret)
+            .header("X-Gitlab-Event-UUID", &id)
+            .header("Idempotency-Key", &id)
+            .header("X-Gitlab-Instance", "https://gitlab.example.com")
+            .header("User-Agent", "GitLab/17.4.0-fake"),
+    };
+    let resp = request
         .header("Content-Type", "application/json")
-        .header("User-Agent", "GitHub-Hookshot/fake")
         .body(body)
         .send()
         .await;

@@ -97,9 +97,11 @@ pub struct Note {
     pub body: String,
 }
 
+/// An approval or review as the forge lists it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewInfo {
-    pub id: u64,
+    /// Stable per review: `review:<id>` on GitHub, `approval:<user>` on GitLab (one per user).
+    pub source: String,
     pub author: Actor,
     pub state: ReviewState,
     /// The head commit the review was given on.
@@ -125,9 +127,22 @@ impl MergeMethod {
     }
 }
 
+/// What a merge request to the forge came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Merged now (or found merged already): the merge commit.
+    Merged(String),
+    /// The forge will merge by itself, pinned to the head the bot approved, once its own
+    /// pipeline succeeds (GitLab's "merge when pipeline succeeds").
+    Scheduled,
+}
+
 /// How to reach a repository with git: its clone URL and, for HTTPS, a token.
 pub struct GitAccess {
     pub url: String,
+    /// The user name sent with the token (HTTP basic): `x-access-token` on GitHub, `oauth2`
+    /// on GitLab.
+    pub username: &'static str,
     pub token: Option<secrecy::SecretString>,
 }
 
@@ -157,21 +172,34 @@ pub trait Forge: Send + Sync {
 
     async fn notes(&self, repo: &str, number: u64) -> Result<Vec<Note>, ForgeError>;
     async fn post_note(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError>;
-    async fn edit_note(&self, repo: &str, note_id: u64, body: &str) -> Result<(), ForgeError>;
+    async fn edit_note(
+        &self,
+        repo: &str,
+        number: u64,
+        note_id: u64,
+        body: &str,
+    ) -> Result<(), ForgeError>;
     async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError>;
     /// The latest state of every check on `commit` (check runs and commit statuses).
     async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError>;
 
-    /// Merges if the head is still `head_commit`; returns the merge commit.
+    /// Merges if the head is still `head_commit`.
     async fn merge(
         &self,
         repo: &str,
         number: u64,
         head_commit: &str,
         method: MergeMethod,
-    ) -> Result<String, ForgeError>;
+    ) -> Result<MergeOutcome, ForgeError>;
 
-    /// Whether `user` belongs to `team` (`org/team-slug` on GitHub, a group path on GitLab).
+    /// Takes back a merge the forge was asked to make by itself ([`MergeOutcome::Scheduled`]),
+    /// because the policy no longer allows it. Nothing to do where nothing was scheduled.
+    async fn cancel_scheduled_merge(&self, _repo: &str, _number: u64) -> Result<(), ForgeError> {
+        Ok(())
+    }
+
+    /// Whether `user` belongs to `team` (`org/team-slug` on GitHub, with child teams; a group
+    /// path on GitLab, with inherited members and members of its subgroups).
     async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError>;
 
     async fn set_commit_status(

@@ -45,6 +45,8 @@ pub struct Remote {
     pub url: String,
     /// An HTTPS token, sent as an `Authorization` header; never put into a URL or a log.
     token: Option<String>,
+    /// The user name that goes with the token.
+    basic_user: &'static str,
 }
 
 impl std::fmt::Debug for Remote {
@@ -61,7 +63,14 @@ impl Remote {
         Self {
             url: url.into(),
             token,
+            basic_user: "x-access-token",
         }
+    }
+
+    /// The user name sent with the token (GitLab documents `oauth2`).
+    pub fn with_basic_user(mut self, user: &'static str) -> Self {
+        self.basic_user = user;
+        self
     }
 
     /// The URL as it may be shown to people: credentials in it are replaced.
@@ -84,8 +93,8 @@ impl Remote {
         cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
         if let Some(token) = &self.token {
             // Passed through the environment, not the command line, so `ps` does not show it.
-            let basic =
-                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{token}", self.basic_user));
             cmd.env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env(

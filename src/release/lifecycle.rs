@@ -17,10 +17,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::commands::{self, Command};
-use crate::config::{GithubForge as GithubSettings, OperatorConfig};
+use crate::config::{ForgeSettings, OperatorConfig};
 use crate::diagnostics::Diagnostics;
 use crate::events::{self, CommentAction, Event, PullRequestAction, ReviewState};
-use crate::forge::{ChangeState, Forge, ForgeError, NewChangeRequest};
+use crate::forge::{ChangeState, Forge, ForgeError, MergeOutcome, NewChangeRequest};
 use crate::git::{AppRepoInfo, DeployRepo, GitError, Remote};
 use crate::policy::{self, Approval, Decision, Facts};
 use crate::release::state::ReleaseState;
@@ -30,6 +30,8 @@ use crate::store::{Store, StoreError, Transition};
 
 /// Marks the bot's status comment, so a lost comment id can be found again.
 const STATUS_MARKER: &str = "<!-- release-coordinator:status -->";
+/// A release pull request the forge will merge by itself once its pipeline succeeds.
+const SCHEDULED: &str = "scheduled";
 /// How long a team membership answer is reused.
 const TEAM_CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -50,7 +52,7 @@ pub enum BotError {
 
 pub struct Bot {
     pub config: OperatorConfig,
-    pub settings: GithubSettings,
+    pub settings: ForgeSettings,
     pub store: Store,
     pub forge: Arc<dyn Forge>,
     cache_root: PathBuf,
@@ -76,7 +78,7 @@ fn short(s: &str) -> &str {
 impl Bot {
     pub fn new(
         config: OperatorConfig,
-        settings: GithubSettings,
+        settings: ForgeSettings,
         store: Store,
         forge: Arc<dyn Forge>,
     ) -> Bot {
@@ -160,7 +162,7 @@ impl Bot {
             .as_ref()
             .map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
         let app = DeployRepo::open(
-            Remote::new(access.url, token),
+            Remote::new(access.url, token).with_basic_user(access.username),
             &self.cache_root.join("apps"),
         )?;
         let commit = app.fetch_commit(&p.branch, &p.after)?;
@@ -185,17 +187,21 @@ impl Bot {
             head_commit: Some(p.after.clone()),
             tags: app.remote_tags()?,
         };
-        let deploy_token = self
+        let deploy = self
             .forge
             .git_access(&self.settings.deployment_repo)
-            .await?
-            .token
-            .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string());
+            .await?;
+        let deploy_access = deploy.token.map(|t| {
+            (
+                deploy.username,
+                secrecy::ExposeSecret::expose_secret(&t).to_string(),
+            )
+        });
         let prepared = prepare_with_app(
             &self.config,
             tmp.path(),
             info,
-            deploy_token,
+            deploy_access,
             Some(&self.store),
             now(),
         )
@@ -507,15 +513,22 @@ impl Bot {
         let Some(pr) = self.release_pr(&r.repo, r.number).await? else {
             return Ok(());
         };
-        self.apply_review(&pr, r.review_id, &r.author, r.state, &r.commit)
-            .await?;
+        self.apply_review(
+            &pr,
+            &format!("review:{}", r.review_id),
+            &r.author,
+            r.state,
+            &r.commit,
+        )
+        .await?;
         self.advance(pr.release_id, false).await
     }
 
+    /// Records what a review or approval (`source`: `review:<id>`, `approval:<user>`) means.
     async fn apply_review(
         &self,
         pr: &ReleasePr,
-        review_id: u64,
+        source: &str,
         author: &events::Actor,
         state: ReviewState,
         commit: &str,
@@ -527,14 +540,10 @@ impl Bot {
                     commit: commit.to_string(),
                     user_is_bot: author.is_bot,
                 };
-                self.store
-                    .set_approval(pr, &format!("review:{review_id}"), Some(&approval))
-                    .await?;
+                self.store.set_approval(pr, source, Some(&approval)).await?;
             }
             ReviewState::ChangesRequested | ReviewState::Dismissed => {
-                self.store
-                    .set_approval(pr, &format!("review:{review_id}"), None)
-                    .await?;
+                self.store.set_approval(pr, source, None).await?;
                 if state == ReviewState::ChangesRequested {
                     self.store.drop_user_approvals(pr, &author.login).await?;
                 }
@@ -552,9 +561,21 @@ impl Bot {
             PullRequestAction::Synchronize => {
                 self.new_head(&mut pr, &p.head_commit).await?;
             }
+            // GitLab's approve button: one approval per user, on the head it was given on.
+            PullRequestAction::Approved | PullRequestAction::Unapproved => {
+                let state = if p.action == PullRequestAction::Approved {
+                    ReviewState::Approved
+                } else {
+                    ReviewState::Dismissed
+                };
+                let source = approval_source(&p.actor.login);
+                self.apply_review(&pr, &source, &p.actor, state, &p.head_commit)
+                    .await?;
+            }
             PullRequestAction::Closed if p.merged && pr.state == "merged" => {}
             PullRequestAction::Closed if p.merged => {
-                // Merged by someone else: the forge is the truth.
+                // Merged by someone else (or by the forge itself, when the bot asked it to merge
+                // once its pipeline succeeds): the forge is the truth.
                 pr.state = "merged".into();
                 pr.head_commit = Some(p.head_commit.clone());
                 self.store.save_release_pr(&pr).await?;
@@ -563,13 +584,16 @@ impl Bot {
                         &rel,
                         "ReleaseMerged",
                         &p.actor.login,
-                        json!({"environment": pr.environment, "by_hand": true}),
+                        json!({
+                            "environment": pr.environment,
+                            "by_hand": !p.actor.login.eq_ignore_ascii_case(self.forge.bot_login()),
+                        }),
                     )
                     .await?;
                 }
             }
             PullRequestAction::Closed => {
-                if pr.state == "open" {
+                if pr.state == "open" || pr.state == SCHEDULED {
                     pr.state = "closed".into();
                     self.store.save_release_pr(&pr).await?;
                     if let Some(rel) = self.store.forge_release(pr.release_id).await? {
@@ -629,11 +653,13 @@ impl Bot {
             return Ok(());
         }
         for pr in self.store.release_prs_by_head(&c.commit).await? {
-            let check = policy::Check {
-                name: c.name.clone(),
-                state: c.state.into(),
-            };
-            self.store.set_check(&pr, &c.commit, &check).await?;
+            for result in &c.results {
+                let check = policy::Check {
+                    name: result.name.clone(),
+                    state: result.state.into(),
+                };
+                self.store.set_check(&pr, &c.commit, &check).await?;
+            }
             self.advance(pr.release_id, false).await?;
         }
         Ok(())
@@ -801,8 +827,28 @@ impl Bot {
                 latest.insert(r.author.login.clone(), r);
             }
         }
+        let known: BTreeMap<String, Approval> =
+            self.store.approvals(pr).await?.into_iter().collect();
+        let listed: BTreeSet<&str> = latest.values().map(|r| r.source.as_str()).collect();
+        for source in known.keys() {
+            // A GitLab approval taken back while its webhook was lost.
+            if source.starts_with("approval:") && !listed.contains(source.as_str()) {
+                self.store.set_approval(pr, source, None).await?;
+            }
+        }
         for r in latest.values() {
-            self.apply_review(pr, r.id, &r.author, r.state, &r.commit)
+            // GitLab does not say which head an approval was given on: the one recorded when
+            // it was first seen, else the head now (GitLab resets approvals on push when the
+            // project says so; the README asks for that setting).
+            let commit = if r.commit.is_empty() {
+                known
+                    .get(&r.source)
+                    .map(|a| a.commit.clone())
+                    .unwrap_or_else(|| cr.head_commit.clone())
+            } else {
+                r.commit.clone()
+            };
+            self.apply_review(pr, &r.source, &r.author, r.state, &commit)
                 .await?;
         }
         let head = cr.head_commit;
@@ -854,6 +900,29 @@ impl Bot {
             .iter()
             .filter(|a| policy::check_approval(&facts, a).is_ok())
             .collect();
+        if pr.state == SCHEDULED {
+            // The forge was asked to merge when its pipeline succeeds. While the policy still
+            // allows it, leave it to the forge (its merge webhook moves the release on) unless
+            // a check failed, which cancels the forge's merge: then try again ourselves. When
+            // the policy no longer allows it, take the scheduled merge back.
+            let failed = checks
+                .iter()
+                .any(|c| c.state == policy::CheckState::Failure);
+            match decision {
+                Decision::Merge if !failed => return Ok(false),
+                Decision::Merge => {}
+                _ => {
+                    self.forge
+                        .cancel_scheduled_merge(
+                            &self.settings.deployment_repo,
+                            pr.pr_number.unwrap_or_default(),
+                        )
+                        .await?;
+                }
+            }
+            pr.state = "open".into();
+            self.store.save_release_pr(pr).await?;
+        }
         match decision {
             Decision::Merge => {
                 let state =
@@ -878,7 +947,17 @@ impl Bot {
                     )
                     .await;
                 let sha = match merged {
-                    Ok(sha) => sha,
+                    Ok(MergeOutcome::Merged(sha)) => sha,
+                    Ok(MergeOutcome::Scheduled) => {
+                        pr.state = SCHEDULED.into();
+                        self.store.save_release_pr(pr).await?;
+                        let text = format!(
+                            "⏳ Approved. The forge will merge {} once its own pipeline succeeds (a newer push cancels that).",
+                            short(&head)
+                        );
+                        self.update_status(rel, pr, &text).await?;
+                        return Ok(false);
+                    }
                     Err(e) => {
                         self.store.transition(rel.release_id, Transition {
                             from: ReleaseState::Merging,
@@ -1010,7 +1089,11 @@ impl Bot {
         }
         let repo = &self.settings.deployment_repo;
         match pr.status_comment_id {
-            Some(id) => self.forge.edit_note(repo, id, &body).await?,
+            Some(id) => {
+                self.forge
+                    .edit_note(repo, pr.pr_number.unwrap_or_default(), id, &body)
+                    .await?
+            }
             None => {
                 let id = self
                     .forge
@@ -1194,7 +1277,11 @@ impl Bot {
             let mut roles = BTreeSet::new();
             for (role, members) in &self.config.policy.roles {
                 let mut member = members.users.iter().any(|u| u.eq_ignore_ascii_case(user));
-                for team in &members.github_teams {
+                let teams = match self.forge.kind() {
+                    events::ForgeKind::Github => &members.github_teams,
+                    events::ForgeKind::Gitlab => &members.gitlab_groups,
+                };
+                for team in teams {
                     if member {
                         break;
                     }
@@ -1225,9 +1312,14 @@ impl Bot {
     }
 }
 
+/// The source key of a GitLab approval: one per user and merge request.
+fn approval_source(login: &str) -> String {
+    format!("approval:{}", login.to_ascii_lowercase())
+}
+
 /// A push to an application repository's default branch that touches the trigger file (or
 /// whose list of changed paths was cut short, so it may).
-fn push_may_trigger(settings: &GithubSettings, p: &events::Push) -> bool {
+fn push_may_trigger(settings: &ForgeSettings, p: &events::Push) -> bool {
     !p.repo
         .full_name
         .eq_ignore_ascii_case(&settings.deployment_repo)
@@ -1239,7 +1331,7 @@ fn push_may_trigger(settings: &GithubSettings, p: &events::Push) -> bool {
 /// comment on some other repository, a push that does not touch the trigger) is stored as
 /// already processed at the door: an organization-wide App receives far more of those than of
 /// anything the bot acts on, and the worker never has to look at them.
-pub fn concerns_the_bot(settings: &GithubSettings, event: &Event) -> bool {
+pub fn concerns_the_bot(settings: &ForgeSettings, event: &Event) -> bool {
     let deployment =
         |r: &events::RepoRef| r.full_name.eq_ignore_ascii_case(&settings.deployment_repo);
     match event {
@@ -1346,12 +1438,12 @@ mod tests {
     use super::*;
     use crate::events::{Actor, Comment, Push, RepoRef};
 
-    fn settings() -> GithubSettings {
-        serde_json::from_value(json!({
-            "webhookSecretEnv": ["S"], "tokenEnv": "T", "deploymentRepo": "acme/deploy",
-            "triggerPath": "release/promotion-trigger.yaml"
-        }))
-        .unwrap()
+    fn settings() -> ForgeSettings {
+        ForgeSettings {
+            deployment_repo: "acme/deploy".into(),
+            trigger_path: "release/promotion-trigger.yaml".into(),
+            merge_method: crate::forge::MergeMethod::Merge,
+        }
     }
 
     fn repo(name: &str) -> RepoRef {

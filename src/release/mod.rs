@@ -114,12 +114,12 @@ pub fn inputs_digest(inputs: &AppInputs) -> String {
     hex::encode(h.finalize())
 }
 
-/// Opens (and fetches) the deployment repository's cache.
-/// Opens the deployment repository's cache and brings its base branch up to date. `token`
-/// (the bot's forge credentials) takes the place of `deployment.tokenEnv` when given.
+/// Opens the deployment repository's cache and brings its base branch up to date. `access`
+/// (the bot's forge credentials: a basic-auth user name and a token) takes the place of
+/// `deployment.tokenEnv` when given.
 pub fn open_deploy_repo(
     config: &OperatorConfig,
-    token: Option<String>,
+    access: Option<(&'static str, String)>,
 ) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
     let d = &config.orchestration.deployment;
     let url = if is_url(&d.repo) {
@@ -137,14 +137,15 @@ pub fn open_deploy_repo(
         })?;
         abs.display().to_string()
     };
-    let token = match (token, &d.token_env) {
-        (Some(t), _) => Some(t),
-        (None, Some(var)) => {
-            Some(std::env::var(var).map_err(|_| GitError::MissingToken(var.clone()))?)
-        }
-        (None, None) => None,
+    let remote = match (access, &d.token_env) {
+        (Some((user, t)), _) => Remote::new(url, Some(t)).with_basic_user(user),
+        (None, Some(var)) => Remote::new(
+            url,
+            Some(std::env::var(var).map_err(|_| GitError::MissingToken(var.clone()))?),
+        ),
+        (None, None) => Remote::new(url, None),
     };
-    let repo = DeployRepo::open(Remote::new(url, token), &config.resolve_path(&d.cache_dir))?;
+    let repo = DeployRepo::open(remote, &config.resolve_path(&d.cache_dir))?;
     let base = repo.fetch(&d.base_branch, d.fetch_depth, None)?;
     Ok((repo, base))
 }
@@ -166,7 +167,7 @@ pub async fn prepare_with_app(
     config: &OperatorConfig,
     trigger_dir: &Path,
     app: AppRepoInfo,
-    deploy_token: Option<String>,
+    deploy_access: Option<(&'static str, String)>,
     store: Option<&Store>,
     now: OffsetDateTime,
 ) -> Result<Prepared, ReleaseError> {
@@ -202,7 +203,7 @@ pub async fn prepare_with_app(
         &config.resolve_path(&signing.key_file),
         signing.key_id.clone(),
     )?;
-    let (repo, base_commit) = open_deploy_repo(config, deploy_token)?;
+    let (repo, base_commit) = open_deploy_repo(config, deploy_access)?;
     let plan = plan::plan(PlanInput {
         config,
         inputs: &inputs,

@@ -40,7 +40,8 @@ pub struct Inner {
 }
 
 /// Decides at the door whether an event needs the worker.
-pub type Interest = Arc<dyn Fn(&crate::events::Event) -> bool + Send + Sync>;
+pub type Interest =
+    Arc<dyn Fn(crate::events::ForgeKind, &crate::events::Event) -> bool + Send + Sync>;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -126,8 +127,11 @@ pub fn start(
 ) -> Running {
     let store = bot.store.clone();
     let settings = bot.settings.clone();
-    let interest: Interest =
-        Arc::new(move |e| crate::release::lifecycle::concerns_the_bot(&settings, e));
+    let kind = bot.forge.kind();
+    // Deliveries from the other forge (its webhook door may be open too) are kept, not acted on.
+    let interest: Interest = Arc::new(move |forge, e| {
+        forge == kind && crate::release::lifecycle::concerns_the_bot(&settings, e)
+    });
     let state = AppState::new(store.clone(), config, interest);
     let stored = state.stored.clone();
     let addr = listener

@@ -213,7 +213,7 @@ async fn store_delivery(
         )
             .into_response();
     };
-    let needs_work = (state.interest)(&event);
+    let needs_work = (state.interest)(forge, &event);
     let event_json = serde_json::to_string(&event).expect("events serialize");
     let new = NewDelivery {
         forge,

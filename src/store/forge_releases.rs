@@ -30,6 +30,7 @@ pub struct ReleasePr {
     pub head_commit: Option<String>,
     pub status_comment_id: Option<u64>,
     pub status_body_sha: Option<String>,
+    /// waiting | open | scheduled (the forge merges once its pipeline succeeds) | merged | closed
     pub state: String,
     pub held_by: Option<String>,
     pub merge_commit: Option<String>,
@@ -165,7 +166,7 @@ impl Store {
     /// Open release pull requests whose head is `commit` (a check reported on it).
     pub async fn release_prs_by_head(&self, commit: &str) -> Result<Vec<ReleasePr>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {PR_COLUMNS} FROM release_prs WHERE head_commit = ? AND state = 'open'"
+            "SELECT {PR_COLUMNS} FROM release_prs WHERE head_commit = ? AND state IN ('open', 'scheduled')"
         )))
         .bind(commit)
         .fetch_all(&self.pool)

@@ -15,8 +15,8 @@ use serde_json::json;
 use super::webhook::User;
 use crate::events::{ForgeKind, ReviewState};
 use crate::forge::{
-    ChangeRequest, ChangeState, Forge, ForgeError, GitAccess, MergeMethod, NewChangeRequest, Note,
-    ReviewInfo,
+    ChangeRequest, ChangeState, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
+    NewChangeRequest, Note, ReviewInfo,
 };
 use crate::policy::{Check, CheckState};
 
@@ -388,6 +388,7 @@ impl Forge for GithubForge {
         };
         Ok(GitAccess {
             url: format!("{}/{repo}.git", self.clone_base),
+            username: "x-access-token",
             token: Some(token),
         })
     }
@@ -482,7 +483,13 @@ impl Forge for GithubForge {
         Ok(c.id)
     }
 
-    async fn edit_note(&self, repo: &str, note_id: u64, body: &str) -> Result<(), ForgeError> {
+    async fn edit_note(
+        &self,
+        repo: &str,
+        _number: u64,
+        note_id: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
         let _: Empty = self
             .client
             .patch(
@@ -509,7 +516,7 @@ impl Forge for GithubForge {
                     _ => return None,
                 };
                 Some(ReviewInfo {
-                    id: r.id,
+                    source: format!("review:{}", r.id),
                     author: r.user.into(),
                     state,
                     commit: r.commit_id.unwrap_or_default(),
@@ -556,7 +563,7 @@ impl Forge for GithubForge {
         number: u64,
         head_commit: &str,
         method: MergeMethod,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<MergeOutcome, ForgeError> {
         let r: MergeResult = self
             .client
             .put(
@@ -565,7 +572,7 @@ impl Forge for GithubForge {
             )
             .await
             .map_err(map_err)?;
-        Ok(r.sha)
+        Ok(MergeOutcome::Merged(r.sha))
     }
 
     async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError> {

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::events::{
-    Actor, Check, CheckState, Comment, CommentAction, Event, Installation, PullRequest,
-    PullRequestAction, Push, RepoRef, Review, ReviewState,
+    Actor, Check, CheckResult, CheckState, Comment, CommentAction, Event, Installation,
+    PullRequest, PullRequestAction, Push, RepoRef, Review, ReviewState,
 };
 
 /// GitHub lists at most this many commits in a push payload.
@@ -290,9 +290,11 @@ struct CheckRunBody<'a> {
 fn check_run(p: CheckRunPayload<'_>) -> Option<Event> {
     Some(Event::Check(Check {
         repo: p.repository.to_ref(),
-        state: check_state(p.check_run.status, p.check_run.conclusion),
+        results: vec![CheckResult {
+            state: check_state(p.check_run.status, p.check_run.conclusion),
+            name: p.check_run.name,
+        }],
         commit: p.check_run.head_sha,
-        name: p.check_run.name,
     }))
 }
 
@@ -331,9 +333,11 @@ fn check_suite(p: CheckSuitePayload<'_>) -> Option<Event> {
         .unwrap_or_else(|| "check suite".to_string());
     Some(Event::Check(Check {
         repo: p.repository.to_ref(),
-        state: check_state(p.check_suite.status, p.check_suite.conclusion),
+        results: vec![CheckResult {
+            state: check_state(p.check_suite.status, p.check_suite.conclusion),
+            name,
+        }],
         commit: p.check_suite.head_sha,
-        name,
     }))
 }
 
@@ -355,8 +359,10 @@ fn status(p: StatusPayload<'_>) -> Option<Event> {
     Some(Event::Check(Check {
         repo: p.repository.to_ref(),
         commit: p.sha,
-        name: p.context,
-        state,
+        results: vec![CheckResult {
+            name: p.context,
+            state,
+        }],
     }))
 }
 
@@ -474,14 +480,17 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (k.name.as_str(), k.state),
+            (k.results[0].name.as_str(), k.results[0].state),
             ("Octocoders-linter", CheckState::Success)
         );
         let Some(Event::Check(s)) = parse("status", &fixture("status/payload.json")).unwrap()
         else {
             panic!()
         };
-        assert_eq!((s.name.as_str(), s.state), ("default", CheckState::Success));
+        assert_eq!(
+            (s.results[0].name.as_str(), s.results[0].state),
+            ("default", CheckState::Success)
+        );
     }
 
     #[test]

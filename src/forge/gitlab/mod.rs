@@ -1,3 +1,4 @@
-//! GitLab: webhook payloads in. The REST side (the `Forge` implementation) is issue 4's work.
+//! GitLab: webhooks into events, and the REST API behind the `Forge` trait.
 
+pub mod client;
 pub mod webhook;

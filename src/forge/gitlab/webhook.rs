@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::events::{
-    Actor, Check, CheckState, Comment, CommentAction, Event, PullRequest, PullRequestAction, Push,
-    RepoRef,
+    Actor, Check, CheckResult, CheckState, Comment, CommentAction, Event, PullRequest,
+    PullRequestAction, Push, RepoRef,
 };
 use crate::forge::github::webhook::PayloadError;
 
@@ -214,6 +214,8 @@ fn merge_request(p: MergeRequestPayload) -> Option<Event> {
 struct PipelinePayload {
     project: Project,
     object_attributes: PipelineAttributes,
+    #[serde(default)]
+    builds: Vec<Build>,
 }
 
 #[derive(Deserialize)]
@@ -222,19 +224,38 @@ struct PipelineAttributes {
     status: String,
 }
 
+#[derive(Deserialize)]
+struct Build {
+    id: u64,
+    name: String,
+    status: String,
+}
+
 fn pipeline(p: PipelinePayload) -> Option<Event> {
-    let state = match p.object_attributes.status.as_str() {
-        "success" => CheckState::Success,
-        "failed" | "canceled" => CheckState::Failure,
-        _ => CheckState::Pending,
-    };
+    // The pipeline itself under one stable name (its own `name` is a description such as
+    // "Pipeline for branch: main"), then each job by its name, the newest run of a retried job.
+    let mut jobs: std::collections::BTreeMap<String, (u64, CheckState)> = Default::default();
+    for b in p.builds {
+        let state = CheckState::from_gitlab(&b.status);
+        match jobs.get(&b.name) {
+            Some((id, _)) if *id > b.id => {}
+            _ => {
+                jobs.insert(b.name, (b.id, state));
+            }
+        }
+    }
+    let mut results = vec![CheckResult {
+        name: "pipeline".into(),
+        state: CheckState::from_gitlab(&p.object_attributes.status),
+    }];
+    results.extend(
+        jobs.into_iter()
+            .map(|(name, (_, state))| CheckResult { name, state }),
+    );
     Some(Event::Check(Check {
         repo: p.project.to_ref(),
         commit: p.object_attributes.sha,
-        // The head commit's pipeline is the check GitLab releases require, under one stable
-        // name (a pipeline's own `name` is a description such as "Pipeline for branch: main").
-        name: "pipeline".into(),
-        state,
+        results,
     }))
 }
 
@@ -281,7 +302,24 @@ mod tests {
                     assert_eq!(m.action, PullRequestAction::Opened);
                     assert_eq!(m.head_commit, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
                 }
-                ("Pipeline Hook", Some(Event::Check(c))) => assert_eq!(c.name, "pipeline"),
+                ("Pipeline Hook", Some(Event::Check(c))) => {
+                    let got: Vec<(&str, CheckState)> = c
+                        .results
+                        .iter()
+                        .map(|r| (r.name.as_str(), r.state))
+                        .collect();
+                    assert_eq!(
+                        got,
+                        [
+                            ("pipeline", CheckState::Success),
+                            ("build-image", CheckState::Success),
+                            ("production", CheckState::Pending),
+                            ("staging", CheckState::Pending),
+                            ("test-build", CheckState::Failure),
+                            ("test-image", CheckState::Success),
+                        ]
+                    );
+                }
                 other => panic!("{file}: unexpected {other:?}"),
             }
         }

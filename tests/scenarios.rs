@@ -1,14 +1,18 @@
-//! The bot on GitHub, end to end: the real webhook server, worker and octocrab client against
-//! the stateful fake GitHub (`fake-forge`), whose repositories are real bare git repositories.
-//! Each test reads as a user story; the fake sends signed webhooks in GitHub's payload shapes.
+//! The bot end to end on GitHub and on GitLab: the real webhook server, worker and forge
+//! clients (octocrab; the `gitlab` crate's AsyncGitlab) against the stateful fake forge
+//! (`fake-forge`), whose repositories are real bare git repositories. Each scenario reads as a
+//! user story and is written once: `on_both_forges!` runs it against the fake GitHub (signed
+//! webhooks in GitHub's shapes) and the fake GitLab (GitLab's hooks and token header). The
+//! scenarios only one forge has come after it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_forge::{FakeGithub, User};
+use fake_forge::{FakeForge, Flavor, User};
 use release_coordinator::config::OperatorConfig;
 use release_coordinator::forge::github::client::{GithubAuth, GithubForge};
+use release_coordinator::forge::gitlab::client::GitlabForge;
 use release_coordinator::release::lifecycle::Bot;
 use release_coordinator::server::{self, Running, ServiceConfig};
 use release_coordinator::store::Store;
@@ -18,6 +22,9 @@ const SECRET: &str = "scenario-webhook-secret";
 const DEPLOY: &str = "acme/deploy";
 const APP: &str = "acme/shop";
 const BOT: &str = "release-coordinator[bot]";
+/// The fake GitLab's token user (a project access token's bot user).
+const GITLAB_BOT: &str = "release-bot";
+const GITLAB_TOKEN: &str = "glpat-scenario-token";
 const PODINFO: &str =
     "fixtures/deploy-repos/values/stefanprodan__podinfo/charts/podinfo/values.yaml";
 const GUESTBOOK: &str =
@@ -30,23 +37,26 @@ fn manifest(rel: &str) -> Vec<u8> {
 struct World {
     _tmp: tempfile::TempDir,
     root: PathBuf,
-    fake: FakeGithub,
+    fake: FakeForge,
     bot: Arc<Bot>,
     running: Running,
     store_url: String,
+    /// API calls made before the first scenario step (connecting, finding who the bot is).
+    calls_at_start: usize,
 }
 
 impl World {
-    async fn new() -> World {
-        World::new_with(false).await
+    async fn new(forge: Flavor) -> World {
+        World::new_with(forge, false).await
     }
 
     /// With `app`, the bot authenticates as a GitHub App (JWT, installation tokens) instead of
     /// with a token.
-    async fn new_with(app: bool) -> World {
+    async fn new_with(forge: Flavor, app: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let fake = FakeGithub::start(&root.join("fake")).await;
+        let fake = FakeForge::start_as(&root.join("fake"), forge).await;
+        fake.lock().gitlab_token = Some(GITLAB_TOKEN.into());
         let (podinfo, guestbook) = (manifest(PODINFO), manifest(GUESTBOOK));
         fake.create_repo(
             DEPLOY,
@@ -78,13 +88,24 @@ impl World {
              \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
              \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
              defaults:\n  store: {store_url}\n\
-             forges:\n  github:\n    webhookSecretEnv: [UNUSED_IN_PROCESS]\n    {auth}\n    apiUrl: {api}\n    cloneUrlBase: {clone}\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
+             {forges}",
             clone = fake.clone_base(),
-            api = fake.api_url(),
-            auth = if app {
-                "appId: 4242\n    privateKeyFile: github-app.pem"
-            } else {
-                "tokenEnv: SCENARIO_GITHUB_TOKEN"
+            forges = match forge {
+                Flavor::Github => format!(
+                    "forges:\n  github:\n    webhookSecretEnv: [UNUSED_IN_PROCESS]\n    {auth}\n    apiUrl: {api}\n    cloneUrlBase: {clone}\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
+                    clone = fake.clone_base(),
+                    api = fake.api_url(),
+                    auth = if app {
+                        "appId: 4242\n    privateKeyFile: github-app.pem"
+                    } else {
+                        "tokenEnv: SCENARIO_GITHUB_TOKEN"
+                    },
+                ),
+                Flavor::Gitlab => format!(
+                    "forges:\n  gitlab:\n    webhookTokenEnv: [UNUSED_IN_PROCESS]\n    url: {api}\n    cloneUrlBase: {clone}\n    tokenEnv: SCENARIO_GITLAB_TOKEN\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
+                    clone = fake.clone_base(),
+                    api = fake.api_url(),
+                ),
             },
         );
         if app {
@@ -111,6 +132,7 @@ impl World {
         release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
 
         let (bot, running) = start_bot(&root, &fake, &store_url).await;
+        let calls_at_start = fake.requests().len();
         World {
             _tmp: tmp,
             root,
@@ -118,7 +140,24 @@ impl World {
             bot,
             running,
             store_url,
+            calls_at_start,
         }
+    }
+
+    fn forge(&self) -> Flavor {
+        self.fake.flavor()
+    }
+
+    fn bot_login(&self) -> &'static str {
+        match self.forge() {
+            Flavor::Github => BOT,
+            Flavor::Gitlab => GITLAB_BOT,
+        }
+    }
+
+    /// The API calls the scenario caused (not the ones made at start-up).
+    fn calls(&self) -> Vec<fake_forge::LoggedRequest> {
+        self.fake.requests()[self.calls_at_start..].to_vec()
     }
 
     /// Stops the bot at once (as a crash would) and starts a new one on the same store.
@@ -188,10 +227,11 @@ impl World {
 
     /// The bot's comments on a pull request, in order.
     fn bot_comments(&self, number: u64) -> Vec<String> {
+        let bot = self.bot_login();
         self.fake.lock().repos[DEPLOY]
             .comments
             .iter()
-            .filter(|c| c.number == number && c.user.login == BOT)
+            .filter(|c| c.number == number && c.user.login == bot)
             .map(|c| c.body.clone())
             .collect()
     }
@@ -221,36 +261,96 @@ impl World {
     }
 }
 
-async fn start_bot(root: &Path, fake: &FakeGithub, store_url: &str) -> (Arc<Bot>, Running) {
+async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>, Running) {
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
-    let settings = config.orchestration.forges.github.clone().unwrap();
     let store = Store::open(store_url).await.unwrap();
-    let auth = match settings.app_id {
-        Some(_) => GithubAuth::from_config(&config, &settings).unwrap(),
-        None => GithubAuth::Token(SecretString::from("test-token")),
+    let forges = config.orchestration.forges.clone();
+    let (bot, service, hook) = match fake.flavor() {
+        Flavor::Github => {
+            let settings = forges.github.unwrap();
+            let auth = match settings.app_id {
+                Some(_) => GithubAuth::from_config(&config, &settings).unwrap(),
+                None => GithubAuth::Token(SecretString::from("test-token")),
+            };
+            let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
+                .await
+                .unwrap();
+            let bot = Bot::new(config, settings.settings(), store, Arc::new(forge));
+            let service = ServiceConfig {
+                github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
+                gitlab_webhook_tokens: None,
+                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+            };
+            (bot, service, "github")
+        }
+        Flavor::Gitlab => {
+            let settings = forges.gitlab.unwrap();
+            let forge = GitlabForge::connect(
+                &settings.url,
+                settings.clone_url_base.as_deref(),
+                SecretString::from(GITLAB_TOKEN),
+            )
+            .await
+            .unwrap();
+            let bot = Bot::new(config, settings.settings().unwrap(), store, Arc::new(forge));
+            let service = ServiceConfig {
+                github_webhook_secrets: None,
+                gitlab_webhook_tokens: Some(vec![SecretString::from(SECRET)]),
+                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+            };
+            (bot, service, "gitlab")
+        }
     };
-    let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
-        .await
-        .unwrap();
-    let bot = Arc::new(Bot::new(config, settings, store, Arc::new(forge)));
+    let bot = Arc::new(bot);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::start(
         bot.clone(),
-        ServiceConfig {
-            github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
-            gitlab_webhook_tokens: None,
-            max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-        },
+        service,
         listener,
         release_coordinator::worker::Pacing {
             reconcile_every: Duration::from_secs(3600),
             retry_base: Duration::from_millis(100),
         },
     );
-    fake.set_webhook(&format!("http://{}/webhooks/github", running.addr), SECRET);
+    fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);
     (bot, running)
 }
+
+/// Runs each scenario against the fake GitHub and the fake GitLab.
+macro_rules! on_both_forges {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_github {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(fake_forge::Flavor::Github).await
+                }
+            )*
+        }
+        mod on_gitlab {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(fake_forge::Flavor::Gitlab).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_forges!(
+    a_trigger_becomes_a_published_release_through_approved_pull_requests,
+    a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
+    approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
+    a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until_rerun,
+    deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_twice,
+    forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile,
+    a_restart_in_the_middle_continues_without_duplicates,
+    a_release_to_one_environment_costs_at_most_twelve_api_calls,
+    an_edited_approval_is_re_read_and_a_merge_conflict_is_reported,
+    a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it,
+);
 
 /// The demo's trigger files, under `release/` of the application repository.
 fn trigger_files() -> Vec<(&'static str, Vec<u8>)> {
@@ -289,9 +389,8 @@ fn openapi_operations() -> Vec<(String, regex_lite::Regex)> {
     ops
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_becomes_a_published_release_through_approved_pull_requests() {
-    let w = World::new().await;
+async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(forge: Flavor) {
+    let w = World::new(forge).await;
     let trigger_commit = w.push_trigger(&trigger_files()).await;
 
     // The staging pull request is open, and says what it waits for.
@@ -398,18 +497,20 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests() 
         assert!(events.iter().any(|x| x == e), "{e} in {events:?}");
     }
 
-    // Every call the bot made is an operation of GitHub's description; count them.
+    // Every call the bot made is an operation of GitHub's description (GitLab publishes none
+    // in a form stored here); a 404 is an answer to a look-up, never a failure. Count them.
     let ops = openapi_operations();
-    let requests = w.fake.requests();
+    let requests = w.calls();
     for r in &requests {
-        assert!(
-            ops.iter()
-                .any(|(m, p)| *m == r.method && p.is_match(&r.path)),
-            "{} {} is not an operation of GitHub's REST description",
-            r.method,
-            r.path
-        );
-        // A 404 is an answer to a look-up (not a team member, no such tag yet), never a failure.
+        if forge == Flavor::Github {
+            assert!(
+                ops.iter()
+                    .any(|(m, p)| *m == r.method && p.is_match(&r.path)),
+                "{} {} is not an operation of GitHub's REST description",
+                r.method,
+                r.path
+            );
+        }
         assert!(
             r.status < 400 || (r.status == 404 && r.method == "GET"),
             "{} {} answered {}",
@@ -423,10 +524,10 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests() 
         .map(|r| format!("{} {} {}", r.method, r.path, r.status))
         .collect();
     eprintln!(
-        "{} API calls for a release to two environments:\n{calls:#?}",
+        "{} API calls for a release to two environments on {forge:?}:\n{calls:#?}",
         requests.len()
     );
-    // Per environment: open, status comment, its updates, merge; then tag (2) and release (1).
+    // Per environment: open, status comment, its updates, merge; then tag and release.
     assert!(
         requests.len() <= 16,
         "{} calls: {requests:#?}",
@@ -447,9 +548,8 @@ fn with_trigger(edit: impl Fn(String) -> String) -> Vec<(&'static str, Vec<u8>)>
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions() {
-    let w = World::new().await;
+async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions(forge: Flavor) {
+    let w = World::new(forge).await;
     let files = with_trigger(|t| t.replace("version_tag: mvp-v1", "version_tag: \"mvp-v1"));
     let commit = w.push_trigger(&files).await;
     // Pushed again (GitHub's stream repeats events): still one comment.
@@ -472,9 +572,13 @@ async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions() 
         .iter()
         .find(|s| s.sha == commit)
         .expect("a commit status");
+    let failed = match forge {
+        Flavor::Github => "failure",
+        Flavor::Gitlab => "failed",
+    };
     assert_eq!(
         (status.context.as_str(), status.state.as_str()),
-        ("release-coordinator", "failure")
+        ("release-coordinator", failed)
     );
     assert_eq!(
         app.commit_comments.len(),
@@ -486,9 +590,8 @@ async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions() 
     assert!(body.contains("1 problem found"), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count() {
-    let w = World::new().await;
+async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count(forge: Flavor) {
+    let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     w.comment(1, "dave", "/approve").await;
     w.comment(1, "mallory", "/approve").await;
@@ -559,9 +662,10 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
     assert!(w.pull(1).unwrap().merged, "approved again on the new head");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until_rerun() {
-    let w = World::new().await;
+async fn a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until_rerun(
+    forge: Flavor,
+) {
+    let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     let head = w.head(1);
     w.fake
@@ -579,9 +683,8 @@ async fn a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until
     assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_twice() {
-    let w = World::new().await;
+async fn deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_twice(forge: Flavor) {
+    let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     let help = w.comment(1, "alice", "/help").await;
     w.fake.repeat_comment_webhook(DEPLOY, help).await;
@@ -599,6 +702,10 @@ async fn deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_tw
     let approve = w.comment(1, "alice", "/approve").await;
     w.fake.delete_comment(DEPLOY, approve).await;
     w.settle().await;
+    if forge == Flavor::Gitlab {
+        // GitLab sends no webhook for a deleted note: the reconcile pass finds it gone.
+        w.bot.reconcile().await.unwrap();
+    }
     w.checks_pass(1, &["ci/build"]).await;
     assert!(
         !w.pull(1).unwrap().merged,
@@ -612,21 +719,36 @@ async fn deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_tw
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile() {
-    let w = World::new().await;
-    // GitHub answers 500 when the bot opens the pull request: octocrab retries three times at
-    // once, then the worker tries the delivery again after a pause, and that succeeds.
+async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(forge: Flavor) {
+    let w = World::new(forge).await;
+    // The forge answers 500 when the bot opens the pull request: octocrab retries three times
+    // at once (the gitlab crate does not), then the worker tries the delivery again after a
+    // pause, and that succeeds.
+    let (open_path, merge_path, failures) = match forge {
+        Flavor::Github => (
+            "/repos/acme/deploy/pulls",
+            "/repos/acme/deploy/pulls/1/merge",
+            4,
+        ),
+        Flavor::Gitlab => (
+            "/api/v4/projects/acme%2Fdeploy/merge_requests",
+            "/api/v4/projects/acme%2Fdeploy/merge_requests/1/merge",
+            1,
+        ),
+    };
     w.fake.fail(fake_forge::Failure {
         method: "POST".into(),
-        path_prefix: "/repos/acme/deploy/pulls".into(),
+        path_prefix: open_path.into(),
         status: 500,
         retry_after: None,
-        times: 4,
+        times: failures,
     });
     w.push_trigger(&trigger_files()).await;
     let failed = w.fake.requests().iter().filter(|r| r.status == 500).count();
-    assert_eq!(failed, 4, "one attempt and three retries by octocrab");
+    assert_eq!(
+        failed, failures,
+        "the client's own retries, then the worker's"
+    );
     assert!(w.pull(1).is_some(), "the worker's retry opened it");
     assert!(w.pull(2).is_none(), "once");
 
@@ -638,11 +760,12 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile()
         .await;
     w.settle().await;
     assert!(!w.pull(1).unwrap().merged);
-    // A rate limit on the merge: the release stays, the status says why.
+    // A rate limit on the merge (GitHub: 403, GitLab: 429, both with Retry-After): the release
+    // stays, the status says why.
     w.fake.fail(fake_forge::Failure {
         method: "PUT".into(),
-        path_prefix: "/repos/acme/deploy/pulls/1/merge".into(),
-        status: 403,
+        path_prefix: merge_path.into(),
+        status: if forge == Flavor::Github { 403 } else { 429 },
         retry_after: Some(30),
         times: 1,
     });
@@ -660,9 +783,8 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile()
     assert!(w.pull(1).unwrap().merged);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_in_the_middle_continues_without_duplicates() {
-    let mut w = World::new().await;
+async fn a_restart_in_the_middle_continues_without_duplicates(forge: Flavor) {
+    let mut w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     w.checks_pass(1, &["ci/build"]).await;
     w.restart().await;
@@ -674,9 +796,8 @@ async fn a_restart_in_the_middle_continues_without_duplicates() {
     let _ = w.status_comment(1); // exactly one status comment
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_to_one_environment_costs_at_most_twelve_api_calls() {
-    let w = World::new().await;
+async fn a_release_to_one_environment_costs_at_most_twelve_api_calls(forge: Flavor) {
+    let w = World::new(forge).await;
     w.push_trigger(&with_trigger(|t| {
         t.replace("  - deploy-to-production\n", "")
     }))
@@ -686,14 +807,16 @@ async fn a_release_to_one_environment_costs_at_most_twelve_api_calls() {
     assert!(w.pull(1).unwrap().merged);
     assert!(w.pull(2).is_none());
     assert_eq!(w.release_state().await, "Completed");
-    let calls = w.fake.requests();
+    let calls = w.calls();
     assert!(calls.len() <= 12, "{} calls: {calls:#?}", calls.len());
-    eprintln!("{} API calls for a release to one environment", calls.len());
+    eprintln!(
+        "{} API calls for a release to one environment on {forge:?}",
+        calls.len()
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported() {
-    let w = World::new().await;
+async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported(forge: Flavor) {
+    let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     let approve = w.comment(1, "alice", "/approve").await;
     w.fake.edit_comment(DEPLOY, approve, "Wait, not yet.").await;
@@ -719,8 +842,12 @@ async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported() {
     w.comment(1, "alice", "/approve").await;
     assert!(!w.pull(1).unwrap().merged);
     let status = w.status_comment(1);
+    let why = match forge {
+        Flavor::Github => "Merge conflict",
+        Flavor::Gitlab => "Branch cannot be merged",
+    };
     assert!(
-        status.contains("Merging failed: conflict: Merge conflict"),
+        status.contains(&format!("Merging failed: conflict: {why}")),
         "{status}"
     );
     assert_eq!(w.release_state().await, "AwaitingApproval");
@@ -728,7 +855,7 @@ async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_a_github_app_the_bot_uses_installation_tokens() {
-    let w = World::new_with(true).await;
+    let w = World::new_with(Flavor::Github, true).await;
     w.push_trigger(&with_trigger(|t| {
         t.replace("  - deploy-to-production\n", "")
     }))
@@ -749,9 +876,8 @@ async fn as_a_github_app_the_bot_uses_installation_tokens() {
     assert!(calls.iter().all(|c| c.status != 401), "{calls:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it() {
-    let w = World::new().await;
+async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it(forge: Flavor) {
+    let w = World::new(forge).await;
     let trigger = w
         .push_trigger(&with_trigger(|t| {
             t.replace("  - deploy-to-production\n", "")
@@ -808,7 +934,7 @@ async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_rereads_with_conditional_requests() {
-    let w = World::new().await;
+    let w = World::new(Flavor::Github).await;
     w.push_trigger(&trigger_files()).await;
     w.bot.reconcile().await.unwrap();
     let before = w.fake.requests().len();
@@ -825,7 +951,7 @@ async fn reconcile_rereads_with_conditional_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_serves_file_contents_from_git_in_githubs_shape() {
     use base64::Engine;
-    let w = World::new().await;
+    let w = World::new(Flavor::Github).await;
     let resp: serde_json::Value = reqwest::Client::new()
         .get(format!(
             "{}/repos/{DEPLOY}/contents/apps/podinfo/values-staging.yaml?ref=main",
@@ -853,4 +979,286 @@ async fn the_fake_serves_file_contents_from_git_in_githubs_shape() {
         .decode(b64)
         .unwrap();
     assert_eq!(bytes, manifest(PODINFO));
+}
+
+// --- GitLab only ---
+
+async fn audit_events(w: &World) -> Vec<(String, serde_json::Value)> {
+    let store = w.store().await;
+    let id = store.find_release("mvp-v1").await.unwrap().unwrap().id;
+    store
+        .audit_log(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event, e.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_approve_button_counts_as_approve_and_revoking_takes_it_back() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    // alice presses "Approve": that is her `/approve`.
+    w.fake
+        .review(DEPLOY, 1, User::human("alice"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+
+    // Production: alice and bob press the button; bob revokes before the checks are in. GitLab
+    // counts alice's approval, the policy also wants a product owner: the policy wins and the
+    // note says why.
+    w.fake
+        .review(DEPLOY, 2, User::human("alice"), "APPROVED")
+        .await;
+    w.fake
+        .review(DEPLOY, 2, User::human("bob"), "APPROVED")
+        .await;
+    w.fake.unapprove(DEPLOY, 2, "bob").await;
+    w.settle().await;
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    assert!(!w.pull(2).unwrap().merged);
+    let status = w.status_comment(2);
+    assert!(
+        status.contains("needs an approval from a `product-owner`"),
+        "{status}"
+    );
+    // alice revokes too, and that webhook is lost: reconcile reads GitLab's list and drops it.
+    w.fake.lock().lose_webhooks = 1;
+    w.fake.unapprove(DEPLOY, 2, "alice").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let status = w.status_comment(2);
+    assert!(status.contains("0 of 2 required approvals"), "{status}");
+
+    w.fake
+        .review(DEPLOY, 2, User::human("alice"), "APPROVED")
+        .await;
+    w.fake
+        .review(DEPLOY, 2, User::human("bob"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(2).unwrap().merged, "{}", w.status_comment(2));
+    assert_eq!(w.release_state().await, "Completed");
+    let st = w.fake.lock();
+    let release = st.repos[APP]
+        .releases
+        .iter()
+        .find(|r| r.tag == "mvp-v1")
+        .expect("a GitLab release");
+    assert!(release.body.contains("mvp-v1"), "{}", release.body);
+    let git = st.repos[APP].git();
+    let tag = git
+        .find_reference("refs/tags/mvp-v1")
+        .unwrap()
+        .peel_to_tag()
+        .expect("an annotated tag");
+    assert!(
+        tag.message()
+            .unwrap()
+            .unwrap_or_default()
+            .contains("Release mvp-v1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_a_failed_pipeline_that_is_retried_lets_the_release_through() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.push_trigger(&trigger_files()).await;
+    let head = w.head(1);
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("failure"))
+        .await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged);
+    assert!(
+        w.status_comment(1).contains("check `ci/build` failed"),
+        "{}",
+        w.status_comment(1)
+    );
+    // "Retry": the failed job runs again in the same pipeline.
+    w.fake.retry_pipeline(DEPLOY, &head).await;
+    w.settle().await;
+    assert!(
+        w.status_comment(1)
+            .contains("check `ci/build` is still running"),
+        "{}",
+        w.status_comment(1)
+    );
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("success"))
+        .await;
+    w.settle().await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    assert_eq!(
+        w.fake.lock().repos[DEPLOY].pipelines.len(),
+        1,
+        "one pipeline, retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_members_of_subgroups_and_parent_groups_hold_the_groups_role() {
+    let w = World::new(Flavor::Gitlab).await;
+    // product-owner is the group acme/product (bob is a direct member, from World::new).
+    w.fake.add_team_member("acme/product/mobile", "erin"); // a subgroup
+    w.fake.add_team_member("acme", "frank"); // the parent: inherited membership
+    w.fake.add_team_member("other/product", "mallory"); // a group of the same name elsewhere
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "mallory", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "mallory holds no role");
+    w.comment(1, "frank", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    w.comment(2, "alice", "/approve").await;
+    w.fake
+        .review(DEPLOY, 2, User::human("erin"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(2).unwrap().merged, "{}", w.status_comment(2));
+    let merging = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e == "ReleaseMerging")
+        .map(|(_, d)| {
+            let mut who: Vec<String> = serde_json::from_value(d["approvers"].clone()).unwrap();
+            who.sort();
+            who.join(",")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(merging, ["frank", "alice,erin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_a_merge_request_merged_by_hand_moves_the_release_on() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.push_trigger(&trigger_files()).await;
+    w.fake.merge_by_hand(DEPLOY, 1, "carol").await;
+    w.settle().await;
+    assert!(
+        w.pull(2).is_some(),
+        "production opened after the hand merge"
+    );
+    let by_hand: Vec<serde_json::Value> = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e == "ReleaseMerged")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(by_hand.len(), 1);
+    assert_eq!(by_hand[0]["by_hand"], true);
+    assert_eq!(by_hand[0]["environment"], "staging");
+
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    w.comment(2, "alice", "/approve").await;
+    w.comment(2, "bob", "/approve").await;
+    assert!(w.pull(2).unwrap().merged);
+    assert_eq!(w.release_state().await, "Completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_pipelines_must_succeed_so_the_bot_schedules_the_merge_and_a_hold_takes_it_back() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.fake
+        .lock()
+        .repos
+        .get_mut(DEPLOY)
+        .unwrap()
+        .pipeline_must_succeed = true;
+    w.push_trigger(&with_trigger(|t| {
+        t.replace("  - deploy-to-production\n", "")
+    }))
+    .await;
+    let head = w.head(1);
+    // The policy's check has passed, but a job the policy does not name is still running:
+    // GitLab refuses to merge, so the bot asks it to merge when the pipeline succeeds.
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("success"))
+        .await;
+    w.fake.check_run(DEPLOY, &head, "e2e", None).await;
+    w.comment(1, "alice", "/approve").await;
+    let pull = w.pull(1).unwrap();
+    assert!(!pull.merged && pull.auto_merge, "scheduled, not merged");
+    assert!(
+        w.status_comment(1)
+            .contains("once its own pipeline succeeds"),
+        "{}",
+        w.status_comment(1)
+    );
+    // A hold takes the scheduled merge back: the policy wins over GitLab's own merge.
+    w.comment(1, "carol", "/hold").await;
+    assert!(
+        !w.pull(1).unwrap().auto_merge,
+        "the scheduled merge was cancelled"
+    );
+    w.fake
+        .check_run(DEPLOY, &head, "e2e", Some("success"))
+        .await;
+    w.settle().await;
+    assert!(!w.pull(1).unwrap().merged, "held");
+    // Released; the pipeline is green by now, so the bot merges at once.
+    w.comment(1, "carol", "/unhold").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    assert_eq!(w.release_state().await, "Completed");
+    let merged: Vec<serde_json::Value> = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e == "ReleaseMerged")
+        .map(|(_, d)| d)
+        .collect();
+    assert!(merged[0]["merge_commit"].is_string(), "{merged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_merges_a_scheduled_release_itself_and_the_bot_does_not_race_it() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.fake
+        .lock()
+        .repos
+        .get_mut(DEPLOY)
+        .unwrap()
+        .pipeline_must_succeed = true;
+    w.push_trigger(&with_trigger(|t| {
+        t.replace("  - deploy-to-production\n", "")
+    }))
+    .await;
+    let head = w.head(1);
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("success"))
+        .await;
+    w.fake.check_run(DEPLOY, &head, "e2e", None).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().auto_merge);
+    let merges_before = w
+        .calls()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/merge"))
+        .count();
+    w.fake
+        .check_run(DEPLOY, &head, "e2e", Some("success"))
+        .await;
+    w.settle().await;
+    assert!(w.pull(1).unwrap().merged);
+    assert_eq!(w.release_state().await, "Completed");
+    let merges_after = w
+        .calls()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/merge"))
+        .count();
+    assert_eq!(
+        merges_before, merges_after,
+        "the bot left the merge to GitLab"
+    );
+    let merged: Vec<serde_json::Value> = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e == "ReleaseMerged")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0]["by_hand"], false, "{merged:?}");
 }
