@@ -813,6 +813,43 @@ mod tests {
     }
 
     #[test]
+    fn releasing_through_gitlab_needs_a_token_and_one_deployment_forge() {
+        let gitlab = "forges:\n  gitlab:\n    webhookTokenEnv: [GL_HOOK]\n    deploymentRepo: acme/deploy\n    mergeMethod: rebase\n";
+        let (c, src) = orchestration(&format!("{BASE}{gitlab}"));
+        let text = validate_orchestration(&c, &src).to_string();
+        assert!(text.contains("needs `tokenEnv`"), "{text}");
+        assert!(text.contains("choose `merge` or `squash`"), "{text}");
+        assert_eq!(c.forges.gitlab.as_ref().unwrap().url, "https://gitlab.com");
+
+        let both = "forges:\n  github:\n    webhookSecretEnv: [S]\n    tokenEnv: T\n    deploymentRepo: acme/deploy\n  gitlab:\n    webhookTokenEnv: [GL_HOOK]\n    tokenEnv: GL\n    deploymentRepo: acme/deploy\n";
+        let (c, src) = orchestration(&format!("{BASE}{both}"));
+        let text = validate_orchestration(&c, &src).to_string();
+        assert!(
+            text.contains("the deployment repository lives on one forge"),
+            "{text}"
+        );
+
+        // Only the webhook door: fine beside GitHub.
+        let door = "forges:\n  github:\n    webhookSecretEnv: [S]\n    tokenEnv: T\n    deploymentRepo: acme/deploy\n  gitlab:\n    webhookTokenEnv: [GL_HOOK]\n";
+        let (c, src) = orchestration(&format!("{BASE}{door}"));
+        assert!(validate_orchestration(&c, &src).0.is_empty());
+        assert!(c.forges.gitlab.unwrap().settings().is_none());
+    }
+
+    #[test]
+    fn gitlab_group_paths_are_checked() {
+        let (c, _) = orchestration(BASE);
+        let src = SourceFile::new(
+            "release-policy.yaml",
+            "roles:\n  qa-lead:\n    gitlabGroups: [acme/qa, /acme]\n",
+        );
+        let p: ReleasePolicy = src.parse_yaml().unwrap();
+        let text = validate_policy(&p, &src, &c).to_string();
+        assert!(text.contains("`/acme` is not a group path"), "{text}");
+        assert!(!text.contains("`acme/qa`"), "{text}");
+    }
+
+    #[test]
     fn policy_roles_must_exist_and_environments_must_be_deployable() {
         let (c, _) = orchestration(BASE);
         let src = SourceFile::new(

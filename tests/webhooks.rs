@@ -13,6 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_release-coordinator");
 const SECRET: &str = "s3cr3t-webhook-value-that-must-not-leak";
 const OLD_SECRET: &str = "the-previous-secret-during-rotation";
 const GITLAB_TOKEN: &str = "gitlab-webhook-token-value";
+/// The API token of the GitLab-only configuration: it must reach the fake and nothing else.
+const GITLAB_API_TOKEN: &str = "glpat-api-token-that-must-not-leak";
+const FORGES: &str = "forges:\n  github:\n    webhookSecretEnv: [TEST_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET_OLD]\n    tokenEnv: TEST_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: acme/deploy\n  gitlab:\n    webhookTokenEnv: [TEST_GITLAB_TOKEN, TEST_GITLAB_TOKEN_OLD]\n";
 
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -51,6 +54,17 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::start_with(dir, FORGES, None, extra)
+    }
+
+    /// `serve` on the demo configuration with `forges` (YAML) and, when given, the deployment
+    /// repository at `deploy_url`.
+    fn start_with(
+        dir: tempfile::TempDir,
+        forges: &str,
+        deploy_url: Option<&str>,
+        extra: &[&str],
+    ) -> Server {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let config_dir = dir.path().join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -61,11 +75,14 @@ impl Server {
         ] {
             std::fs::copy(manifest.join("demo/config").join(f), config_dir.join(f)).unwrap();
         }
-        let config = std::fs::read_to_string(
-            manifest.join("demo/config/orchestration-config.yaml"),
-        )
-        .unwrap()
-            + "forges:\n  github:\n    webhookSecretEnv: [TEST_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET_OLD]\n    tokenEnv: TEST_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: acme/deploy\n  gitlab:\n    webhookTokenEnv: [TEST_GITLAB_TOKEN, TEST_GITLAB_TOKEN_OLD]\n";
+        let mut config =
+            std::fs::read_to_string(manifest.join("demo/config/orchestration-config.yaml"))
+                .unwrap()
+                + forges;
+        if let Some(url) = deploy_url {
+            config = config.replace("../deploy.git", url);
+            release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
+        }
         std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         let store_url = format!("sqlite://{}/store.db", dir.path().display());
         let stderr_path = dir.path().join("stderr.log");
@@ -85,6 +102,7 @@ impl Server {
             .env("TEST_GITHUB_TOKEN", "test-token-never-logged")
             .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN)
             .env("TEST_GITLAB_TOKEN_OLD", "gitlab-token-before-rotation")
+            .env("TEST_GITLAB_API_TOKEN", GITLAB_API_TOKEN)
             .env("RC_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -466,5 +484,88 @@ async fn gitlab_deliveries_are_checked_by_token_and_recognized_by_idempotency_ke
     assert!(
         !server.stderr().contains(GITLAB_TOKEN),
         "tokens never reach the log"
+    );
+}
+
+/// `serve` with only GitLab configured releases through it: the binary connects with the token
+/// from its environment variable, takes the fake GitLab's Push Hook and opens the merge request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake =
+        fake_forge::FakeForge::start_as(&dir.path().join("fake"), fake_forge::Flavor::Gitlab).await;
+    fake.lock().gitlab_token = Some(GITLAB_API_TOKEN.into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let values = |p: &str| std::fs::read(manifest.join(p)).unwrap();
+    let podinfo =
+        values("fixtures/deploy-repos/values/stefanprodan__podinfo/charts/podinfo/values.yaml");
+    let guestbook = values(
+        "fixtures/deploy-repos/values/argoproj__argocd-example-apps/helm-guestbook/values.yaml",
+    );
+    fake.create_repo(
+        "acme/deploy",
+        "main",
+        &[
+            ("apps/podinfo/values-staging.yaml", &podinfo),
+            ("apps/podinfo/values-production.yaml", &podinfo),
+            ("apps/guestbook/values-staging.yaml", &guestbook),
+            ("apps/guestbook/values-production.yaml", &guestbook),
+        ],
+    );
+    fake.create_repo("acme/shop", "main", &[("README.md", b"# shop\n")]);
+    let forges = format!(
+        "forges:\n  gitlab:\n    webhookTokenEnv: [TEST_GITLAB_TOKEN]\n    url: {}\n    cloneUrlBase: {}\n    tokenEnv: TEST_GITLAB_API_TOKEN\n    deploymentRepo: acme/deploy\n    triggerPath: release/promotion-trigger.yaml\n",
+        fake.api_url(),
+        fake.clone_base()
+    );
+    let deploy = format!("{}/acme/deploy.git", fake.clone_base());
+    let server = Server::start_with(dir, &forges, Some(&deploy), &[]);
+    fake.set_webhook(&format!("{}/webhooks/gitlab", server.base), GITLAB_TOKEN);
+
+    let trigger: Vec<(String, Vec<u8>)> = std::fs::read_dir(manifest.join("demo/app"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .map(|p| {
+            (
+                format!("release/{}", p.file_name().unwrap().to_string_lossy()),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &[u8])> = trigger
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    fake.push(
+        "acme/shop",
+        "main",
+        &files,
+        &[],
+        "dave",
+        "Promote mvp-ready",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let opened = fake.lock().repos["acme/deploy"]
+            .pull(1)
+            .map(|p| (p.head.clone(), p.user.clone()));
+        if let Some((head, author)) = opened {
+            assert_eq!(head, "release/mvp-v1/staging");
+            assert_eq!(author, "release-bot", "opened with the configured token");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no merge request: {}",
+            server.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let requests = fake.requests();
+    assert!(requests.iter().all(|r| r.status != 401), "{requests:#?}");
+    assert!(
+        !server.stderr().contains(GITLAB_API_TOKEN),
+        "the API token never reaches the log"
     );
 }

@@ -1,4 +1,5 @@
-//! A stateful fake of GitHub's REST API, backed by real bare git repositories on disk.
+//! A stateful fake of GitHub's REST API, or of GitLab's (`Flavor::Gitlab`: REST v4 under
+//! `/api/v4`, GitLab's hooks and `X-Gitlab-Token`), backed by real bare git repositories on disk.
 //!
 //! Pull requests are between real branches, a merge is a real git merge (libgit2), tags are
 //! real tag objects, and the bot pushes to the repositories with the real `git` over `file://`.

@@ -1,18 +1,21 @@
-//! `fake-forge`: the fake GitHub on its own, for trying the bot locally.
+//! `fake-forge`: the fake GitHub (or, with `--gitlab`, the fake GitLab) on its own, for trying
+//! the bot locally.
 //!
-//! usage: fake-forge --root DIR [--control-port PORT] [--webhook URL --secret SECRET]
+//! usage: fake-forge --root DIR [--gitlab] [--control-port PORT] [--webhook URL --secret SECRET]
 //!                   [--repo OWNER/NAME=SEED_DIR]... [--team ORG/SLUG=LOGIN]...
 //!
 //! Each `--repo` becomes a bare repository under DIR/git whose first commit holds the files of
 //! SEED_DIR (recursively). The fake prints its API URL and clone base, then serves until
-//! interrupted. The bot talks to it as to GitHub. People's actions go to a control port:
+//! interrupted. The bot talks to it as to GitHub (or GitLab). People's actions go to a control
+//! port:
 //!
 //!   POST /push     {"repo", "branch", "user", "message", "files": {"path": "content"}}
 //!   POST /comment  {"repo", "number", "user", "body"}
 //!   POST /review   {"repo", "number", "user", "state": "APPROVED"}
 //!   POST /check    {"repo", "sha", "name", "conclusion": "success" | "failure" | null}
 //!
-//! Each sends the webhook GitHub would send.
+//! Each sends the webhook the forge would send (on GitLab, `/review` is the approve button and
+//! `/check` a job of the commit's pipeline).
 
 use std::path::{Path, PathBuf};
 
@@ -115,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let mut repos = Vec::new();
     let mut teams = Vec::new();
     let mut control_port: u16 = 0;
+    let mut flavor = fake_forge::Flavor::Github;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -128,9 +132,10 @@ async fn main() -> anyhow::Result<()> {
             "--repo" => repos.push(value()?),
             "--team" => teams.push(value()?),
             "--control-port" => control_port = value()?.parse()?,
+            "--gitlab" => flavor = fake_forge::Flavor::Gitlab,
             "--help" | "-h" => {
                 println!(
-                    "usage: fake-forge --root DIR [--webhook URL --secret SECRET] [--repo OWNER/NAME=SEED_DIR]... [--team ORG/SLUG=LOGIN]..."
+                    "usage: fake-forge --root DIR [--gitlab] [--webhook URL --secret SECRET] [--repo OWNER/NAME=SEED_DIR]... [--team ORG/SLUG=LOGIN]...\n  --gitlab  play GitLab (REST API under /api/v4, GitLab's hooks with the secret as X-Gitlab-Token); teams are group paths"
                 );
                 return Ok(());
             }
@@ -138,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let root = root.ok_or_else(|| anyhow::anyhow!("--root DIR is required"))?;
-    let fake = FakeGithub::start(&root).await;
+    let fake = FakeGithub::start_as(&root, flavor).await;
     for spec in &repos {
         let (name, seed) = spec
             .split_once('=')
@@ -161,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = webhook {
         fake.set_webhook(&url, &secret);
     }
-    println!("fake GitHub API at {}", fake.api_url());
+    match flavor {
+        fake_forge::Flavor::Github => println!("fake GitHub API at {}", fake.api_url()),
+        fake_forge::Flavor::Gitlab => println!("fake GitLab at    {}/api/v4", fake.api_url()),
+    }
     println!("clone base       {}", fake.clone_base());
     let fake = Arc::new(fake);
     let control = tokio::net::TcpListener::bind(("127.0.0.1", control_port)).await?;
