@@ -350,6 +350,7 @@ on_both_forges!(
     a_release_to_one_environment_costs_at_most_twelve_api_calls,
     an_edited_approval_is_re_read_and_a_merge_conflict_is_reported,
     a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it,
+    lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished,
 );
 
 /// The demo's trigger files, under `release/` of the application repository.
@@ -551,7 +552,24 @@ fn with_trigger(edit: impl Fn(String) -> String) -> Vec<(&'static str, Vec<u8>)>
 async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions(forge: Flavor) {
     let w = World::new(forge).await;
     let files = with_trigger(|t| t.replace("version_tag: mvp-v1", "version_tag: \"mvp-v1"));
+    // The comment is made but its answer is lost: the retry finds it and does not comment again.
+    w.fake.fail(fake_forge::Failure {
+        method: "POST".into(),
+        path_prefix: match forge {
+            Flavor::Github => "/repos/acme/shop/commits/",
+            Flavor::Gitlab => "/api/v4/projects/acme%2Fshop/repository/commits/",
+        }
+        .into(),
+        status: 502,
+        retry_after: None,
+        times: 1,
+        carried_out: true,
+    });
     let commit = w.push_trigger(&files).await;
+    assert_eq!(
+        w.fake.requests().iter().filter(|r| r.status == 502).count(),
+        1
+    );
     // Pushed again (GitHub's stream repeats events): still one comment.
     w.fake
         .push(
@@ -721,19 +739,19 @@ async fn deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_tw
 
 async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(forge: Flavor) {
     let w = World::new(forge).await;
-    // The forge answers 500 when the bot opens the pull request: octocrab retries three times
-    // at once (the gitlab crate does not), then the worker tries the delivery again after a
-    // pause, and that succeeds.
+    // The forge answers 500 when the bot opens the pull request, twice: neither client repeats
+    // a request by itself; the worker tries the delivery again after a pause, twice, and the
+    // second retry succeeds.
     let (open_path, merge_path, failures) = match forge {
         Flavor::Github => (
             "/repos/acme/deploy/pulls",
             "/repos/acme/deploy/pulls/1/merge",
-            4,
+            2,
         ),
         Flavor::Gitlab => (
             "/api/v4/projects/acme%2Fdeploy/merge_requests",
             "/api/v4/projects/acme%2Fdeploy/merge_requests/1/merge",
-            1,
+            2,
         ),
     };
     w.fake.fail(fake_forge::Failure {
@@ -742,12 +760,13 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(f
         status: 500,
         retry_after: None,
         times: failures,
+        carried_out: false,
     });
     w.push_trigger(&trigger_files()).await;
     let failed = w.fake.requests().iter().filter(|r| r.status == 500).count();
     assert_eq!(
         failed, failures,
-        "the client's own retries, then the worker's"
+        "each failure is one request: no client retries"
     );
     assert!(w.pull(1).is_some(), "the worker's retry opened it");
     assert!(w.pull(2).is_none(), "once");
@@ -768,6 +787,7 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(f
         status: if forge == Flavor::Github { 403 } else { 429 },
         retry_after: Some(30),
         times: 1,
+        carried_out: false,
     });
     let _ = w.bot.reconcile().await;
     w.settle().await;
@@ -781,6 +801,90 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(f
     w.bot.reconcile().await.unwrap();
     w.settle().await;
     assert!(w.pull(1).unwrap().merged);
+}
+
+/// The forge carries out a request and the answer is lost (a gateway timeout, a reset
+/// connection), or a command fails half-way: the step is tried again and nothing is done twice
+/// or left undone.
+async fn lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished(forge: Flavor) {
+    let w = World::new(forge).await;
+    let (pulls, notes_of, members) = match forge {
+        Flavor::Github => (
+            "/repos/acme/deploy/pulls".to_string(),
+            "/repos/acme/deploy/issues/{n}/comments",
+            "/orgs/acme/teams/product/memberships/erin",
+        ),
+        Flavor::Gitlab => (
+            "/api/v4/projects/acme%2Fdeploy/merge_requests".to_string(),
+            "/api/v4/projects/acme%2Fdeploy/merge_requests/{n}/notes",
+            "/api/v4/groups/acme%2Fproduct/members/all",
+        ),
+    };
+    let notes_of = |n: u64| notes_of.replace("{n}", &n.to_string());
+    let lost_answer = |method: &str, path: String| fake_forge::Failure {
+        method: method.into(),
+        path_prefix: path,
+        status: 502,
+        retry_after: None,
+        times: 1,
+        carried_out: true,
+    };
+    // The pull request is opened and the status comment posted, both answers lost.
+    w.fake.fail(lost_answer("POST", pulls));
+    w.fake.fail(lost_answer("POST", notes_of(1)));
+    w.push_trigger(&trigger_files()).await;
+    assert!(w.pull(1).is_some());
+    assert!(
+        w.pull(2).is_none(),
+        "one pull request, found again, not opened twice"
+    );
+    let status = w.status_comment(1); // exactly one
+    assert!(status.contains("Release mvp-v1 to staging"), "{status}");
+    let lost = w.fake.requests().iter().filter(|r| r.status == 502).count();
+    assert_eq!(lost, 2, "both answers were lost");
+
+    // A reply to a command, its answer lost: one reply.
+    w.fake.fail(lost_answer("POST", notes_of(1)));
+    w.comment(1, "mallory", "/approve").await;
+    let replies: Vec<String> = w
+        .bot_comments(1)
+        .into_iter()
+        .filter(|c| c.contains("@mallory, your approval does not count"))
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:#?}");
+
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+
+    // Production: erin's `/approve` is cut short by a failed read of her team membership (she
+    // is a product owner through the team only); the worker tries the comment again and her
+    // approval counts (it was not marked done before it was done).
+    w.fake.add_team_member("acme/product", "erin");
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    w.comment(2, "alice", "/approve").await;
+    w.fake.fail(fake_forge::Failure {
+        method: "GET".into(),
+        path_prefix: members.into(),
+        status: 500,
+        retry_after: None,
+        times: 1,
+        carried_out: false,
+    });
+    w.comment(2, "erin", "/approve").await;
+    let failed: Vec<_> = w
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 500)
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the membership read failed once: {failed:?}"
+    );
+    assert!(w.pull(2).unwrap().merged, "{}", w.status_comment(2));
+    assert_eq!(w.release_state().await, "Completed");
 }
 
 async fn a_restart_in_the_middle_continues_without_duplicates(forge: Flavor) {

@@ -72,7 +72,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             &format!("{repo}/commits/{{sha}}/comments"),
-            post(create_commit_comment),
+            post(create_commit_comment).get(list_commit_comments),
         )
         .route(&format!("{repo}/statuses/{{sha}}"), post(create_status))
         .route(&format!("{repo}/git/ref/{{*name}}"), get(get_ref))
@@ -111,10 +111,18 @@ pub(crate) async fn log_and_fail(
             .find(|f| f.times > 0 && f.method == method && path.starts_with(&f.path_prefix));
         hit.map(|f| {
             f.times -= 1;
-            (f.status, f.retry_after)
+            (f.status, f.retry_after, f.carried_out)
         })
     };
-    let response = if let Some((status, retry_after)) = injected {
+    let response = if let Some((status, retry_after, carried_out)) = injected {
+        if carried_out {
+            let done = next.run(req).await;
+            assert!(
+                done.status().is_success(),
+                "a request whose answer is to be lost must succeed: {method} {path} -> {}",
+                done.status()
+            );
+        }
         let status = StatusCode::from_u16(status).unwrap();
         let message = if retry_after.is_some() {
             "API rate limit exceeded"
@@ -596,14 +604,31 @@ async fn create_commit_comment(
 ) -> Answer {
     let mut st = s.lock().unwrap();
     let id = st.id();
+    let author = st.token_login.clone();
     let repo = st.repo(&format!("{o}/{r}")).ok_or_else(not_found)?;
     let c = CommitComment {
         id,
         sha,
         body: body["body"].as_str().unwrap_or_default().to_string(),
+        author,
     };
     repo.commit_comments.push(c.clone());
-    created(json!({"id": id, "body": c.body, "commit_id": c.sha}))
+    created(payloads::commit_comment(&c))
+}
+
+async fn list_commit_comments(
+    State(s): State<Shared>,
+    UrlPath((o, r, sha)): UrlPath<(String, String, String)>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let repo = st.repos.get(&format!("{o}/{r}")).ok_or_else(not_found)?;
+    ok(Value::Array(
+        repo.commit_comments
+            .iter()
+            .filter(|c| c.sha == sha)
+            .map(payloads::commit_comment)
+            .collect(),
+    ))
 }
 
 async fn get_ref(

@@ -129,7 +129,7 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{project}/statuses/{{sha}}"), post(create_status))
         .route(
             &format!("{project}/repository/commits/{{sha}}/comments"),
-            post(create_commit_comment),
+            post(create_commit_comment).get(list_commit_comments),
         )
         .route(&format!("{project}/repository/tags"), post(create_tag))
         .route(&format!("{project}/repository/tags/{{tag}}"), get(get_tag))
@@ -554,9 +554,26 @@ async fn create_commit_comment(
         id: comment_id,
         sha,
         body: p.get("note").cloned().unwrap_or_default(),
+        author,
     };
     repo.commit_comments.push(c.clone());
-    created(json!({"note": c.body, "author": {"username": author}, "line_type": null}))
+    let body = gl::commit_comment(&st, &c);
+    created(body)
+}
+
+async fn list_commit_comments(
+    State(s): State<Shared>,
+    UrlPath((id, sha)): UrlPath<(String, String)>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let repo = project(&st, &id)?;
+    ok(Value::Array(
+        repo.commit_comments
+            .iter()
+            .filter(|c| c.sha == sha)
+            .map(|c| gl::commit_comment(&st, c))
+            .collect(),
+    ))
 }
 
 async fn create_tag(

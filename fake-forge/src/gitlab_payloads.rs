@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::payloads::set;
-use crate::{CheckRun, Comment, Pull, Repo, State};
+use crate::{CheckRun, Comment, CommitComment, Pull, Repo, State};
 
 macro_rules! fixture {
     ($path:literal) => {
@@ -112,6 +112,19 @@ pub fn note(st: &State, c: &Comment) -> Value {
     set(&mut v, "noteable_type", json!("MergeRequest"));
     set(&mut v, "system", json!(false));
     v
+}
+
+/// GitLab's commit comment (no fixture holds one: the shape of GitLab's API documentation,
+/// `doc/api/commits.md`, with the author from the recorded user).
+pub fn commit_comment(st: &State, c: &CommitComment) -> Value {
+    json!({
+        "note": c.body,
+        "path": null,
+        "line": null,
+        "line_type": null,
+        "author": author(st, &c.author),
+        "created_at": "2026-01-01T00:00:00.000Z",
+    })
 }
 
 pub fn approvals(st: &State, r: &Repo, p: &Pull) -> Value {

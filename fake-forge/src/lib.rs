@@ -45,6 +45,10 @@ pub struct Failure {
     pub status: u16,
     pub retry_after: Option<u64>,
     pub times: usize,
+    /// The request is carried out first and only its answer is the failure: a gateway that
+    /// timed out, a connection lost on the way back. The client cannot tell it from a request
+    /// that never happened.
+    pub carried_out: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +129,7 @@ pub struct CommitComment {
     pub id: u64,
     pub sha: String,
     pub body: String,
+    pub author: String,
 }
 
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{CheckRun, Comment, Pull, Repo, Review, User};
+use crate::{CheckRun, Comment, CommitComment, Pull, Repo, Review, User};
 
 macro_rules! fixture {
     ($path:literal) => {
@@ -140,6 +140,23 @@ pub fn comment(c: &Comment) -> Value {
     set(&mut v, "id", json!(c.id));
     set(&mut v, "body", json!(c.body));
     set(&mut v, "user", user(&c.user));
+    v
+}
+
+pub fn commit_comment(c: &CommitComment) -> Value {
+    let items = template(fixture!("api-examples/commit-comment-items.json"));
+    let mut v = items[0].clone();
+    set(&mut v, "id", json!(c.id));
+    set(&mut v, "body", json!(c.body));
+    set(&mut v, "commit_id", json!(c.sha));
+    set(
+        &mut v,
+        "user",
+        user(&User {
+            login: c.author.clone(),
+            is_bot: true,
+        }),
+    );
     v
 }
 

@@ -216,6 +216,8 @@ pub trait Forge: Send + Sync {
         commit: &str,
         body: &str,
     ) -> Result<(), ForgeError>;
+    /// The comments on a commit (GitLab's carry no id: theirs is 0).
+    async fn commit_comments(&self, repo: &str, commit: &str) -> Result<Vec<Note>, ForgeError>;
 
     /// An annotated tag `tag` on `commit`; an existing tag on the same commit is success, on
     /// another commit a [`ForgeError::Conflict`].

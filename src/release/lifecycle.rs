@@ -30,6 +30,8 @@ use crate::store::{Store, StoreError, Transition};
 
 /// Marks the bot's status comment, so a lost comment id can be found again.
 const STATUS_MARKER: &str = "<!-- release-coordinator:status -->";
+/// Begins the bot's comment on a trigger commit it could not release.
+const TRIGGER_MARKER: &str = "<!-- release-coordinator:trigger -->";
 /// A release pull request the forge will merge by itself once its pipeline succeeds.
 const SCHEDULED: &str = "scheduled";
 /// How long a team membership answer is reused.
@@ -304,6 +306,9 @@ impl Bot {
     ) -> Result<(), BotError> {
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
+        // Tried before and cut short (an answer lost, a crash): the comment may be there already.
+        let tried_before = self.store.trigger_outcome(forge, repo, &p.after).await?
+            == Some("rejecting".to_string());
         self.store
             .set_trigger_outcome(forge, repo, &p.after, "rejecting")
             .await?;
@@ -330,7 +335,7 @@ impl Bot {
         };
         let n = problems.len();
         let body = format!(
-            "**Release Coordinator could not start this release**: {n} problem{} found.\n\n```text\n{}\n```\n\nFix {} and push again.",
+            "{TRIGGER_MARKER}\n**Release Coordinator could not start this release**: {n} problem{} found.\n\n```text\n{}\n```\n\nFix {} and push again.",
             if n == 1 { "" } else { "s" },
             problems.join("\n"),
             if n == 1 { "it" } else { "them" }
@@ -344,7 +349,19 @@ impl Bot {
                 &format!("{n} problem(s) in the promotion trigger; see the commit comment"),
             )
             .await?;
-        self.forge.comment_on_commit(repo, &p.after, &body).await?;
+        let commented = tried_before
+            && self
+                .forge
+                .commit_comments(repo, &p.after)
+                .await?
+                .iter()
+                .any(|c| {
+                    c.author.login.eq_ignore_ascii_case(self.forge.bot_login())
+                        && c.body.starts_with(TRIGGER_MARKER)
+                });
+        if !commented {
+            self.forge.comment_on_commit(repo, &p.after, &body).await?;
+        }
         self.store
             .set_trigger_outcome(forge, repo, &p.after, "rejected")
             .await?;
@@ -400,7 +417,8 @@ impl Bot {
         if action == CommentAction::Deleted || parsed.is_empty() {
             return Ok(());
         }
-        if !self.store.claim_comment(comment_id, &sha_hex(body)).await? {
+        let body_sha = sha_hex(body);
+        if self.store.comment_handled(comment_id, &body_sha).await? {
             return Ok(()); // this text was acted on before (a redelivery, or reconcile)
         }
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
@@ -451,6 +469,9 @@ impl Bot {
                     replies.push(format!("@{}, your approval is withdrawn.", author.login));
                 }
                 Ok(Command::Hold) => {
+                    if pr.held_by.as_deref() == Some(author.login.as_str()) {
+                        continue; // held already (by this comment, in an attempt that failed later)
+                    }
                     pr.held_by = Some(author.login.clone());
                     self.store.save_release_pr(&pr).await?;
                     self.audit(
@@ -462,6 +483,9 @@ impl Bot {
                     .await?;
                 }
                 Ok(Command::Unhold) => {
+                    if pr.held_by.is_none() {
+                        continue;
+                    }
                     pr.held_by = None;
                     self.store.save_release_pr(&pr).await?;
                     self.audit(
@@ -498,14 +522,44 @@ impl Bot {
             }
         }
         if !replies.is_empty() {
-            self.forge
-                .post_note(
-                    &self.settings.deployment_repo,
-                    number,
-                    &replies.join("\n\n"),
-                )
+            let key = format!("reply:{comment_id}:{}", &body_sha[..16]);
+            self.post_note_once(number, &key, &replies.join("\n\n"))
                 .await?;
         }
+        // Only now is this text done with: a failure above leaves it to be tried again (every
+        // step above is idempotent), where marking it first would have dropped it for good.
+        self.store
+            .mark_comment_handled(comment_id, &body_sha)
+            .await?;
+        Ok(())
+    }
+
+    /// Posts a one-off note at most once for `key`, however often the step that posts it runs
+    /// (a delivery tried again, an answer lost after the forge carried out the request). The
+    /// intent is recorded first; when an earlier attempt recorded it but not the note's id, the
+    /// note is looked for (by the key's hidden marker) before it is posted again.
+    async fn post_note_once(&self, number: u64, key: &str, body: &str) -> Result<(), BotError> {
+        let repo = &self.settings.deployment_repo;
+        let marker = format!("<!-- release-coordinator:note:{key} -->");
+        match self.store.posted_note(repo, number, key).await? {
+            Some(Some(_)) => return Ok(()),
+            Some(None) => {
+                let landed = self.forge.notes(repo, number).await?.into_iter().find(|n| {
+                    n.author.login.eq_ignore_ascii_case(self.forge.bot_login())
+                        && n.body.contains(&marker)
+                });
+                if let Some(note) = landed {
+                    self.store.record_note(repo, number, key, note.id).await?;
+                    return Ok(());
+                }
+            }
+            None => self.store.intend_note(repo, number, key).await?,
+        }
+        let id = self
+            .forge
+            .post_note(repo, number, &format!("{body}\n\n{marker}"))
+            .await?;
+        self.store.record_note(repo, number, key, id).await?;
         Ok(())
     }
 
@@ -632,10 +686,9 @@ impl Bot {
             && let Some(number) = pr.pr_number
         {
             let list: Vec<String> = stale.into_iter().collect();
-            self.forge
-                .post_note(
-                    &self.settings.deployment_repo,
+            self.post_note_once(
                     number,
+                    &format!("stale:{head}"),
                     &format!(
                         "New commits were pushed (head is now {}, was {}). The approvals of {} were given on the earlier commit and no longer count: please review and `/approve` again.",
                         short(head),
@@ -1095,11 +1148,30 @@ impl Bot {
                     .await?
             }
             None => {
-                let id = self
-                    .forge
-                    .post_note(repo, pr.pr_number.unwrap_or_default(), &body)
-                    .await?;
+                let number = pr.pr_number.unwrap_or_default();
+                // An earlier attempt may have posted it and lost the answer (or died) before
+                // recording its id: adopt that one rather than post a second.
+                let landed = if pr.status_posting {
+                    self.forge.notes(repo, number).await?.into_iter().find(|n| {
+                        n.author.login.eq_ignore_ascii_case(self.forge.bot_login())
+                            && n.body.starts_with(STATUS_MARKER)
+                    })
+                } else {
+                    None
+                };
+                let id = match landed {
+                    Some(note) => {
+                        self.forge.edit_note(repo, number, note.id, &body).await?;
+                        note.id
+                    }
+                    None => {
+                        pr.status_posting = true;
+                        self.store.save_release_pr(pr).await?;
+                        self.forge.post_note(repo, number, &body).await?
+                    }
+                };
                 pr.status_comment_id = Some(id);
+                pr.status_posting = false;
             }
         }
         pr.status_body_sha = Some(digest);
@@ -1207,10 +1279,9 @@ impl Bot {
             .rev()
             .find_map(|p| p.pr_number)
         {
-            self.forge
-                .post_note(
-                    &self.settings.deployment_repo,
+            self.post_note_once(
                     number,
+                    &format!("failed:{}", &sha_hex(why)[..16]),
                     &format!(
                         "❌ Release {} failed after merging: {why}. The deployment repository has the change; tag the application commit by hand or remove the clashing tag and comment `/retry`.",
                         rel.version_tag

@@ -30,6 +30,8 @@ pub struct ReleasePr {
     pub head_commit: Option<String>,
     pub status_comment_id: Option<u64>,
     pub status_body_sha: Option<String>,
+    /// The status comment was asked for and its id not yet recorded: it may exist.
+    pub status_posting: bool,
     /// waiting | open | scheduled (the forge merges once its pipeline succeeds) | merged | closed
     pub state: String,
     pub held_by: Option<String>,
@@ -49,6 +51,7 @@ fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
             .get::<Option<i64>, _>("status_comment_id")
             .map(|n| n as u64),
         status_body_sha: r.get("status_body_sha"),
+        status_posting: r.get::<i64, _>("status_posting") != 0,
         state: r.get("state"),
         held_by: r.get("held_by"),
         merge_commit: r.get("merge_commit"),
@@ -56,7 +59,7 @@ fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
 }
 
 const PR_COLUMNS: &str = "release_id, environment, position, branch, pr_number, opening, head_commit, \
-     status_comment_id, status_body_sha, state, held_by, merge_commit";
+     status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit";
 
 impl Store {
     /// Links a recorded release to the forge it came from and lists its pull requests to be.
@@ -178,13 +181,14 @@ impl Store {
     pub async fn save_release_pr(&self, pr: &ReleasePr) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE release_prs SET pr_number = ?, opening = ?, head_commit = ?, status_comment_id = ?, \
-             status_body_sha = ?, state = ?, held_by = ?, merge_commit = ? WHERE release_id = ? AND environment = ?",
+             status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ? WHERE release_id = ? AND environment = ?",
         )
         .bind(pr.pr_number.map(|n| n as i64))
         .bind(pr.opening as i64)
         .bind(&pr.head_commit)
         .bind(pr.status_comment_id.map(|n| n as i64))
         .bind(&pr.status_body_sha)
+        .bind(pr.status_posting as i64)
         .bind(&pr.state)
         .bind(&pr.held_by)
         .bind(&pr.merge_commit)
@@ -323,16 +327,89 @@ impl Store {
             .collect())
     }
 
-    /// Whether this version of a comment was already acted on; marks it so.
-    pub async fn claim_comment(&self, comment_id: u64, body_sha: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+    /// Whether this version of a comment was acted on to the end.
+    pub async fn comment_handled(
+        &self,
+        comment_id: u64,
+        body_sha: &str,
+    ) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM handled_comments WHERE comment_id = ? AND body_sha = ?")
+                .bind(comment_id as i64)
+                .bind(body_sha)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// Records that this version of a comment was acted on to the end. Marked only after every
+    /// effect is done, so a step that failed half-way is tried again, not forgotten.
+    pub async fn mark_comment_handled(
+        &self,
+        comment_id: u64,
+        body_sha: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
             "INSERT INTO handled_comments (comment_id, body_sha) VALUES (?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(comment_id as i64)
         .bind(body_sha)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() == 1)
+        Ok(())
+    }
+
+    /// What is known of the note posted for `key`: never asked for (`None`), asked for and
+    /// perhaps posted (`Some(None)`), posted (`Some(Some(id))`).
+    pub async fn posted_note(
+        &self,
+        repo: &str,
+        number: u64,
+        key: &str,
+    ) -> Result<Option<Option<u64>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT note_id FROM posted_notes WHERE repo = ? AND number = ? AND note_key = ?",
+        )
+        .bind(repo)
+        .bind(number as i64)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<Option<i64>, _>(0).map(|id| id as u64)))
+    }
+
+    /// Records that the note for `key` is about to be posted (before the request).
+    pub async fn intend_note(&self, repo: &str, number: u64, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO posted_notes (repo, number, note_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo)
+        .bind(number as i64)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the id of the note posted for `key`.
+    pub async fn record_note(
+        &self,
+        repo: &str,
+        number: u64,
+        key: &str,
+        note_id: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO posted_notes (repo, number, note_key, note_id) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (repo, number, note_key) DO UPDATE SET note_id = excluded.note_id",
+        )
+        .bind(repo)
+        .bind(number as i64)
+        .bind(key)
+        .bind(note_id as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn trigger_outcome(

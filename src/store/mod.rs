@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery_retries",
         include_str!("../../migrations/sqlite/0004_delivery_retries.sql"),
     ),
+    (
+        5,
+        "posted_notes",
+        include_str!("../../migrations/sqlite/0005_posted_notes.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -101,7 +101,11 @@ impl GithubForge {
                 .base_uri(api_url)
                 .map_err(|e| ForgeError::Rejected(format!("GitHub API URL `{api_url}`: {e}")))?
                 .set_connect_timeout(Some(Duration::from_secs(10)))
-                .set_read_timeout(Some(Duration::from_secs(30))))
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                // No retries inside octocrab: it would repeat a POST whose answer was lost (a
+                // second comment). A failed call fails the step, and the worker tries the step
+                // again after a pause, where every side effect is looked up before it is made.
+                .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None))
         };
         let built =
             |r: octocrab::Result<Octocrab>| r.map_err(|e| ForgeError::Transient(e.to_string()));
@@ -158,6 +162,26 @@ impl GithubForge {
 const CACHE_ENTRIES: usize = 2048;
 
 impl GithubForge {
+    /// Every comment of a list (of an issue or a commit), page by page.
+    async fn comments(&self, path: &str) -> Result<Vec<Note>, ForgeError> {
+        let mut out = Vec::new();
+        for page in 1u32.. {
+            let comments: Vec<CommentBody> = self
+                .get_cached(format!("{path}?per_page=100&page={page}"))
+                .await?;
+            let n = comments.len();
+            out.extend(comments.into_iter().map(|c| Note {
+                id: c.id,
+                author: c.user.into(),
+                body: c.body.unwrap_or_default(),
+            }));
+            if n < 100 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// A GET of `path_and_query` as a conditional request.
     async fn get_cached<T: serde::de::DeserializeOwned>(
         &self,
@@ -451,24 +475,8 @@ impl Forge for GithubForge {
     }
 
     async fn notes(&self, repo: &str, number: u64) -> Result<Vec<Note>, ForgeError> {
-        let mut out = Vec::new();
-        for page in 1u32.. {
-            let comments: Vec<CommentBody> = self
-                .get_cached(format!(
-                    "/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"
-                ))
-                .await?;
-            let n = comments.len();
-            out.extend(comments.into_iter().map(|c| Note {
-                id: c.id,
-                author: c.user.into(),
-                body: c.body.unwrap_or_default(),
-            }));
-            if n < 100 {
-                break;
-            }
-        }
-        Ok(out)
+        self.comments(&format!("/repos/{repo}/issues/{number}/comments"))
+            .await
     }
 
     async fn post_note(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError> {
@@ -612,6 +620,11 @@ impl Forge for GithubForge {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn commit_comments(&self, repo: &str, commit: &str) -> Result<Vec<Note>, ForgeError> {
+        self.comments(&format!("/repos/{repo}/commits/{commit}/comments"))
+            .await
     }
 
     async fn comment_on_commit(

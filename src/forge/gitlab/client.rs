@@ -17,7 +17,7 @@ use gitlab::api::projects::merge_requests::{
 use gitlab::api::projects::pipelines::{PipelineOrderBy, Pipelines};
 use gitlab::api::projects::releases::{CreateRelease, ProjectReleaseByTag};
 use gitlab::api::projects::repository::commits::{
-    CommentOnCommit, CommitStatusState, CommitStatuses, CreateCommitStatus,
+    CommentOnCommit, CommitComments, CommitStatusState, CommitStatuses, CreateCommitStatus,
 };
 use gitlab::api::projects::repository::tags::{CreateTag, Tag};
 use gitlab::api::{self, ApiError, AsyncQuery, Pagination};
@@ -114,6 +114,13 @@ struct NoteBody {
     author: UserBody,
     #[serde(default)]
     system: bool,
+}
+
+/// A comment on a commit: GitLab gives it no id.
+#[derive(Deserialize)]
+struct CommitCommentBody {
+    note: String,
+    author: UserBody,
 }
 
 #[derive(Deserialize)]
@@ -686,6 +693,26 @@ impl Forge for GitlabForge {
             )
             .await?;
         Ok(())
+    }
+
+    async fn commit_comments(&self, repo: &str, commit: &str) -> Result<Vec<Note>, ForgeError> {
+        let comments: Vec<CommitCommentBody> = self
+            .all(
+                CommitComments::builder()
+                    .project(repo)
+                    .commit(commit)
+                    .build()
+                    .map_err(built)?,
+            )
+            .await?;
+        Ok(comments
+            .into_iter()
+            .map(|c| Note {
+                id: 0,
+                author: c.author.into(),
+                body: c.note,
+            })
+            .collect())
     }
 
     async fn comment_on_commit(
