@@ -1264,8 +1264,10 @@ async fn gitlab_a_merge_request_merged_by_hand_moves_the_release_on() {
     assert_eq!(w.release_state().await, "Completed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gitlab_pipelines_must_succeed_so_the_bot_schedules_the_merge_and_a_hold_takes_it_back() {
+/// A staging-only release on a GitLab project with "Pipelines must succeed", approved while the
+/// policy's check has passed but a job the policy does not name (`e2e`) is still running: GitLab
+/// refuses to merge, so the bot asks it to merge when the pipeline succeeds. Returns the head.
+async fn staging_release_approved_while_gitlab_pipeline_runs() -> (World, String) {
     let w = World::new(Flavor::Gitlab).await;
     w.fake
         .lock()
@@ -1278,13 +1280,17 @@ async fn gitlab_pipelines_must_succeed_so_the_bot_schedules_the_merge_and_a_hold
     }))
     .await;
     let head = w.head(1);
-    // The policy's check has passed, but a job the policy does not name is still running:
-    // GitLab refuses to merge, so the bot asks it to merge when the pipeline succeeds.
     w.fake
         .check_run(DEPLOY, &head, "ci/build", Some("success"))
         .await;
     w.fake.check_run(DEPLOY, &head, "e2e", None).await;
     w.comment(1, "alice", "/approve").await;
+    (w, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_pipelines_must_succeed_so_the_bot_schedules_the_merge_and_a_hold_takes_it_back() {
+    let (w, head) = staging_release_approved_while_gitlab_pipeline_runs().await;
     let pull = w.pull(1).unwrap();
     assert!(!pull.merged && pull.auto_merge, "scheduled, not merged");
     assert!(
@@ -1319,23 +1325,7 @@ async fn gitlab_pipelines_must_succeed_so_the_bot_schedules_the_merge_and_a_hold
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_merges_a_scheduled_release_itself_and_the_bot_does_not_race_it() {
-    let w = World::new(Flavor::Gitlab).await;
-    w.fake
-        .lock()
-        .repos
-        .get_mut(DEPLOY)
-        .unwrap()
-        .pipeline_must_succeed = true;
-    w.push_trigger(&with_trigger(|t| {
-        t.replace("  - deploy-to-production\n", "")
-    }))
-    .await;
-    let head = w.head(1);
-    w.fake
-        .check_run(DEPLOY, &head, "ci/build", Some("success"))
-        .await;
-    w.fake.check_run(DEPLOY, &head, "e2e", None).await;
-    w.comment(1, "alice", "/approve").await;
+    let (w, head) = staging_release_approved_while_gitlab_pipeline_runs().await;
     assert!(w.pull(1).unwrap().auto_merge);
     let merges_before = w
         .calls()

@@ -137,7 +137,10 @@ impl Bot {
         let trigger = self.settings.trigger_path.as_str();
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
-        match self.store.trigger_outcome(forge, repo, &p.after).await? {
+        let outcome = self.store.trigger_outcome(forge, repo, &p.after).await?;
+        // Rejected before and cut short (an answer lost, a crash): its comment may be there.
+        let rejected_before = outcome.as_deref() == Some("rejecting");
+        match outcome {
             // Recorded as started, then the process died before the release was linked to
             // this forge: link it now (its branches are pushed, or the push is resumed).
             Some(intent) if intent.starts_with('{') => {
@@ -245,7 +248,7 @@ impl Bot {
                     .ok_or_else(|| BotError::Io(format!("release {} vanished", intent.version)))?;
                 self.link_release(p, record, intent).await
             }
-            Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e).await,
+            Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e, rejected_before).await,
             Err(e) => Err(e.into()),
         }
     }
@@ -297,18 +300,17 @@ impl Bot {
     }
 
     /// A trigger that cannot be released: a failed status and a comment on the commit that
-    /// list every problem with its file, line and column.
+    /// list every problem with its file, line and column. `rejected_before`: an earlier attempt
+    /// was cut short, so the comment is looked for before it is made.
     async fn reject_trigger(
         &self,
         p: &events::Push,
         dir: &str,
         e: &ReleaseError,
+        rejected_before: bool,
     ) -> Result<(), BotError> {
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
-        // Tried before and cut short (an answer lost, a crash): the comment may be there already.
-        let tried_before = self.store.trigger_outcome(forge, repo, &p.after).await?
-            == Some("rejecting".to_string());
         self.store
             .set_trigger_outcome(forge, repo, &p.after, "rejecting")
             .await?;
@@ -349,16 +351,13 @@ impl Bot {
                 &format!("{n} problem(s) in the promotion trigger; see the commit comment"),
             )
             .await?;
-        let commented = tried_before
+        let commented = rejected_before
             && self
-                .forge
-                .commit_comments(repo, &p.after)
-                .await?
-                .iter()
-                .any(|c| {
-                    c.author.login.eq_ignore_ascii_case(self.forge.bot_login())
-                        && c.body.starts_with(TRIGGER_MARKER)
-                });
+                .own_note(
+                    self.forge.commit_comments(repo, &p.after).await?,
+                    TRIGGER_MARKER,
+                )
+                .is_some();
         if !commented {
             self.forge.comment_on_commit(repo, &p.after, &body).await?;
         }
@@ -534,6 +533,13 @@ impl Bot {
         Ok(())
     }
 
+    /// The bot's own note among `notes` that carries `marker` (a comment hidden when rendered).
+    fn own_note(&self, notes: Vec<crate::forge::Note>, marker: &str) -> Option<crate::forge::Note> {
+        notes.into_iter().find(|n| {
+            n.author.login.eq_ignore_ascii_case(self.forge.bot_login()) && n.body.contains(marker)
+        })
+    }
+
     /// Posts a one-off note at most once for `key`, however often the step that posts it runs
     /// (a delivery tried again, an answer lost after the forge carried out the request). The
     /// intent is recorded first; when an earlier attempt recorded it but not the note's id, the
@@ -544,11 +550,8 @@ impl Bot {
         match self.store.posted_note(repo, number, key).await? {
             Some(Some(_)) => return Ok(()),
             Some(None) => {
-                let landed = self.forge.notes(repo, number).await?.into_iter().find(|n| {
-                    n.author.login.eq_ignore_ascii_case(self.forge.bot_login())
-                        && n.body.contains(&marker)
-                });
-                if let Some(note) = landed {
+                let notes = self.forge.notes(repo, number).await?;
+                if let Some(note) = self.own_note(notes, &marker) {
                     self.store.record_note(repo, number, key, note.id).await?;
                     return Ok(());
                 }
@@ -1152,10 +1155,7 @@ impl Bot {
                 // An earlier attempt may have posted it and lost the answer (or died) before
                 // recording its id: adopt that one rather than post a second.
                 let landed = if pr.status_posting {
-                    self.forge.notes(repo, number).await?.into_iter().find(|n| {
-                        n.author.login.eq_ignore_ascii_case(self.forge.bot_login())
-                            && n.body.starts_with(STATUS_MARKER)
-                    })
+                    self.own_note(self.forge.notes(repo, number).await?, STATUS_MARKER)
                 } else {
                     None
                 };
