@@ -341,7 +341,7 @@ async fn serve(
             );
         }
     };
-    let bot = std::sync::Arc::new(crate::release::lifecycle::Bot::new(
+    let bot = std::sync::Arc::new(crate::release::bot::Bot::new(
         config, settings, store, forge,
     ));
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -510,7 +510,12 @@ pub fn render_plan(plan: &ReleasePlan) -> String {
         if !env_spec.required_checks.is_empty() {
             out.push_str(&format!(
                 "  required checks: {}\n",
-                env_spec.required_checks.join(", ")
+                env_spec
+                    .required_checks
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         for c in &env.changes {

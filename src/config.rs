@@ -72,7 +72,7 @@ pub struct GitlabForge {
     pub trigger_path: String,
     /// How release merge requests are merged (`merge` or `squash`).
     #[serde(default)]
-    pub merge_method: crate::forge::MergeMethod,
+    pub merge_method: MergeMethod,
     /// The deployment repository's full project path (`group/subgroup/project`). With it, the
     /// bot releases through GitLab.
     #[serde(default)]
@@ -83,12 +83,32 @@ fn default_gitlab_url() -> String {
     "https://gitlab.com".into()
 }
 
+/// How the bot merges a release pull request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
 /// What the release lifecycle needs of the forge that hosts the deployment repository.
 #[derive(Debug, Clone)]
 pub struct ForgeSettings {
     pub deployment_repo: String,
     pub trigger_path: String,
-    pub merge_method: crate::forge::MergeMethod,
+    pub merge_method: MergeMethod,
 }
 
 impl GithubForge {
@@ -148,7 +168,7 @@ pub struct GithubForge {
     pub trigger_path: String,
     /// How release pull requests are merged.
     #[serde(default)]
-    pub merge_method: crate::forge::MergeMethod,
+    pub merge_method: MergeMethod,
     /// The deployment repository on GitHub (`owner/name`), where release pull requests open.
     pub deployment_repo: String,
 }
@@ -230,6 +250,11 @@ pub struct ServiceConfig {
     /// The image tag to write, as a template over the release (`{{ version }}` by default).
     #[serde(default)]
     pub image_tag: Option<String>,
+    /// The application repositories (`owner/name`, a GitLab project path) whose triggers may
+    /// release this service. The bot refuses a trigger from any other repository; none listed
+    /// means no repository may release it through the bot.
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 fn default_tag_path() -> String {
@@ -303,6 +328,16 @@ pub struct ReleasePolicy {
     pub bots: Vec<String>,
 }
 
+impl ReleasePolicy {
+    /// The rule for `environment`: its own entry, else the `default` entry the operator wrote
+    /// out, else none (an environment without a rule cannot be released to).
+    pub fn environment(&self, environment: &str) -> Option<&EnvironmentPolicy> {
+        self.environments
+            .get(environment)
+            .or_else(|| self.environments.get("default"))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleMembers {
@@ -324,9 +359,9 @@ pub struct EnvironmentPolicy {
     /// Each of these roles must be among the approvers.
     #[serde(default)]
     pub required_roles: Vec<String>,
-    /// Check runs or commit statuses that must succeed on the head commit.
+    /// Checks that must succeed on the head commit, each from the source it names.
     #[serde(default)]
-    pub required_checks: Vec<String>,
+    pub required_checks: Vec<RequiredCheck>,
     /// Minimum overall QA coverage (percent) for a release to this environment.
     #[serde(default)]
     pub qa_coverage_above: Option<f64>,
@@ -336,6 +371,104 @@ pub struct EnvironmentPolicy {
     /// Roles that may `/rollback`.
     #[serde(default)]
     pub rollback_roles: Vec<String>,
+    /// Whether people's commits on a release branch may be merged. Off: only the commit the
+    /// bot built is merged. On: everyone who pushed to the branch is excluded from approving.
+    #[serde(default)]
+    pub allow_people_commits: bool,
+}
+
+/// A check that must pass, and where it must come from. Written as a name (`ci/build`: a check
+/// run of any GitHub App, or a job of the GitLab project's own pipeline; never a commit
+/// status, which anyone with write access can post) or in full:
+/// `{name: ci/build, app: github-actions}` (only that app's check runs, by slug or id),
+/// `{name: security-scan, statusCreators: [scanner-bot]}` (commit statuses by those users).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredCheck {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub status_creators: Vec<String>,
+}
+
+impl RequiredCheck {
+    pub fn named(name: &str) -> RequiredCheck {
+        RequiredCheck {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a run from `source` counts for this check.
+    pub fn accepts(&self, source: &crate::events::CheckSource) -> bool {
+        use crate::events::CheckSource;
+        match source {
+            CheckSource::App { slug, id } => match &self.app {
+                None => self.status_creators.is_empty(),
+                Some(app) => app.eq_ignore_ascii_case(slug) || *app == id.to_string(),
+            },
+            CheckSource::Pipeline => self.app.is_none() && self.status_creators.is_empty(),
+            CheckSource::Status { creator } => self
+                .status_creators
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(creator)),
+        }
+    }
+
+    /// Where it must come from, for people.
+    pub fn source_text(&self) -> String {
+        match (&self.app, self.status_creators.as_slice()) {
+            (Some(app), _) => format!("check runs of the app `{app}`"),
+            (None, []) => "a check run of a GitHub App or a job of the project's pipeline".into(),
+            (None, creators) => format!(
+                "commit statuses by {}",
+                creators
+                    .iter()
+                    .map(|c| format!("@{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequiredCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Full {
+            name: String,
+            #[serde(default)]
+            app: Option<String>,
+            #[serde(default)]
+            status_creators: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Full(Full),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::Name(name)) => Ok(RequiredCheck::named(&name)),
+            Ok(Form::Full(f)) => {
+                if f.app.is_some() && !f.status_creators.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "a required check names either `app` or `statusCreators`, not both",
+                    ));
+                }
+                Ok(RequiredCheck {
+                    name: f.name,
+                    app: f.app,
+                    status_creators: f.status_creators,
+                })
+            }
+            Err(_) => Err(serde::de::Error::custom(
+                "a required check is a name, or a mapping with `name` and `app` or `statusCreators`",
+            )),
+        }
+    }
 }
 
 /// Parses `72h`, `30m`, `45s`, `7d` into seconds.
@@ -567,7 +700,7 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
                 "the deployment repository lives on one forge: `forges.github` already names one; run one bot per forge",
             ));
         }
-        if g.merge_method == crate::forge::MergeMethod::Rebase {
+        if g.merge_method == MergeMethod::Rebase {
             d.push(src.at(
                 route!["forges", "gitlab", "mergeMethod"],
                 "GitLab sets rebasing per project (fast-forward merge); choose `merge` or `squash` here",

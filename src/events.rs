@@ -6,6 +6,7 @@
 //! reconcile loop re-reads the forge for every release in flight.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +78,12 @@ pub struct Push {
     /// are incomplete and the worker must ask git.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The forge account of the head commit's author, where the forge says (GitHub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_author: Option<String>,
+    /// When the forge received the push, where it says (GitHub's `repository.pushed_at`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pushed_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +104,12 @@ pub struct Comment {
     pub action: CommentAction,
     pub author: Actor,
     pub body: String,
+    /// When the forge says the comment was written.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When it was last changed (an edit, or the deletion).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +130,8 @@ pub struct Review {
     pub author: Actor,
     /// The head commit the review was given on.
     pub commit: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub submitted_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,8 +156,13 @@ pub struct PullRequest {
     pub head_commit: String,
     pub merged: bool,
     pub actor: Actor,
+    /// When the forge says this happened (GitLab's approvals carry no other time).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
 }
 
+/// The state of one check run, commit status or pipeline job, as both forges' webhooks and
+/// APIs are mapped to it (each forge maps its own words once, in its module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckState {
@@ -151,12 +171,43 @@ pub enum CheckState {
     Failure,
 }
 
-impl From<CheckState> for crate::policy::CheckState {
-    fn from(s: CheckState) -> Self {
+impl CheckState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Pending => "pending",
+            CheckState::Success => "success",
+            CheckState::Failure => "failure",
+        }
+    }
+
+    pub fn parse(s: &str) -> CheckState {
         match s {
-            CheckState::Pending => crate::policy::CheckState::Pending,
-            CheckState::Success => crate::policy::CheckState::Success,
-            CheckState::Failure => crate::policy::CheckState::Failure,
+            "success" => CheckState::Success,
+            "failure" => CheckState::Failure,
+            _ => CheckState::Pending,
+        }
+    }
+}
+
+/// Who reported a check. A required check counts only from the source the policy names:
+/// anyone with write access can post a commit status under any name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CheckSource {
+    /// A GitHub check run (or suite) made by this GitHub App.
+    App { slug: String, id: u64 },
+    /// A commit status (GitHub) or an external commit status (GitLab), posted by this user.
+    Status { creator: String },
+    /// A job (or the pipeline itself) of the GitLab project's own CI pipeline.
+    Pipeline,
+}
+
+impl std::fmt::Display for CheckSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckSource::App { slug, .. } => write!(f, "the app `{slug}`"),
+            CheckSource::Status { creator } => write!(f, "a commit status by @{creator}"),
+            CheckSource::Pipeline => f.write_str("the project's pipeline"),
         }
     }
 }
@@ -170,23 +221,15 @@ pub struct Check {
     pub results: Vec<CheckResult>,
 }
 
+/// One run of a check on a commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: String,
     pub state: CheckState,
-}
-
-impl CheckState {
-    /// GitLab's pipeline and job statuses.
-    pub fn from_gitlab(status: &str) -> CheckState {
-        match status {
-            "success" => CheckState::Success,
-            "failed" | "canceled" => CheckState::Failure,
-            // created, waiting_for_resource, preparing, pending, running, manual, scheduled;
-            // a skipped job has not passed either.
-            _ => CheckState::Pending,
-        }
-    }
+    pub source: CheckSource,
+    /// The forge's own order of runs of one check from one source (check run, status, job or
+    /// pipeline id): the newest run wins, whatever order the bot hears of them in.
+    pub order: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! with image tags changed in place, signed release documents and an audit trail.
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;

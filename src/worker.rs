@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::release::lifecycle::Bot;
+use crate::release::bot::Bot;
 use crate::store::Store;
 
 /// Attempts at handling one delivery before it is given up (and logged).

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_forge::{FakeForge, Flavor, User};
+use release_coordinator::clock::Clock;
 use release_coordinator::config::OperatorConfig;
 use release_coordinator::forge::github::client::{GithubAuth, GithubForge};
 use release_coordinator::forge::gitlab::client::GitlabForge;
-use release_coordinator::release::lifecycle::Bot;
+use release_coordinator::release::bot::Bot;
 use release_coordinator::server::{self, Running, ServiceConfig};
 use release_coordinator::store::Store;
 use secrecy::SecretString;
@@ -85,8 +86,8 @@ impl World {
             "deployment:\n  repo: {clone}/{DEPLOY}.git\n  baseBranch: main\n  cacheDir: ../cache\n\
              signing:\n  keyFile: release-signing.pem\n\
              services:\n\
-             \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
-             \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
+             \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
+             \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
              defaults:\n  store: {store_url}\n\
              {forges}",
             clone = fake.clone_base(),
@@ -261,6 +262,22 @@ impl World {
     }
 }
 
+/// The bot reads the fake forge's clock: one time for both, which tests move on (the fake
+/// moves it a second with every act, and [`FakeForge::advance`] by as much as a test needs).
+struct ForgeTime(fake_forge::Shared);
+
+impl std::fmt::Debug for ForgeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgeTime")
+    }
+}
+
+impl Clock for ForgeTime {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.lock().unwrap().now()
+    }
+}
+
 async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>, Running) {
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
@@ -276,7 +293,13 @@ async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>,
             let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
                 .await
                 .unwrap();
-            let bot = Bot::new(config, settings.settings(), store, Arc::new(forge));
+            let bot = Bot::with_clock(
+                config,
+                settings.settings(),
+                store,
+                Arc::new(forge),
+                Arc::new(ForgeTime(fake.state.clone())),
+            );
             let service = ServiceConfig {
                 github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
                 gitlab_webhook_tokens: None,
@@ -293,7 +316,13 @@ async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>,
             )
             .await
             .unwrap();
-            let bot = Bot::new(config, settings.settings().unwrap(), store, Arc::new(forge));
+            let bot = Bot::with_clock(
+                config,
+                settings.settings().unwrap(),
+                store,
+                Arc::new(forge),
+                Arc::new(ForgeTime(fake.state.clone())),
+            );
             let service = ServiceConfig {
                 github_webhook_secrets: None,
                 gitlab_webhook_tokens: Some(vec![SecretString::from(SECRET)]),
@@ -671,13 +700,47 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
         )),
         "{replies}"
     );
+    // A head the bot did not build is not merged, whoever approves it, and the status says
+    // who pushed and how to go on.
+    let status = w.status_comment(1);
     assert!(
-        w.status_comment(1).contains("0 of 1 required approvals"),
-        "{}",
-        w.status_comment(1)
+        status.contains("is not the commit the bot built")
+            && status.contains("@mallory pushed to the release branch")
+            && status.contains("`/retry`"),
+        "{status}"
     );
     w.comment(1, "alice", "/approve").await;
-    assert!(w.pull(1).unwrap().merged, "approved again on the new head");
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "an approval of someone else's commit does not merge it"
+    );
+    // `/retry` puts the branch back on the commit the bot built; the approval of the other
+    // head does not carry over, a new one merges the release without mallory's change.
+    w.comment(1, "mallory", "/retry").await;
+    assert_ne!(w.head(1), old_head, "mallory holds no role: no /retry");
+    assert!(
+        w.bot_comments(1)
+            .join("\n")
+            .contains("@mallory, `/retry` is not yours to give on this release"),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    w.comment(1, "alice", "/retry").await;
+    assert_eq!(w.head(1), old_head, "rebuilt on the bot's commit");
+    w.checks_pass(1, &["ci/build"]).await;
+    assert!(!w.pull(1).unwrap().merged, "approved another head");
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    let main_values = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git
+            .revparse_single("main:apps/podinfo/values-staging.yaml")
+            .unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    };
+    assert!(!main_values.contains("sneaky"), "{main_values}");
+    assert!(main_values.contains("tag: mvp-v1"));
 }
 
 async fn a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until_rerun(

@@ -71,6 +71,10 @@ pub fn router(state: Shared) -> Router {
             get(combined_status),
         )
         .route(
+            &format!("{repo}/commits/{{sha}}/statuses"),
+            get(list_statuses),
+        )
+        .route(
             &format!("{repo}/commits/{{sha}}/comments"),
             post(create_commit_comment).get(list_commit_comments),
         )
@@ -337,6 +341,7 @@ async fn create_pull(
     let (body, payload) = {
         let mut st = s.lock().unwrap();
         let user = st.token_login.clone();
+        let now = st.now();
         let repo = st.repo(&format!("{o}/{r}")).ok_or_else(not_found)?;
         if repo.branch_tip(&new.head).is_none() || repo.branch_tip(&new.base).is_none() {
             return Err(error(
@@ -370,6 +375,7 @@ async fn create_pull(
             merge_commit_sha: None,
             user: user.clone(),
             auto_merge: false,
+            updated_at: now,
         };
         repo.pulls.push(pull.clone());
         (
@@ -512,6 +518,7 @@ async fn create_comment(
     let (answer, payload) = {
         let mut st = s.lock().unwrap();
         let id = st.id();
+        let at = st.now();
         let user = crate::User {
             login: st.token_login.clone(),
             is_bot: true,
@@ -522,6 +529,8 @@ async fn create_comment(
             number: n,
             user,
             body: body["body"].as_str().unwrap_or_default().to_string(),
+            created_at: at,
+            updated_at: at,
         };
         repo.comments.push(c.clone());
         (
@@ -576,6 +585,23 @@ async fn combined_status(
     ok(payloads::combined_status(repo, &sha))
 }
 
+async fn list_statuses(
+    State(s): State<Shared>,
+    UrlPath((o, r, sha)): UrlPath<(String, String, String)>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let repo = st.repos.get(&format!("{o}/{r}")).ok_or_else(not_found)?;
+    // Newest first, as GitHub lists them.
+    ok(Value::Array(
+        repo.statuses
+            .iter()
+            .rev()
+            .filter(|x| x.sha == sha)
+            .map(payloads::status_body)
+            .collect(),
+    ))
+}
+
 async fn create_status(
     State(s): State<Shared>,
     UrlPath((o, r, sha)): UrlPath<(String, String, String)>,
@@ -583,6 +609,7 @@ async fn create_status(
 ) -> Answer {
     let mut st = s.lock().unwrap();
     let id = st.id();
+    let creator = st.token_login.clone();
     let repo = st.repo(&format!("{o}/{r}")).ok_or_else(not_found)?;
     let status = CommitStatus {
         id,
@@ -590,9 +617,10 @@ async fn create_status(
         context: body["context"].as_str().unwrap_or("default").to_string(),
         state: body["state"].as_str().unwrap_or("pending").to_string(),
         description: body["description"].as_str().unwrap_or_default().to_string(),
+        creator,
     };
     repo.statuses
-        .retain(|x| !(x.sha == sha && x.context == status.context));
+        .retain(|x| !(x.sha == sha && x.context == status.context && x.creator == status.creator));
     repo.statuses.push(status.clone());
     created(payloads::status(id, &sha, &status.context, &status.state))
 }

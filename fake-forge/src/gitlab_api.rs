@@ -123,6 +123,10 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{mr}/approvals"), get(approvals))
         .route(&format!("{project}/pipelines"), get(pipelines))
         .route(
+            &format!("{project}/pipelines/{{pipeline}}/jobs"),
+            get(pipeline_jobs),
+        )
+        .route(
             &format!("{project}/repository/commits/{{sha}}/statuses"),
             get(commit_statuses),
         )
@@ -186,6 +190,7 @@ async fn create_merge_request(
     let (answer, hook) = {
         let mut st = s.lock().unwrap();
         let user = st.token_login.clone();
+        let now = st.now();
         let repo = project_mut(&mut st, &id)?;
         let (head, base) = (
             p.get("source_branch").cloned().unwrap_or_default(),
@@ -227,6 +232,7 @@ async fn create_merge_request(
             merge_commit_sha: None,
             user: user.clone(),
             auto_merge: false,
+            updated_at: now,
         };
         repo.pulls.push(pull.clone());
         let st = &*st;
@@ -408,6 +414,7 @@ async fn create_note(
             is_bot: true,
         };
         let note_id = st.id();
+        let now = st.now();
         let repo = project_mut(&mut st, &id)?;
         repo.pull(iid).ok_or_else(|| not_found("Merge Request"))?;
         let c = Comment {
@@ -415,6 +422,8 @@ async fn create_note(
             number: iid,
             user,
             body: p.get("body").cloned().unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
         };
         repo.comments.push(c.clone());
         let st = &*st;
@@ -483,6 +492,25 @@ async fn pipelines(
     page(list, &q)
 }
 
+async fn pipeline_jobs(
+    State(s): State<Shared>,
+    UrlPath((id, pipeline)): UrlPath<(String, u64)>,
+    Query(q): Query<Params>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let repo = project(&st, &id)?;
+    let pl = repo
+        .pipelines
+        .iter()
+        .find(|p| p.id == pipeline)
+        .ok_or_else(|| not_found("Pipeline"))?;
+    let list = gl::pipeline_jobs(&st, repo, pl)
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    page(list, &q)
+}
+
 async fn commit_statuses(
     State(s): State<Shared>,
     UrlPath((id, sha)): UrlPath<(String, String)>,
@@ -506,6 +534,7 @@ async fn create_status(
     let p = params(&headers, &body);
     let mut st = s.lock().unwrap();
     let status_id = st.id();
+    let creator = st.token_login.clone();
     let repo = project_mut(&mut st, &id)?;
     let name = p.get("name").cloned().unwrap_or_else(|| "default".into());
     let state = p.get("state").cloned().unwrap_or_default();
@@ -524,9 +553,10 @@ async fn create_status(
         context: name.clone(),
         state: state.clone(),
         description: p.get("description").cloned().unwrap_or_default(),
+        creator,
     };
     repo.statuses
-        .retain(|x| !(x.sha == sha && x.context == name));
+        .retain(|x| !(x.sha == sha && x.context == name && x.creator == status.creator));
     repo.statuses.push(status.clone());
     let st = &*st;
     created(gl::commit_status(
@@ -536,6 +566,7 @@ async fn create_status(
         &name,
         &state,
         &status.description,
+        &status.creator,
     ))
 }
 

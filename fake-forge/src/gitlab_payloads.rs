@@ -103,9 +103,31 @@ pub fn merge_request(st: &State, r: &Repo, p: &Pull) -> Value {
     v
 }
 
+/// A time as GitLab's API writes it (RFC 3339, with milliseconds).
+fn api_time(t: time::OffsetDateTime) -> Value {
+    json!(
+        t.format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap()
+    )
+}
+
+/// A time as GitLab's webhooks write it (`2015-05-17 18:21:36 UTC`).
+fn hook_time(t: time::OffsetDateTime) -> Value {
+    json!(
+        t.format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+        ))
+        .unwrap()
+    )
+}
+
 pub fn note(st: &State, c: &Comment) -> Value {
     let mut v = template(fixture!("api/note.json"));
     set(&mut v, "id", json!(c.id));
+    set(&mut v, "created_at", api_time(c.created_at));
+    set(&mut v, "updated_at", api_time(c.updated_at));
     set(&mut v, "body", json!(c.body));
     set(&mut v, "author", author(st, &c.user.login));
     set(&mut v, "noteable_iid", json!(c.number));
@@ -203,8 +225,9 @@ pub fn pipeline_body(r: &Repo, pl: &Pipeline) -> Value {
 /// Commit statuses: each job of the commit's pipeline and each external status, latest only.
 pub fn commit_statuses(st: &State, r: &Repo, sha: &str) -> Value {
     let mut out = Vec::new();
+    let runner = st.token_login.clone();
     for c in r.check_runs.iter().filter(|c| c.sha == sha) {
-        out.push(commit_status(st, c.id, sha, &c.name, job_status(c), ""));
+        out.push(commit_status(st, c.id, sha, &c.name, job_status(c), "", &runner));
     }
     for s in r.statuses.iter().filter(|s| s.sha == sha) {
         out.push(commit_status(
@@ -214,9 +237,23 @@ pub fn commit_statuses(st: &State, r: &Repo, sha: &str) -> Value {
             &s.context,
             &s.state,
             &s.description,
+            &s.creator,
         ));
     }
     json!(out)
+}
+
+/// The jobs of a pipeline (`GET /projects/:id/pipelines/:pipeline_id/jobs`): GitLab's job
+/// fields the bot reads (id, name, status), on the recorded commit status's shape.
+pub fn pipeline_jobs(st: &State, r: &Repo, pl: &Pipeline) -> Value {
+    let runner = st.token_login.clone();
+    json!(
+        r.check_runs
+            .iter()
+            .filter(|c| c.sha == pl.sha)
+            .map(|c| commit_status(st, c.id, &pl.sha, &c.name, job_status(c), "", &runner))
+            .collect::<Vec<_>>()
+    )
 }
 
 pub fn commit_status(
@@ -226,6 +263,7 @@ pub fn commit_status(
     name: &str,
     status: &str,
     description: &str,
+    creator: &str,
 ) -> Value {
     let mut v = template(fixture!("api/commit_status.json"));
     set(&mut v, "id", json!(id));
@@ -233,7 +271,7 @@ pub fn commit_status(
     set(&mut v, "name", json!(name));
     set(&mut v, "status", json!(status));
     set(&mut v, "description", json!(description));
-    set(&mut v, "author", author(st, &st.token_login));
+    set(&mut v, "author", author(st, creator));
     v
 }
 
@@ -334,6 +372,8 @@ pub fn note_hook(st: &State, r: &Repo, p: &Pull, c: &Comment, action: &str) -> V
     );
     set(&mut v, "object_attributes/system", json!(false));
     set(&mut v, "object_attributes/action", json!(action));
+    set(&mut v, "object_attributes/created_at", hook_time(c.created_at));
+    set(&mut v, "object_attributes/updated_at", hook_time(c.updated_at));
     set(&mut v, "merge_request/iid", json!(p.number));
     set(&mut v, "merge_request/source_branch", json!(p.head));
     set(&mut v, "merge_request/target_branch", json!(p.base));
@@ -366,6 +406,7 @@ pub fn merge_request_hook(
     set(&mut v, &format!("{a}/source_branch"), json!(p.head));
     set(&mut v, &format!("{a}/target_branch"), json!(p.base));
     set(&mut v, &format!("{a}/action"), json!(action));
+    set(&mut v, &format!("{a}/updated_at"), hook_time(p.updated_at));
     set(
         &mut v,
         &format!("{a}/state"),

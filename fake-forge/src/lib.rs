@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use git2::{Oid, Repository, Signature};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
+use time::OffsetDateTime;
 use sha2::Sha256;
 
 pub use api::router;
@@ -79,6 +80,8 @@ pub struct Pull {
     pub user: String,
     /// GitLab: merge when the pipeline succeeds (set through the merge API).
     pub auto_merge: bool,
+    /// When it last changed (opened, pushed to, approved, merged).
+    pub updated_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,8 @@ pub struct Comment {
     pub number: u64,
     pub user: User,
     pub body: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +101,7 @@ pub struct Review {
     pub user: User,
     pub state: String,
     pub commit_id: String,
+    pub submitted_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +120,8 @@ pub struct CommitStatus {
     pub context: String,
     pub state: String,
     pub description: String,
+    /// Who posted it.
+    pub creator: String,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +157,8 @@ pub struct Repo {
     pub pipelines: Vec<Pipeline>,
     /// GitLab's "Pipelines must succeed": the merge API refuses while the head's is not green.
     pub pipeline_must_succeed: bool,
+    /// When the last push reached the repository.
+    pub pushed_at: OffsetDateTime,
     next_number: u64,
 }
 
@@ -245,12 +255,29 @@ pub struct State {
     pub gitlab_token: Option<String>,
     /// GitLab: group ids by full path (members are in `teams`).
     pub group_ids: BTreeMap<String, u64>,
+    /// The forge's clock: it starts at the real time and moves one second with every act of a
+    /// person or the forge, so that the times it reports order every act, as a real forge's
+    /// do when people act seconds apart. Tests move it further with [`FakeForge::advance`].
+    pub clock: Clock,
+    /// Every webhook sent, in order, to send again late ([`FakeForge::resend`]).
+    pub sent: Vec<(String, Value)>,
 }
 
 impl State {
     pub fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The time of a new act: one second after the previous one.
+    pub fn tick(&mut self) -> OffsetDateTime {
+        self.clock.0 += time::Duration::seconds(1);
+        self.clock.0
+    }
+
+    /// The forge's time now.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.0
     }
 
     pub fn repo(&mut self, full_name: &str) -> Option<&mut Repo> {
@@ -266,6 +293,16 @@ impl State {
     /// Bot accounts: GitHub Apps (`name[bot]`) and the account the API is used as.
     pub fn is_bot(&self, login: &str) -> bool {
         login.ends_with("[bot]") || login == self.token_login
+    }
+}
+
+/// The forge's time (a newtype so that [`State`] has a default: the Unix epoch until started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Clock(pub OffsetDateTime);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(OffsetDateTime::UNIX_EPOCH)
     }
 }
 
@@ -292,6 +329,11 @@ impl FakeForge {
     pub async fn start_as(root: &Path, flavor: Flavor) -> FakeForge {
         let state: Shared = Arc::new(Mutex::new(State {
             flavor,
+            clock: Clock(
+                OffsetDateTime::now_utc()
+                    .replace_nanosecond(0)
+                    .expect("0 is a valid nanosecond"),
+            ),
             token_login: match flavor {
                 Flavor::Github => "release-coordinator[bot]",
                 Flavor::Gitlab => "release-bot",
@@ -386,6 +428,7 @@ impl FakeForge {
         .unwrap();
         let mut st = self.lock();
         let id = st.id();
+        let pushed_at = st.now();
         st.repos.insert(
             full_name.to_string(),
             Repo {
@@ -402,6 +445,7 @@ impl FakeForge {
                 commit_comments: Vec::new(),
                 pipelines: Vec::new(),
                 pipeline_must_succeed: false,
+                pushed_at,
                 next_number: 1,
             },
         );
@@ -419,7 +463,9 @@ impl FakeForge {
         message: &str,
     ) -> String {
         let (kind, payload, after) = {
-            let st = self.lock();
+            let mut st = self.lock();
+            let at = st.tick();
+            st.repo(repo).unwrap().pushed_at = at;
             let r = &st.repos[repo];
             let git = r.git();
             let before = git.refname_to_id(&format!("refs/heads/{branch}")).ok();
@@ -497,11 +543,14 @@ impl FakeForge {
         let (hook, id) = {
             let mut st = self.lock();
             let id = st.id();
+            let at = st.tick();
             let c = Comment {
                 id,
                 number,
                 user,
                 body: body.to_string(),
+                created_at: at,
+                updated_at: at,
             };
             st.repo(repo).unwrap().comments.push(c.clone());
             (Self::comment_hook(&st, repo, &c, "created"), id)
@@ -513,9 +562,11 @@ impl FakeForge {
     pub async fn edit_comment(&self, repo: &str, id: u64, body: &str) {
         let hook = {
             let mut st = self.lock();
+            let at = st.tick();
             let r = st.repo(repo).unwrap();
             let c = r.comments.iter_mut().find(|c| c.id == id).unwrap();
             c.body = body.to_string();
+            c.updated_at = at;
             let c = c.clone();
             Self::comment_hook(&st, repo, &c, "edited")
         };
@@ -550,8 +601,12 @@ impl FakeForge {
         let (kind, payload, id) = {
             let mut st = self.lock();
             let id = st.id();
+            let at = st.tick();
             let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
+            if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
+                p.updated_at = at;
+            }
             let pull = r.pull(number).unwrap().clone();
             let commit_id = r.branch_tip(&pull.head).unwrap();
             if flavor == Flavor::Gitlab {
@@ -565,6 +620,7 @@ impl FakeForge {
                 user,
                 state: state.to_string(),
                 commit_id,
+                submitted_at: at,
             };
             r.reviews.push(review.clone());
             let st = &*st;
@@ -597,7 +653,11 @@ impl FakeForge {
     pub async fn unapprove(&self, repo: &str, number: u64, login: &str) {
         let payload = {
             let mut st = self.lock();
+            let at = st.tick();
             let r = st.repo(repo).unwrap();
+            if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
+                p.updated_at = at;
+            }
             r.reviews
                 .retain(|rv| !(rv.number == number && rv.user.login == login));
             let pull = r.pull(number).unwrap().clone();
@@ -728,10 +788,14 @@ impl FakeForge {
     pub async fn merge_by_hand(&self, repo: &str, number: u64, who: &str) {
         let (kind, payload) = {
             let mut st = self.lock();
+            let at = st.tick();
             let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
             r.merge_pull(number, false, (who, "someone@example.com"))
                 .expect("the merge by hand goes through");
+            if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
+                p.updated_at = at;
+            }
             let pull = r.pull(number).unwrap().clone();
             let st = &*st;
             let r = &st.repos[repo];
@@ -778,9 +842,11 @@ impl FakeForge {
             let mut st = self.lock();
             let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
+            let pushed_at = r.pushed_at;
             // A push cancels GitLab's "merge when pipeline succeeds".
             if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
                 p.auto_merge = false;
+                p.updated_at = pushed_at;
             }
             let st = &*st;
             let r = &st.repos[repo];
@@ -805,6 +871,57 @@ impl FakeForge {
         deliver(&self.state, &self.client, kind, payload).await;
     }
 
+    /// The webhooks sent so far (kind and payload), in order.
+    pub fn sent(&self) -> Vec<(String, Value)> {
+        self.lock().sent.clone()
+    }
+
+    /// Sends webhook `index` of [`FakeForge::sent`] again, late, under a new delivery id: as a
+    /// delayed or replayed delivery arrives after newer ones.
+    pub async fn resend(&self, index: usize) {
+        let (kind, payload) = self.lock().sent[index].clone();
+        self.send(&kind, payload).await;
+    }
+
+    /// The forge's clock now.
+    pub fn now(&self) -> OffsetDateTime {
+        self.lock().now()
+    }
+
+    /// Moves the forge's clock on (time passing with nobody acting).
+    pub fn advance(&self, by: time::Duration) {
+        self.lock().clock.0 += by;
+    }
+
+    /// Someone with write access posts a commit status (GitHub) or an external commit status
+    /// (GitLab) through the API, under any name they like.
+    pub async fn post_status(&self, repo: &str, sha: &str, context: &str, state: &str, who: &str) {
+        let (kind, payload) = {
+            let mut st = self.lock();
+            let id = st.id();
+            st.tick();
+            let flavor = st.flavor;
+            let r = st.repo(repo).unwrap();
+            let status = CommitStatus {
+                id,
+                sha: sha.to_string(),
+                context: context.to_string(),
+                state: state.to_string(),
+                description: String::new(),
+                creator: who.to_string(),
+            };
+            r.statuses
+                .retain(|x| !(x.sha == sha && x.context == context && x.creator == who));
+            r.statuses.push(status.clone());
+            match flavor {
+                Flavor::Github => ("status", payloads::status_event(r, &status)),
+                // GitLab sends no hook for an external commit status; the bot reads it.
+                Flavor::Gitlab => return,
+            }
+        };
+        self.send(kind, payload).await;
+    }
+
     /// The requests answered so far.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.lock().requests.clone()
@@ -822,6 +939,11 @@ pub async fn deliver(state: &Shared, client: &reqwest::Client, kind: &str, paylo
         let id = st.id();
         (st.webhook.clone(), format!("fake-delivery-{id}"))
     };
+    state
+        .lock()
+        .unwrap()
+        .sent
+        .push((kind.to_string(), payload.clone()));
     let Some((url, secret)) = target else { return };
     let flavor = state.lock().unwrap().flavor;
     let body = serde_json::to_vec(&payload).unwrap();

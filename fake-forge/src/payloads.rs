@@ -94,6 +94,7 @@ pub fn pull(r: &Repo, p: &Pull) -> Value {
     set(&mut v, "id", json!(r.id * 100_000 + p.number));
     set(&mut v, "title", json!(p.title));
     set(&mut v, "body", json!(p.body));
+    set(&mut v, "updated_at", timestamp(p.updated_at));
     set(
         &mut v,
         "state",
@@ -135,11 +136,21 @@ pub fn pull(r: &Repo, p: &Pull) -> Value {
     v
 }
 
+/// A time as GitHub writes it (RFC 3339, whole seconds, UTC).
+pub fn timestamp(t: time::OffsetDateTime) -> Value {
+    json!(
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    )
+}
+
 pub fn comment(c: &Comment) -> Value {
     let mut v = template(fixture!("api-examples/issue-comment.json"));
     set(&mut v, "id", json!(c.id));
     set(&mut v, "body", json!(c.body));
     set(&mut v, "user", user(&c.user));
+    set(&mut v, "created_at", timestamp(c.created_at));
+    set(&mut v, "updated_at", timestamp(c.updated_at));
     v
 }
 
@@ -167,6 +178,7 @@ pub fn review_body(rv: &Review) -> Value {
     set(&mut v, "state", json!(rv.state));
     set(&mut v, "commit_id", json!(rv.commit_id));
     set(&mut v, "user", user(&rv.user));
+    set(&mut v, "submitted_at", timestamp(rv.submitted_at));
     v
 }
 
@@ -218,6 +230,35 @@ pub fn combined_status(r: &Repo, sha: &str) -> Value {
     set(&mut v, "total_count", json!(statuses.len()));
     set(&mut v, "statuses", Value::Array(statuses));
     set(&mut v, "repository", repository(r));
+    v
+}
+
+/// A commit status as listed (`repos/list-commit-statuses-for-ref`), with who posted it.
+pub fn status_body(x: &crate::CommitStatus) -> Value {
+    let mut v = status(x.id, &x.sha, &x.context, &x.state);
+    set(&mut v, "description", json!(x.description));
+    set(
+        &mut v,
+        "creator",
+        user(&User {
+            login: x.creator.clone(),
+            is_bot: x.creator.ends_with("[bot]"),
+        }),
+    );
+    v
+}
+
+/// The `status` webhook: its sender is who posted the status.
+pub fn status_event(r: &Repo, x: &crate::CommitStatus) -> Value {
+    let mut v = template(fixture!("webhooks/api.github.com/status/payload.json"));
+    let repo = hook_repository(r, &v);
+    set(&mut v, "repository", repo);
+    set(&mut v, "id", json!(x.id));
+    set(&mut v, "sha", json!(x.sha));
+    set(&mut v, "context", json!(x.context));
+    set(&mut v, "state", json!(x.state));
+    set(&mut v, "description", json!(x.description));
+    set(&mut v, "sender", login(&x.creator));
     v
 }
 
@@ -327,6 +368,12 @@ pub fn push(
     set(&mut v, "deleted", json!(false));
     set(&mut v, "pusher/name", json!(pusher));
     set(&mut v, "sender", login(pusher));
+    // In push payloads GitHub gives the push's own time as a Unix time.
+    set(
+        &mut v,
+        "repository/pushed_at",
+        json!(r.pushed_at.unix_timestamp()),
+    );
     let mut commit = v["commits"][0].clone();
     set(&mut commit, "id", json!(after));
     set(&mut commit, "message", json!(message));
@@ -361,6 +408,8 @@ pub fn issue_comment(r: &Repo, c: &Comment, action: &str) -> Value {
     set(&mut comment, "id", json!(c.id));
     set(&mut comment, "body", json!(c.body));
     set(&mut comment, "user", user(&c.user));
+    set(&mut comment, "created_at", timestamp(c.created_at));
+    set(&mut comment, "updated_at", timestamp(c.updated_at));
     set(&mut v, "comment", comment);
     set(&mut v, "sender", user(&c.user));
     v
@@ -377,6 +426,7 @@ pub fn review(r: &Repo, p: &Pull, rv: &Review) -> Value {
     set(&mut v, "review/state", json!(rv.state.to_lowercase()));
     set(&mut v, "review/commit_id", json!(rv.commit_id));
     set(&mut v, "review/user", user(&rv.user));
+    set(&mut v, "review/submitted_at", timestamp(rv.submitted_at));
     set(&mut v, "pull_request/number", json!(p.number));
     set(&mut v, "sender", user(&rv.user));
     v
@@ -424,6 +474,7 @@ pub fn pull_request(r: &Repo, p: &Pull, action: &str, sender: &str) -> Value {
         "base",
         "user",
         "html_url",
+        "updated_at",
     ] {
         set(&mut v, &format!("pull_request/{key}"), body[key].clone());
     }

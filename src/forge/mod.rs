@@ -11,27 +11,74 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::events::{Actor, ForgeKind, ReviewState};
-use crate::policy::Check;
+pub use crate::config::MergeMethod;
+use crate::events::{Actor, CheckResult as Check, ForgeKind, ReviewState};
 
 /// Parses a webhook payload of `kind` into `T` with the fast parser; only a payload that fails
 /// is parsed again to find the JSON path of the problem.
 pub(crate) fn parse_payload<'a, T: serde::Deserialize<'a>>(
     kind: &str,
     body: &'a [u8],
-) -> Result<T, github::webhook::PayloadError> {
+) -> Result<T, PayloadError> {
     serde_json::from_slice(body).map_err(|first| {
         let mut d = serde_json::Deserializer::from_slice(body);
         let (path, message) = match serde_path_to_error::deserialize::<_, T>(&mut d) {
             Err(e) => (e.path().to_string(), e.inner().to_string()),
             Ok(_) => (".".to_string(), first.to_string()),
         };
-        github::webhook::PayloadError {
+        PayloadError {
             kind: kind.to_string(),
             path,
             message,
         }
     })
+}
+
+/// Times as the forges write them, read leniently: a time that does not parse is unknown
+/// (`None`), never a payload error. GitHub writes RFC 3339; GitLab's API does too, its webhooks
+/// write `2015-05-17 18:21:36 UTC`.
+pub(crate) mod when {
+    use serde::Deserialize;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn parse(s: &str) -> Option<OffsetDateTime> {
+        if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+            return Some(t);
+        }
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+        );
+        let s = s.replace(" UTC", " +0000");
+        OffsetDateTime::parse(&s, &format).ok()
+    }
+
+    pub fn option<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        Ok(s.as_deref().and_then(parse))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn both_forges_times_parse() {
+            let t = super::parse("2015-05-17 18:21:36 UTC").unwrap();
+            assert_eq!(t, super::parse("2015-05-17T18:21:36Z").unwrap());
+            assert!(super::parse("2019-08-29T13:31:17.886-04:00").is_some());
+            assert_eq!(super::parse("yesterday"), None);
+        }
+    }
+}
+
+/// A webhook payload that does not parse as the kind its headers say.
+#[derive(Debug, thiserror::Error)]
+#[error("`{kind}` payload does not parse at `{path}`: {message}")]
+pub struct PayloadError {
+    pub kind: String,
+    pub path: String,
+    pub message: String,
 }
 
 /// What went wrong talking to a forge, in the terms a retry decision needs.
@@ -95,6 +142,10 @@ pub struct Note {
     pub id: u64,
     pub author: Actor,
     pub body: String,
+    /// When the forge says it was written.
+    pub created_at: Option<time::OffsetDateTime>,
+    /// When it was last edited (equal to `created_at`, or absent, if never).
+    pub updated_at: Option<time::OffsetDateTime>,
 }
 
 /// An approval or review as the forge lists it now.
@@ -104,25 +155,27 @@ pub struct ReviewInfo {
     pub source: String,
     pub author: Actor,
     pub state: ReviewState,
-    /// The head commit the review was given on.
+    /// The head commit the review was given on; empty where the forge does not say (GitLab).
     pub commit: String,
+    /// When it was given, where the forge says.
+    pub at: Option<time::OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MergeMethod {
-    #[default]
-    Merge,
-    Squash,
-    Rebase,
+/// Which kinds of check a decision can use: reading only those saves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckKinds {
+    /// Check runs of apps (GitHub), the project's pipeline and jobs (GitLab).
+    pub runs: bool,
+    /// Commit statuses posted through the API.
+    pub statuses: bool,
 }
 
-impl MergeMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MergeMethod::Merge => "merge",
-            MergeMethod::Squash => "squash",
-            MergeMethod::Rebase => "rebase",
+impl CheckKinds {
+    /// What the required checks of an environment can be satisfied by.
+    pub fn of(required: &[crate::config::RequiredCheck]) -> CheckKinds {
+        CheckKinds {
+            runs: required.iter().any(|c| c.status_creators.is_empty()),
+            statuses: required.iter().any(|c| !c.status_creators.is_empty()),
         }
     }
 }
@@ -180,8 +233,14 @@ pub trait Forge: Send + Sync {
         body: &str,
     ) -> Result<(), ForgeError>;
     async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError>;
-    /// The latest state of every check on `commit` (check runs and commit statuses).
-    async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError>;
+    /// The runs of the checks on `commit` of the kinds asked for: check runs (GitHub) or the
+    /// project's pipeline and its jobs (GitLab), and commit statuses with their creators.
+    async fn checks(
+        &self,
+        repo: &str,
+        commit: &str,
+        kinds: CheckKinds,
+    ) -> Result<Vec<Check>, ForgeError>;
 
     /// Merges if the head is still `head_commit`.
     async fn merge(

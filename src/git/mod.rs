@@ -445,6 +445,34 @@ impl DeployRepo {
         Ok(())
     }
 
+    /// Points the remote `branch` back at `commit`, only if it is still at `expected` (a lease:
+    /// a push that raced in between is not overwritten). `commit` must be in the cache.
+    pub fn reset_branch(&self, branch: &str, commit: Oid, expected: &str) -> Result<(), GitError> {
+        let out = self
+            .remote
+            .git(&self.path)
+            .args(["push", "--porcelain"])
+            .arg(format!("--force-with-lease=refs/heads/{branch}:{expected}"))
+            .arg(self.remote.transport_url())
+            .arg(format!("+{commit}:refs/heads/{branch}"))
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.lines().any(|l| l.starts_with('!')) {
+            return Err(GitError::PushRejected {
+                remote: self.remote.display(),
+                detail: format!("{branch} moved on (it is no longer at {expected})"),
+            });
+        }
+        if !out.status.success() {
+            return Err(GitError::Push {
+                remote: self.remote.display(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(())
+    }
+
     /// A unified diff between two versions of a file.
     pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> Result<String, GitError> {
         let mut opts = git2::DiffOptions::new();

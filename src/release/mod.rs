@@ -12,7 +12,7 @@
 //! A re-run with the same inputs resumes an unfinished release; any other re-use of a
 //! version is refused.
 
-pub mod lifecycle;
+pub mod bot;
 pub mod plan;
 pub mod state;
 pub mod validate;
@@ -28,7 +28,7 @@ use crate::diagnostics::{Diagnostic, Diagnostics};
 use crate::git::{AppRepoInfo, DeployRepo, GitError, Remote, is_url};
 use crate::inputs::AppInputs;
 use crate::release::plan::{PlanError, PlanInput, ReleasePlan};
-use crate::release::state::ReleaseState;
+use crate::release::state::{AuditEvent, ReleaseState};
 use crate::release::validate::{Context, decide};
 use crate::signing::{ReleaseSigner, SigningError};
 use crate::store::{
@@ -321,7 +321,7 @@ pub async fn execute(
             .iter()
             .any(|e| e.environment == b.environment && e.commit_id == b.commit_id)
         {
-            store.record_event(record.id, "ReleaseBranchBuilt", actor, json!({"environment": b.environment, "branch": b.branch, "commit": b.commit_id}), OffsetDateTime::now_utc()).await?;
+            store.record_event(record.id, AuditEvent::ReleaseBranchBuilt, actor, json!({"environment": b.environment, "branch": b.branch, "commit": b.commit_id}), OffsetDateTime::now_utc()).await?;
         }
         branches.push(b);
     }
@@ -374,7 +374,9 @@ pub async fn execute(
         let t = Transition {
             from: ReleaseState::Pending,
             to: ReleaseState::AwaitingApproval,
-            event: "ReleaseApprovalRequested",
+            // The bot audits each pull request it opens as `ReleaseApprovalRequested`; here the
+            // branches are published, for the bot and for `release --push` alike.
+            event: AuditEvent::ReleaseBranchesPushed,
             actor,
             detail,
         };

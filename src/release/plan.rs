@@ -294,7 +294,7 @@ fn documents(
         "agents": spec.agents,
         "qa_coverage": spec.qa_coverage,
         "qa_features": spec.qa_features.iter().map(|(n, c)| json!({"name": n, "coverage": c})).collect::<Vec<_>>(),
-        "approved_by": spec.approved_by,
+        "claimed_sign_off": spec.claimed_sign_off,
         "app_commit": spec.app_commit,
     });
     let notes = p.templates.render(RELEASE_NOTES, &ctx)?;
@@ -316,7 +316,7 @@ fn documents(
         "components": component_json,
         "manual_approval_required": spec.manual_approval_required,
         "manual_approval_reasons": spec.manual_approval_reasons,
-        "approved_by": spec.approved_by,
+        "claimed_sign_off": spec.claimed_sign_off,
         "approval_context": p.inputs.approval.as_ref().map(|(a, _)| a),
         "notify": spec.notify,
         "application_commit": spec.app_commit,
@@ -331,7 +331,7 @@ fn documents(
         "qa_coverage": spec.qa_coverage,
         "features": spec.features,
         "sprints": spec.sprints,
-        "approved_by": spec.approved_by,
+        "claimed_sign_off": spec.claimed_sign_off,
         "application_commit": spec.app_commit,
         "components": components.iter().map(|c| json!({
             "service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
@@ -348,7 +348,7 @@ fn documents(
     confirmed.version_tag = Some(spec.version.clone());
     confirmed.manual_approval_required = Some(spec.manual_approval_required);
     if confirmed.signed_by.is_none() {
-        confirmed.signed_by = spec.approved_by.clone();
+        confirmed.signed_by = spec.claimed_sign_off.clone();
     }
     let confirmed_text = format!(
         "# promotion-trigger.yaml as Release Coordinator resolved it.\n# version: {} ({})\n{}",

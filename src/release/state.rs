@@ -63,6 +63,96 @@ impl ReleaseState {
             ReleaseState::Completed | ReleaseState::RolledBack | ReleaseState::Aborted
         )
     }
+
+    /// Whether the lifecycle may move a release from `self` to `to`. Checked where transitions
+    /// are stored, so no code path can, say, complete a release that never merged.
+    pub fn may_become(self, to: ReleaseState) -> bool {
+        use ReleaseState::*;
+        if self.is_final() || self == to {
+            return false;
+        }
+        match to {
+            Pending => false,
+            Tagging => self == Pending,
+            AwaitingApproval => matches!(self, Pending | Tagging | AwaitingChecks | Merging),
+            AwaitingChecks => matches!(self, AwaitingApproval | Merging),
+            Merging => matches!(self, AwaitingApproval | AwaitingChecks),
+            Deploying => self == Merging,
+            Documenting => matches!(self, Merging | Deploying | Failed),
+            Completed => self == Documenting,
+            // A release fails after its merge (a tag that clashes); `/retry` picks it up again.
+            Failed => matches!(self, Merging | Deploying | Documenting),
+            RolledBack => matches!(self, Deploying | Documenting | Failed),
+            // Cancelled, timed out, or its pull request closed: any time before it is final.
+            Aborted => true,
+        }
+    }
+}
+
+/// What the audit log records. One name per kind of event, each recorded once per occasion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditEvent {
+    /// The version was reserved (the offline engine and the bot alike).
+    ReleaseTriggered,
+    InputsValidated,
+    ReleaseBranchBuilt,
+    /// The release branches reached the deployment repository.
+    ReleaseBranchesPushed,
+    /// The release was linked to the forge and the trigger commit it came from.
+    ReleaseLinked,
+    ReleaseApprovalRequested,
+    ApprovalRecorded,
+    ApprovalWithdrawn,
+    ReleaseHeld,
+    ReleaseUnheld,
+    ReleaseAwaitingApproval,
+    ReleaseAwaitingChecks,
+    /// Someone else pushed to a release branch: not merged until rebuilt (or allowed).
+    ReleaseBranchForeignCommits,
+    ReleaseMerging,
+    ReleaseMergeFailed,
+    ReleaseMerged,
+    ReleaseNextEnvironment,
+    ReleaseDocumenting,
+    ReleaseCompleted,
+    ReleaseFailed,
+    ReleaseRetried,
+    ReleaseAborted,
+}
+
+impl AuditEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::ReleaseTriggered => "ReleaseTriggered",
+            AuditEvent::InputsValidated => "InputsValidated",
+            AuditEvent::ReleaseBranchBuilt => "ReleaseBranchBuilt",
+            AuditEvent::ReleaseBranchesPushed => "ReleaseBranchesPushed",
+            AuditEvent::ReleaseLinked => "ReleaseLinked",
+            AuditEvent::ReleaseApprovalRequested => "ReleaseApprovalRequested",
+            AuditEvent::ApprovalRecorded => "ApprovalRecorded",
+            AuditEvent::ApprovalWithdrawn => "ApprovalWithdrawn",
+            AuditEvent::ReleaseHeld => "ReleaseHeld",
+            AuditEvent::ReleaseUnheld => "ReleaseUnheld",
+            AuditEvent::ReleaseAwaitingApproval => "ReleaseAwaitingApproval",
+            AuditEvent::ReleaseAwaitingChecks => "ReleaseAwaitingChecks",
+            AuditEvent::ReleaseBranchForeignCommits => "ReleaseBranchForeignCommits",
+            AuditEvent::ReleaseMerging => "ReleaseMerging",
+            AuditEvent::ReleaseMergeFailed => "ReleaseMergeFailed",
+            AuditEvent::ReleaseMerged => "ReleaseMerged",
+            AuditEvent::ReleaseNextEnvironment => "ReleaseNextEnvironment",
+            AuditEvent::ReleaseDocumenting => "ReleaseDocumenting",
+            AuditEvent::ReleaseCompleted => "ReleaseCompleted",
+            AuditEvent::ReleaseFailed => "ReleaseFailed",
+            AuditEvent::ReleaseRetried => "ReleaseRetried",
+            AuditEvent::ReleaseAborted => "ReleaseAborted",
+        }
+    }
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for ReleaseState {
@@ -81,5 +171,24 @@ mod tests {
             assert_eq!(ReleaseState::parse(s.as_str()), Some(s));
         }
         assert_eq!(ReleaseState::parse("Done"), None);
+    }
+
+    #[test]
+    fn final_states_are_final_and_a_release_completes_only_after_documenting() {
+        for from in ReleaseState::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in ReleaseState::ALL {
+                assert!(!from.may_become(to), "{from} -> {to}");
+            }
+        }
+        for from in ReleaseState::ALL {
+            assert_eq!(
+                from.may_become(ReleaseState::Completed),
+                from == ReleaseState::Documenting,
+                "{from} -> Completed"
+            );
+        }
+        assert!(ReleaseState::AwaitingApproval.may_become(ReleaseState::Merging));
+        assert!(!ReleaseState::Pending.may_become(ReleaseState::Merging));
+        assert!(ReleaseState::Failed.may_become(ReleaseState::Documenting));
     }
 }

@@ -31,7 +31,12 @@ pub struct ReleaseSpec {
     pub features: Vec<String>,
     pub sprints: Vec<String>,
     pub agents: Vec<String>,
-    pub approved_by: Option<String>,
+    /// Who the developer says signed off (`approval-context.json` or `signedBy`): a claim,
+    /// not an approval; who approved is in the signed approval record made at merge.
+    pub claimed_sign_off: Option<String>,
+    /// Policy roles the trigger asks approvals from (`approvalRoles`, `signedBy`), added to
+    /// what each environment requires.
+    pub extra_roles: Vec<String>,
     pub app_commit: Option<String>,
 }
 
@@ -42,7 +47,7 @@ pub struct EnvironmentSpec {
     pub services: Vec<String>,
     pub required_approvals: u32,
     pub required_roles: Vec<String>,
-    pub required_checks: Vec<String>,
+    pub required_checks: Vec<crate::config::RequiredCheck>,
 }
 
 /// The rules that need nothing but the developer's files (`validate` without `--config`).
@@ -302,12 +307,19 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             ));
             continue;
         }
-        let policy = cfg
-            .policy
-            .environments
-            .get(env)
-            .cloned()
-            .unwrap_or_default();
+        // Closed by default: an environment the policy does not name (nor a `default` entry)
+        // has no approvers, checks or coverage to enforce, so it cannot be released to.
+        let Some(policy) = cfg.policy.environment(env).cloned() else {
+            let named: Vec<&str> = cfg.policy.environments.keys().map(String::as_str).collect();
+            d.push(ts.at(
+                route!["promotion_targets", i],
+                format!(
+                    "environment `{env}` is not in the release policy (release-policy.yaml names {}); the operator must add it, or a `default` entry",
+                    if named.is_empty() { "none".to_string() } else { named.join(", ") }
+                ),
+            ));
+            continue;
+        };
         if let Some(min) = policy.qa_coverage_above {
             match qa {
                 Some(c) if c < min => d.push(inputs.status_src.at(
@@ -470,7 +482,33 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             }
         }
     }
+    // `approvalRoles` and `signedBy` name policy roles whose approval this release needs on
+    // top of each environment's rule: more scrutiny, never less.
+    let mut extra_roles: Vec<String> = Vec::new();
+    let known: Vec<&str> = cfg.policy.roles.keys().map(String::as_str).collect();
+    let unknown_role = |role: &str| {
+        format!(
+            "`{role}` is not a role of the release policy (roles: {})",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )
+    };
+    for (i, role) in t.approval_roles.iter().enumerate() {
+        if !cfg.policy.roles.contains_key(role) {
+            d.push(ts.at(route!["approvalRoles", i], unknown_role(role)));
+        } else if !extra_roles.contains(role) {
+            extra_roles.push(role.clone());
+        }
+    }
+    if let Some(role) = &t.signed_by {
+        if !cfg.policy.roles.contains_key(role) {
+            d.push(ts.at(route!["signedBy"], unknown_role(role)));
+        } else if !extra_roles.contains(role) {
+            extra_roles.push(role.clone());
+        }
+    }
+
     d.into_result(ReleaseSpec {
+        extra_roles,
         version,
         version_reason,
         milestone_id: t.milestone_id.clone(),
@@ -489,7 +527,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         features,
         sprints: sprint_ids,
         agents: s.agents.clone(),
-        approved_by: inputs
+        claimed_sign_off: inputs
             .approval
             .as_ref()
             .map(|(a, _)| a.approved_by.clone())

@@ -35,7 +35,7 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Notified when a delivery was stored, to wake the worker.
     pub stored: Arc<Notify>,
-    /// Whether an event is for the worker at all (see `lifecycle::concerns_the_bot`).
+    /// Whether an event is for the worker at all (see `bot::concerns_the_bot`).
     pub interest: Interest,
 }
 
@@ -120,7 +120,7 @@ impl Running {
 
 /// Starts the webhook server on `listener` and the worker for `bot`.
 pub fn start(
-    bot: std::sync::Arc<crate::release::lifecycle::Bot>,
+    bot: std::sync::Arc<crate::release::bot::Bot>,
     config: ServiceConfig,
     listener: tokio::net::TcpListener,
     pacing: crate::worker::Pacing,
@@ -130,7 +130,7 @@ pub fn start(
     let kind = bot.forge.kind();
     // Deliveries from the other forge (its webhook door may be open too) are kept, not acted on.
     let interest: Interest = Arc::new(move |forge, e| {
-        forge == kind && crate::release::lifecycle::concerns_the_bot(&settings, e)
+        forge == kind && crate::release::bot::concerns_the_bot(&settings, e)
     });
     let state = AppState::new(store.clone(), config, interest);
     let stored = state.stored.clone();

@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use crate::events::{Event, ForgeKind};
-use crate::forge::github::webhook::{self as github_payload, PayloadError};
+use crate::forge::PayloadError;
+use crate::forge::github::webhook as github_payload;
 use crate::forge::gitlab::webhook as gitlab_payload;
 use crate::store::deliveries::{Accepted, NewDelivery};
 

@@ -2,21 +2,48 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
-use crate::policy::{Approval, Check, CheckState};
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, parse_ts, ts};
+use crate::policy::{ActKind, ApprovalAct, Check, CheckSource, CheckState};
+use crate::release::bot::model::{PrState, Summary, TriggerOutcome};
+use crate::release::state::ReleaseState;
 
 #[derive(Debug, Clone)]
 pub struct ForgeRelease {
     pub release_id: i64,
     pub version_tag: String,
-    pub state: String,
+    pub state: ReleaseState,
     pub forge: String,
     pub app_repo: String,
     pub app_commit: String,
+    /// Who pushed the trigger commit.
     pub requester: String,
-    pub summary: serde_json::Value,
+    /// The forge account of the trigger commit's author, where the forge says.
+    pub trigger_author: Option<String>,
+    pub summary: Summary,
     pub tagged: bool,
     pub release_url: Option<String>,
+}
+
+impl ForgeRelease {
+    /// Whether `login` asked for this release (pushed or wrote the trigger commit).
+    pub fn is_requester(&self, login: &str) -> bool {
+        self.requester.eq_ignore_ascii_case(login)
+            || self
+                .trigger_author
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(login))
+    }
+}
+
+/// One head in a release branch's push history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadRecord {
+    pub id: i64,
+    pub commit: String,
+    pub since: OffsetDateTime,
+    pub pusher: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +59,11 @@ pub struct ReleasePr {
     pub status_body_sha: Option<String>,
     /// The status comment was asked for and its id not yet recorded: it may exist.
     pub status_posting: bool,
-    /// waiting | open | scheduled (the forge merges once its pipeline succeeds) | merged | closed
-    pub state: String,
+    pub state: PrState,
     pub held_by: Option<String>,
     pub merge_commit: Option<String>,
+    /// When the bot opened the pull request (its approval timeout runs from then).
+    pub opened_at: Option<OffsetDateTime>,
 }
 
 fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
@@ -52,35 +80,40 @@ fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
             .map(|n| n as u64),
         status_body_sha: r.get("status_body_sha"),
         status_posting: r.get::<i64, _>("status_posting") != 0,
-        state: r.get("state"),
+        state: PrState::parse(r.get("state")).unwrap_or(PrState::Waiting),
         held_by: r.get("held_by"),
         merge_commit: r.get("merge_commit"),
+        opened_at: r.get::<Option<&str>, _>("opened_at").map(parse_ts),
     }
 }
 
 const PR_COLUMNS: &str = "release_id, environment, position, branch, pr_number, opening, head_commit, \
-     status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit";
+     status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit, opened_at";
 
 impl Store {
     /// Links a recorded release to the forge it came from and lists its pull requests to be.
+    /// False when it was linked before.
     pub async fn record_forge_release(
         &self,
         release: &ForgeRelease,
         environments: &[(String, String)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO forge_releases (release_id, forge, app_repo, app_commit, requester, summary) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING",
+        let linked = sqlx::query(
+            "INSERT INTO forge_releases (release_id, forge, app_repo, app_commit, requester, summary, trigger_author) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING",
         )
         .bind(release.release_id)
         .bind(&release.forge)
         .bind(&release.app_repo)
         .bind(&release.app_commit)
         .bind(&release.requester)
-        .bind(release.summary.to_string())
+        .bind(serde_json::to_string(&release.summary).expect("a summary is JSON"))
+        .bind(&release.trigger_author)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
         for (i, (env, branch)) in environments.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO release_prs (release_id, environment, position, branch) VALUES (?, ?, ?, ?) \
@@ -94,7 +127,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(linked)
     }
 
     /// Releases a forge drives that are not finished: the reconcile loop's work list.
@@ -120,7 +153,7 @@ impl Store {
     ) -> Result<Vec<ForgeRelease>, StoreError> {
         let sql = format!(
             "SELECT r.id, r.version_tag, r.state, f.forge, f.app_repo, f.app_commit, f.requester, f.summary, \
-             f.tagged, f.release_url FROM releases r JOIN forge_releases f ON f.release_id = r.id \
+             f.tagged, f.release_url, f.trigger_author FROM releases r JOIN forge_releases f ON f.release_id = r.id \
              WHERE {condition} ORDER BY r.id"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -133,7 +166,7 @@ impl Store {
             .map(|r| ForgeRelease {
                 release_id: r.get(0),
                 version_tag: r.get(1),
-                state: r.get(2),
+                state: ReleaseState::parse(r.get(2)).unwrap_or(ReleaseState::Failed),
                 forge: r.get(3),
                 app_repo: r.get(4),
                 app_commit: r.get(5),
@@ -141,6 +174,7 @@ impl Store {
                 summary: serde_json::from_str(r.get::<&str, _>(7)).unwrap_or_default(),
                 tagged: r.get::<i64, _>(8) != 0,
                 release_url: r.get(9),
+                trigger_author: r.get(10),
             })
             .collect())
     }
@@ -181,7 +215,8 @@ impl Store {
     pub async fn save_release_pr(&self, pr: &ReleasePr) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE release_prs SET pr_number = ?, opening = ?, head_commit = ?, status_comment_id = ?, \
-             status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ? WHERE release_id = ? AND environment = ?",
+             status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ?, opened_at = ? \
+             WHERE release_id = ? AND environment = ?",
         )
         .bind(pr.pr_number.map(|n| n as i64))
         .bind(pr.opening as i64)
@@ -189,9 +224,10 @@ impl Store {
         .bind(pr.status_comment_id.map(|n| n as i64))
         .bind(&pr.status_body_sha)
         .bind(pr.status_posting as i64)
-        .bind(&pr.state)
+        .bind(pr.state.as_str())
         .bind(&pr.held_by)
         .bind(&pr.merge_commit)
+        .bind(pr.opened_at.map(ts))
         .bind(pr.release_id)
         .bind(&pr.environment)
         .execute(&self.pool)
@@ -212,79 +248,195 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the approvals of a pull request with `approvals` (sources `comment:<id>` and
-    /// `review:<id>`), as the latest reading of the forge says.
-    pub async fn set_approval(
-        &self,
-        pr: &ReleasePr,
-        source: &str,
-        approval: Option<&Approval>,
-    ) -> Result<(), StoreError> {
-        match approval {
-            Some(a) => {
-                sqlx::query(
-                    "INSERT INTO pr_approvals (release_id, environment, source, user_login, user_is_bot, commit_id) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (release_id, environment, source) DO UPDATE SET \
-                     user_login = excluded.user_login, user_is_bot = excluded.user_is_bot, commit_id = excluded.commit_id",
-                )
-                .bind(pr.release_id)
-                .bind(&pr.environment)
-                .bind(source)
-                .bind(&a.user)
-                .bind(a.user_is_bot as i64)
-                .bind(&a.commit)
-                .execute(&self.pool)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM pr_approvals WHERE release_id = ? AND environment = ? AND source = ?")
-                    .bind(pr.release_id)
-                    .bind(&pr.environment)
-                    .bind(source)
-                    .execute(&self.pool)
-                    .await?;
-            }
-        }
-        Ok(())
+    /// The release pull request of `branch`, if it is one.
+    pub async fn release_pr_by_branch(&self, branch: &str) -> Result<Option<ReleasePr>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PR_COLUMNS} FROM release_prs WHERE branch = ? ORDER BY release_id DESC LIMIT 1"
+        )))
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(pr_from_row))
     }
 
-    /// Removes every approval `user` gave on this pull request (`/approve cancel`).
-    pub async fn drop_user_approvals(&self, pr: &ReleasePr, user: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM pr_approvals WHERE release_id = ? AND environment = ? AND user_login = ?",
+    /// The commit the bot built (and last pushed) for one environment of a release.
+    pub async fn built_head(
+        &self,
+        release_id: i64,
+        environment: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT commit_id FROM release_branches WHERE release_id = ? AND environment = ?",
+        )
+        .bind(release_id)
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Appends an act to the approval ledger; false when the same act was recorded before.
+    pub async fn record_act(&self, pr: &ReleasePr, act: &ApprovalAct) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO approval_acts (release_id, environment, user_login, user_is_bot, source, act, head, at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
-        .bind(user)
+        .bind(&act.user)
+        .bind(act.user_is_bot as i64)
+        .bind(&act.source)
+        .bind(act.kind.as_str())
+        .bind(&act.head)
+        .bind(ts(act.at))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
-    /// Approvals in force, with their sources.
-    pub async fn approvals(&self, pr: &ReleasePr) -> Result<Vec<(String, Approval)>, StoreError> {
+    /// Whether this act (source, kind and time) is in the ledger.
+    pub async fn has_act(&self, pr: &ReleasePr, act: &ApprovalAct) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM approval_acts WHERE release_id = ? AND environment = ? AND source = ? AND act = ? AND at = ?",
+        )
+        .bind(pr.release_id)
+        .bind(&pr.environment)
+        .bind(&act.source)
+        .bind(act.kind.as_str())
+        .bind(ts(act.at))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// The ledger of a pull request, in the order the acts were given (the forge's times).
+    pub async fn acts(&self, pr: &ReleasePr) -> Result<Vec<ApprovalAct>, StoreError> {
         let rows = sqlx::query(
-            "SELECT source, user_login, user_is_bot, commit_id FROM pr_approvals WHERE release_id = ? AND environment = ? ORDER BY source",
+            "SELECT user_login, user_is_bot, source, act, head, at FROM approval_acts \
+             WHERE release_id = ? AND environment = ? ORDER BY id",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let mut acts: Vec<ApprovalAct> = rows
             .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    Approval {
-                        user: r.get(1),
-                        user_is_bot: r.get::<i64, _>(2) != 0,
-                        commit: r.get(3),
-                    },
-                )
+            .map(|r| ApprovalAct {
+                user: r.get(0),
+                user_is_bot: r.get::<i64, _>(1) != 0,
+                source: r.get(2),
+                kind: if r.get::<&str, _>(3) == "approve" {
+                    ActKind::Approve
+                } else {
+                    ActKind::Withdraw
+                },
+                head: r.get(4),
+                at: parse_ts(r.get(5)),
             })
-            .collect())
+            .collect();
+        // Stable: acts of the same second keep the order they were recorded in.
+        acts.sort_by_key(|a| a.at);
+        Ok(acts)
     }
 
+    /// Whether the latest act of `source` approves.
+    pub async fn source_approved(&self, pr: &ReleasePr, source: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .acts(pr)
+            .await?
+            .iter()
+            .rev()
+            .find(|a| a.source == source)
+            .is_some_and(|a| a.kind == ActKind::Approve))
+    }
+
+    /// Records that the branch's head became `commit` at `since`. The same head recorded again
+    /// (a webhook and a re-read of one push) is one change: its pusher is filled in if it was
+    /// not known; a head that comes back after another is a new change.
+    pub async fn record_head(
+        &self,
+        pr: &ReleasePr,
+        commit: &str,
+        since: OffsetDateTime,
+        pusher: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let heads = self.heads(pr).await?;
+        if let Some(last) = heads.last().filter(|h| h.commit == commit) {
+            if last.pusher.is_none() && pusher.is_some() {
+                sqlx::query("UPDATE pr_heads SET pusher = ? WHERE id = ?")
+                    .bind(pusher)
+                    .bind(last.id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(pr.release_id)
+        .bind(&pr.environment)
+        .bind(commit)
+        .bind(ts(since))
+        .bind(pusher)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The branch's push history, oldest first.
+    pub async fn heads(&self, pr: &ReleasePr) -> Result<Vec<HeadRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, commit_id, since, pusher FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
+        )
+        .bind(pr.release_id)
+        .bind(&pr.environment)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut heads: Vec<HeadRecord> = rows
+            .into_iter()
+            .map(|r| HeadRecord {
+                id: r.get(0),
+                commit: r.get(1),
+                since: parse_ts(r.get(2)),
+                pusher: r.get(3),
+            })
+            .collect();
+        // Stable: changes of the same second keep the order they were recorded in.
+        heads.sort_by_key(|h| h.since);
+        Ok(heads)
+    }
+
+    /// People known to have pushed to the branch.
+    pub async fn pushers(&self, pr: &ReleasePr) -> Result<Vec<String>, StoreError> {
+        let mut pushers: Vec<String> = self
+            .heads(pr)
+            .await?
+            .into_iter()
+            .filter_map(|h| h.pusher)
+            .collect();
+        pushers.sort();
+        pushers.dedup();
+        Ok(pushers)
+    }
+
+    /// Who pushed `commit` to the branch: `None` when not known.
+    pub async fn head_pusher(
+        &self,
+        pr: &ReleasePr,
+        commit: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .heads(pr)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|h| h.commit == commit)
+            .and_then(|h| h.pusher))
+    }
+
+    /// Records a run of a check, unless a newer run (by the forge's order) is recorded.
     pub async fn set_check(
         &self,
         pr: &ReleasePr,
@@ -292,14 +444,17 @@ impl Store {
         check: &Check,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO pr_checks (release_id, environment, commit_id, name, state) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (release_id, environment, commit_id, name) DO UPDATE SET state = excluded.state",
+            "INSERT INTO pr_checks (release_id, environment, commit_id, name, source, state, ordering) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (release_id, environment, commit_id, name, source) DO UPDATE SET state = excluded.state, ordering = excluded.ordering \
+             WHERE excluded.ordering >= pr_checks.ordering",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
         .bind(commit)
         .bind(&check.name)
-        .bind(check_state_str(check.state))
+        .bind(serde_json::to_string(&check.source).expect("a source is JSON"))
+        .bind(check.state.as_str())
+        .bind(check.order as i64)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -307,7 +462,7 @@ impl Store {
 
     pub async fn checks(&self, pr: &ReleasePr, commit: &str) -> Result<Vec<Check>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, state FROM pr_checks WHERE release_id = ? AND environment = ? AND commit_id = ?",
+            "SELECT name, source, state, ordering FROM pr_checks WHERE release_id = ? AND environment = ? AND commit_id = ?",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
@@ -316,13 +471,13 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Check {
-                name: r.get(0),
-                state: match r.get::<&str, _>(1) {
-                    "success" => CheckState::Success,
-                    "failure" => CheckState::Failure,
-                    _ => CheckState::Pending,
-                },
+            .filter_map(|r| {
+                Some(Check {
+                    name: r.get(0),
+                    source: serde_json::from_str::<CheckSource>(r.get::<&str, _>(1)).ok()?,
+                    state: CheckState::parse(r.get(2)),
+                    order: r.get::<i64, _>(3) as u64,
+                })
             })
             .collect())
     }
@@ -417,7 +572,7 @@ impl Store {
         forge: &str,
         repo: &str,
         commit: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<TriggerOutcome>, StoreError> {
         let row = sqlx::query(
             "SELECT outcome FROM trigger_outcomes WHERE forge = ? AND repo = ? AND commit_id = ?",
         )
@@ -426,7 +581,8 @@ impl Store {
         .bind(commit)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        // An outcome this version cannot read is treated as none: the trigger is looked at again.
+        Ok(row.and_then(|r| serde_json::from_str(r.get::<&str, _>(0)).ok()))
     }
 
     pub async fn set_trigger_outcome(
@@ -434,7 +590,7 @@ impl Store {
         forge: &str,
         repo: &str,
         commit: &str,
-        outcome: &str,
+        outcome: &TriggerOutcome,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO trigger_outcomes (forge, repo, commit_id, outcome) VALUES (?, ?, ?, ?) \
@@ -443,17 +599,9 @@ impl Store {
         .bind(forge)
         .bind(repo)
         .bind(commit)
-        .bind(outcome)
+        .bind(serde_json::to_string(outcome).expect("an outcome is JSON"))
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-}
-
-fn check_state_str(s: CheckState) -> &'static str {
-    match s {
-        CheckState::Pending => "pending",
-        CheckState::Success => "success",
-        CheckState::Failure => "failure",
     }
 }

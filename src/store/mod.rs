@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::release::state::ReleaseState;
+use crate::release::state::{AuditEvent, ReleaseState};
 
 pub mod deliveries;
 pub mod forge_releases;
@@ -33,6 +33,12 @@ pub enum StoreError {
         version: String,
         expected: ReleaseState,
         actual: String,
+    },
+    #[error("release {version} may not go from {from} to {to}")]
+    IllegalTransition {
+        version: String,
+        from: ReleaseState,
+        to: ReleaseState,
     },
 }
 
@@ -62,6 +68,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "posted_notes",
         include_str!("../../migrations/sqlite/0005_posted_notes.sql"),
     ),
+    (
+        6,
+        "typed_outcomes",
+        include_str!("../../migrations/sqlite/0006_typed_outcomes.sql"),
+    ),
+    (7, "gate", include_str!("../../migrations/sqlite/0007_gate.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -120,7 +132,7 @@ pub enum Reservation {
 pub struct Transition<'a> {
     pub from: ReleaseState,
     pub to: ReleaseState,
-    pub event: &'a str,
+    pub event: AuditEvent,
     pub actor: &'a str,
     pub detail: serde_json::Value,
 }
@@ -140,8 +152,16 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-fn ts(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("RFC 3339 formats any UTC time")
+/// A time as the store writes it: RFC 3339 in UTC.
+pub fn ts(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("RFC 3339 formats any UTC time")
+}
+
+/// A time the store wrote.
+pub fn parse_ts(s: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(s, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl Store {
@@ -242,7 +262,7 @@ impl Store {
                 &mut tx,
                 id,
                 new.now,
-                "ReleaseTriggered",
+                AuditEvent::ReleaseTriggered,
                 new.actor,
                 &new.detail,
             )
@@ -275,6 +295,15 @@ impl Store {
             actor,
             detail,
         } = t;
+        if !from.may_become(to) {
+            let version = sqlx::query("SELECT version_tag FROM releases WHERE id = ?")
+                .bind(release_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.get("version_tag"))
+                .unwrap_or_default();
+            return Err(StoreError::IllegalTransition { version, from, to });
+        }
         let mut tx = self.pool.begin().await?;
         let changed =
             sqlx::query("UPDATE releases SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
@@ -336,7 +365,7 @@ impl Store {
     pub async fn record_event(
         &self,
         release_id: i64,
-        event: &str,
+        event: AuditEvent,
         actor: &str,
         detail: serde_json::Value,
         now: OffsetDateTime,
@@ -389,7 +418,7 @@ async fn append_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     release_id: i64,
     now: OffsetDateTime,
-    event: &str,
+    event: AuditEvent,
     actor: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
@@ -398,7 +427,7 @@ async fn append_audit(
     )
     .bind(release_id)
     .bind(ts(now))
-    .bind(event)
+    .bind(event.as_str())
     .bind(actor)
     .bind(detail.to_string())
     .execute(&mut **tx)
@@ -451,7 +480,7 @@ mod tests {
             Transition {
                 from: ReleaseState::Pending,
                 to: ReleaseState::Tagging,
-                event: "InputsValidated",
+                event: AuditEvent::InputsValidated,
                 actor: "cli",
                 detail: json!({"a": 1}),
             },
@@ -465,7 +494,7 @@ mod tests {
                 Transition {
                     from: ReleaseState::Pending,
                     to: ReleaseState::Tagging,
-                    event: "X",
+                    event: AuditEvent::InputsValidated,
                     actor: "cli",
                     detail: json!({}),
                 },

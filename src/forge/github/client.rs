@@ -15,10 +15,10 @@ use serde_json::json;
 use super::webhook::User;
 use crate::events::{ForgeKind, ReviewState};
 use crate::forge::{
-    ChangeRequest, ChangeState, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
+    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
     NewChangeRequest, Note, ReviewInfo,
 };
-use crate::policy::{Check, CheckState};
+use crate::events::{CheckResult as Check, CheckSource};
 
 /// How the bot authenticates to GitHub.
 pub enum GithubAuth {
@@ -174,6 +174,8 @@ impl GithubForge {
                 id: c.id,
                 author: c.user.into(),
                 body: c.body.unwrap_or_default(),
+                created_at: c.created_at,
+                updated_at: c.updated_at,
             }));
             if n < 100 {
                 break;
@@ -315,6 +317,10 @@ struct CommentBody {
     #[serde(default)]
     body: Option<String>,
     user: User,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    created_at: Option<time::OffsetDateTime>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +330,8 @@ struct ReviewBody {
     #[serde(default)]
     commit_id: Option<String>,
     user: User,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    submitted_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +341,9 @@ struct CheckRuns {
 
 #[derive(Deserialize)]
 struct CheckRun {
+    id: u64,
+    #[serde(default)]
+    app: Option<crate::forge::github::webhook::App>,
     name: String,
     status: String,
     #[serde(default)]
@@ -340,14 +351,12 @@ struct CheckRun {
 }
 
 #[derive(Deserialize)]
-struct CombinedStatus {
-    statuses: Vec<StatusBody>,
-}
-
-#[derive(Deserialize)]
 struct StatusBody {
+    id: u64,
     context: String,
     state: String,
+    #[serde(default)]
+    creator: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -528,39 +537,55 @@ impl Forge for GithubForge {
                     author: r.user.into(),
                     state,
                     commit: r.commit_id.unwrap_or_default(),
+                    at: r.submitted_at,
                 })
             })
             .collect())
     }
 
-    async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError> {
-        let runs: CheckRuns = self
-            .get_cached(format!(
+    async fn checks(
+        &self,
+        repo: &str,
+        commit: &str,
+        kinds: CheckKinds,
+    ) -> Result<Vec<Check>, ForgeError> {
+        let runs: CheckRuns = if kinds.runs {
+            self.get_cached(format!(
                 "/repos/{repo}/commits/{commit}/check-runs?filter=latest&per_page=100"
             ))
-            .await?;
-        let combined: CombinedStatus = self
-            .get_cached(format!("/repos/{repo}/commits/{commit}/status"))
-            .await?;
+            .await?
+        } else {
+            CheckRuns {
+                check_runs: Vec::new(),
+            }
+        };
+        // Every status (newest first) with who posted it: a required check may name the
+        // creators whose statuses count, and the combined status does not say who.
+        let statuses: Vec<StatusBody> = if kinds.statuses {
+            self.get_cached(format!(
+                "/repos/{repo}/commits/{commit}/statuses?per_page=100"
+            ))
+            .await?
+        } else {
+            Vec::new()
+        };
         let mut checks: Vec<Check> = runs
             .check_runs
             .into_iter()
             .map(|r| Check {
                 name: r.name,
-                state: match (r.status.as_str(), r.conclusion.as_deref()) {
-                    ("completed", Some("success" | "neutral" | "skipped")) => CheckState::Success,
-                    ("completed", _) => CheckState::Failure,
-                    _ => CheckState::Pending,
-                },
+                state: super::webhook::check_state(Some(&r.status), r.conclusion.as_deref()),
+                source: crate::forge::github::webhook::App::source(r.app),
+                order: r.id,
             })
             .collect();
-        checks.extend(combined.statuses.into_iter().map(|s| Check {
+        checks.extend(statuses.into_iter().map(|s| Check {
             name: s.context,
-            state: match s.state.as_str() {
-                "success" => CheckState::Success,
-                "failure" | "error" => CheckState::Failure,
-                _ => CheckState::Pending,
+            state: super::webhook::status_state(&s.state),
+            source: CheckSource::Status {
+                creator: s.creator.map(|u| u.login).unwrap_or_default(),
             },
+            order: s.id,
         }));
         Ok(checks)
     }

@@ -10,20 +10,12 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::events::{
-    Actor, Check, CheckResult, CheckState, Comment, CommentAction, Event, Installation,
+    Actor, Check, CheckResult, CheckSource, CheckState, Comment, CommentAction, Event, Installation,
     PullRequest, PullRequestAction, Push, RepoRef, Review, ReviewState,
 };
 
 /// GitHub lists at most this many commits in a push payload.
 const PUSH_COMMIT_LIMIT: usize = 20;
-
-#[derive(Debug, thiserror::Error)]
-#[error("`{kind}` payload does not parse at `{path}`: {message}")]
-pub struct PayloadError {
-    pub kind: String,
-    pub path: String,
-    pub message: String,
-}
 
 /// The event kinds the bot subscribes to.
 pub const EVENT_KINDS: &[&str] = &[
@@ -38,7 +30,7 @@ pub const EVENT_KINDS: &[&str] = &[
 ];
 
 /// Parses a payload of kind `kind` (the `X-GitHub-Event` header).
-pub fn parse(kind: &str, body: &[u8]) -> Result<Option<Event>, PayloadError> {
+pub fn parse(kind: &str, body: &[u8]) -> Result<Option<Event>, crate::forge::PayloadError> {
     use crate::forge::parse_payload as de;
     Ok(match kind {
         "push" => push(de(kind, body)?),
@@ -60,6 +52,9 @@ struct Repository<'a> {
     full_name: std::borrow::Cow<'a, str>,
     #[serde(default)]
     default_branch: Option<String>,
+    /// In push payloads, when the push reached GitHub (a Unix time); a date elsewhere.
+    #[serde(default)]
+    pushed_at: Option<serde_json::Value>,
 }
 
 impl Repository<'_> {
@@ -74,7 +69,7 @@ impl Repository<'_> {
 /// A GitHub account as payloads and API responses show it.
 #[derive(Deserialize)]
 pub(crate) struct User {
-    login: String,
+    pub(crate) login: String,
     #[serde(rename = "type", default)]
     kind: Option<String>,
 }
@@ -98,10 +93,26 @@ struct PushPayload<'a> {
     deleted: bool,
     #[serde(default)]
     commits: Vec<PushCommit>,
+    #[serde(default)]
+    head_commit: Option<HeadCommit>,
     #[serde(borrow)]
     repository: Repository<'a>,
     sender: User,
 }
+
+#[derive(Deserialize)]
+struct HeadCommit {
+    #[serde(default)]
+    author: Option<CommitAuthor>,
+}
+
+#[derive(Deserialize)]
+struct CommitAuthor {
+    #[serde(default)]
+    username: Option<String>,
+}
+
+
 
 #[derive(Deserialize)]
 struct PushCommit {
@@ -132,6 +143,16 @@ fn push(p: PushPayload<'_>) -> Option<Event> {
         pusher: p.sender.into(),
         changed_paths: paths.into_iter().collect(),
         truncated: p.commits.len() >= PUSH_COMMIT_LIMIT,
+        head_author: p
+            .head_commit
+            .and_then(|c| c.author)
+            .and_then(|a| a.username),
+        pushed_at: p
+            .repository
+            .pushed_at
+            .as_ref()
+            .and_then(|v| v.as_i64())
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
     }))
 }
 
@@ -157,6 +178,10 @@ struct IssueComment {
     #[serde(default)]
     body: Option<String>,
     user: User,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    created_at: Option<time::OffsetDateTime>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 fn comment(p: CommentPayload<'_>) -> Option<Event> {
@@ -174,6 +199,8 @@ fn comment(p: CommentPayload<'_>) -> Option<Event> {
         action,
         author: p.comment.user.into(),
         body: p.comment.body.unwrap_or_default(),
+        created_at: p.comment.created_at,
+        updated_at: p.comment.updated_at,
     }))
 }
 
@@ -193,6 +220,8 @@ struct ReviewBody<'a> {
     commit_id: Option<String>,
     state: &'a str,
     user: User,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    submitted_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +244,7 @@ fn review(p: ReviewPayload<'_>) -> Option<Event> {
         state,
         author: p.review.user.into(),
         commit: p.review.commit_id.unwrap_or_default(),
+        submitted_at: p.review.submitted_at,
     }))
 }
 
@@ -233,6 +263,9 @@ struct PullRequestBody {
     head: Head,
     #[serde(default)]
     merged: Option<bool>,
+    /// When the pull request last changed (for `synchronize`: the push).
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -258,11 +291,12 @@ fn pull_request(p: PullRequestPayload<'_>) -> Option<Event> {
         head_commit: p.pull_request.head.sha,
         merged: p.pull_request.merged.unwrap_or(false),
         actor: p.sender.into(),
+        at: p.pull_request.updated_at,
     }))
 }
 
-/// A check run's or suite's status and conclusion, as one state.
-fn check_state(status: Option<&str>, conclusion: Option<&str>) -> CheckState {
+/// A check run's or suite's status and conclusion, as one state (webhooks and API alike).
+pub(crate) fn check_state(status: Option<&str>, conclusion: Option<&str>) -> CheckState {
     match (status, conclusion) {
         (Some("completed"), Some("success" | "neutral" | "skipped")) => CheckState::Success,
         (Some("completed"), _) => CheckState::Failure,
@@ -279,8 +313,11 @@ struct CheckRunPayload<'a> {
 
 #[derive(Deserialize)]
 struct CheckRunBody<'a> {
+    id: u64,
     head_sha: String,
     name: String,
+    #[serde(default)]
+    app: Option<App>,
     #[serde(default)]
     status: Option<&'a str>,
     #[serde(default)]
@@ -293,6 +330,8 @@ fn check_run(p: CheckRunPayload<'_>) -> Option<Event> {
         results: vec![CheckResult {
             state: check_state(p.check_run.status, p.check_run.conclusion),
             name: p.check_run.name,
+            source: App::source(p.check_run.app),
+            order: p.check_run.id,
         }],
         commit: p.check_run.head_sha,
     }))
@@ -307,6 +346,7 @@ struct CheckSuitePayload<'a> {
 
 #[derive(Deserialize)]
 struct CheckSuiteBody<'a> {
+    id: u64,
     head_sha: String,
     #[serde(default)]
     status: Option<&'a str>,
@@ -317,25 +357,46 @@ struct CheckSuiteBody<'a> {
 }
 
 #[derive(Deserialize)]
-struct App {
+pub(crate) struct App {
+    #[serde(default)]
+    id: u64,
     #[serde(default)]
     slug: Option<String>,
     #[serde(default)]
     name: Option<String>,
 }
 
+impl App {
+    /// The source of a check run made by this app (GitHub's examples carry no slug: the
+    /// name stands in, and the id always counts).
+    pub(crate) fn source(app: Option<App>) -> CheckSource {
+        match app {
+            Some(a) => CheckSource::App {
+                slug: a.slug.or(a.name).unwrap_or_default(),
+                id: a.id,
+            },
+            None => CheckSource::App {
+                slug: String::new(),
+                id: 0,
+            },
+        }
+    }
+}
+
 fn check_suite(p: CheckSuitePayload<'_>) -> Option<Event> {
     // A suite is named after its app; the reconcile reads the individual runs.
-    let name = p
-        .check_suite
-        .app
-        .and_then(|a| a.slug.or(a.name))
-        .unwrap_or_else(|| "check suite".to_string());
+    let source = App::source(p.check_suite.app);
+    let name = match &source {
+        CheckSource::App { slug, .. } if !slug.is_empty() => slug.clone(),
+        _ => "check suite".to_string(),
+    };
     Some(Event::Check(Check {
         repo: p.repository.to_ref(),
         results: vec![CheckResult {
             state: check_state(p.check_suite.status, p.check_suite.conclusion),
             name,
+            source,
+            order: p.check_suite.id,
         }],
         commit: p.check_suite.head_sha,
     }))
@@ -343,25 +404,37 @@ fn check_suite(p: CheckSuitePayload<'_>) -> Option<Event> {
 
 #[derive(Deserialize)]
 struct StatusPayload<'a> {
+    id: u64,
     sha: String,
+    sender: User,
     context: String,
     state: &'a str,
     #[serde(borrow)]
     repository: Repository<'a>,
 }
 
-fn status(p: StatusPayload<'_>) -> Option<Event> {
-    let state = match p.state {
+/// A commit status's state (webhooks and API alike).
+pub(crate) fn status_state(state: &str) -> CheckState {
+    match state {
         "success" => CheckState::Success,
         "failure" | "error" => CheckState::Failure,
         _ => CheckState::Pending,
-    };
+    }
+}
+
+fn status(p: StatusPayload<'_>) -> Option<Event> {
+    let state = status_state(p.state);
     Some(Event::Check(Check {
         repo: p.repository.to_ref(),
         commit: p.sha,
         results: vec![CheckResult {
             name: p.context,
             state,
+            // The status was posted by the delivery's sender.
+            source: CheckSource::Status {
+                creator: p.sender.login,
+            },
+            order: p.id,
         }],
     }))
 }

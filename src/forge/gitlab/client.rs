@@ -14,7 +14,7 @@ use gitlab::api::projects::merge_requests::{
     approvals::MergeRequestApprovals,
     notes::{CreateMergeRequestNote, EditMergeRequestNote, MergeRequestNotes},
 };
-use gitlab::api::projects::pipelines::{PipelineOrderBy, Pipelines};
+use gitlab::api::projects::pipelines::{PipelineJobs, PipelineOrderBy, Pipelines};
 use gitlab::api::projects::releases::{CreateRelease, ProjectReleaseByTag};
 use gitlab::api::projects::repository::commits::{
     CommentOnCommit, CommitComments, CommitStatusState, CommitStatuses, CreateCommitStatus,
@@ -25,12 +25,13 @@ use gitlab::{AsyncGitlab, GitlabBuilder, RestError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::events::{Actor, CheckState as EventCheckState, ForgeKind, ReviewState};
+use crate::events::{Actor, CheckSource, CheckState as EventCheckState, ForgeKind, ReviewState};
 use crate::forge::{
-    ChangeRequest, ChangeState, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
+    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
     NewChangeRequest, Note, ReviewInfo,
 };
-use crate::policy::Check;
+use crate::events::CheckResult as Check;
+use crate::forge::gitlab::webhook::check_state;
 
 pub struct GitlabForge {
     client: AsyncGitlab,
@@ -114,6 +115,10 @@ struct NoteBody {
     author: UserBody,
     #[serde(default)]
     system: bool,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    created_at: Option<time::OffsetDateTime>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 /// A comment on a commit: GitLab gives it no id.
@@ -136,13 +141,18 @@ struct ApprovedBy {
 
 #[derive(Deserialize)]
 struct PipelineBody {
+    #[serde(default)]
+    id: u64,
     status: String,
 }
 
 #[derive(Deserialize)]
 struct StatusBody {
+    id: u64,
     name: String,
     status: String,
+    #[serde(default)]
+    author: Option<UserBody>,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +484,13 @@ impl Forge for GitlabForge {
                 id: n.id,
                 author: n.author.into(),
                 body: n.body,
+                created_at: n.created_at,
+                // GitLab moves `updated_at` a few milliseconds past `created_at` on creation
+                // (and on resolving): only a later change counts as an edit.
+                updated_at: match (n.created_at, n.updated_at) {
+                    (Some(c), Some(u)) if u - c < time::Duration::seconds(2) => Some(c),
+                    (_, u) => u,
+                },
             })
             .collect())
     }
@@ -533,13 +550,23 @@ impl Forge for GitlabForge {
                 author: a.user.into(),
                 state: ReviewState::Approved,
                 commit: String::new(),
+                // GitLab's approvals API dates no approval.
+                at: None,
             })
             .collect())
     }
 
     /// The newest pipeline of `commit` (as `pipeline`) and the latest status of each job and
     /// external status on it, by name.
-    async fn checks(&self, repo: &str, commit: &str) -> Result<Vec<Check>, ForgeError> {
+    async fn checks(
+        &self,
+        repo: &str,
+        commit: &str,
+        kinds: CheckKinds,
+    ) -> Result<Vec<Check>, ForgeError> {
+        if !kinds.runs && !kinds.statuses {
+            return Ok(Vec::new());
+        }
         let pipelines: Vec<PipelineBody> = self
             .query(
                 Pipelines::builder()
@@ -552,11 +579,37 @@ impl Forge for GitlabForge {
             )
             .await?;
         let mut checks = Vec::new();
+        let mut jobs = std::collections::BTreeSet::new();
         if let Some(p) = pipelines.first() {
             checks.push(Check {
                 name: "pipeline".into(),
-                state: EventCheckState::from_gitlab(&p.status).into(),
+                state: check_state(&p.status),
+                source: CheckSource::Pipeline,
+                order: p.id,
             });
+            // The jobs of the project's own newest pipeline; every other status on the commit
+            // was posted through the API, by its author.
+            let pipeline_jobs: Vec<StatusBody> = self
+                .all(
+                    PipelineJobs::builder()
+                        .project(repo)
+                        .pipeline(p.id)
+                        .build()
+                        .map_err(built)?,
+                )
+                .await?;
+            for j in pipeline_jobs {
+                jobs.insert(j.id);
+                checks.push(Check {
+                    state: check_state(&j.status),
+                    name: j.name,
+                    source: CheckSource::Pipeline,
+                    order: j.id,
+                });
+            }
+        }
+        if !kinds.statuses {
+            return Ok(checks);
         }
         let statuses: Vec<StatusBody> = self
             .all(
@@ -567,10 +620,19 @@ impl Forge for GitlabForge {
                     .map_err(built)?,
             )
             .await?;
-        checks.extend(statuses.into_iter().map(|s| Check {
-            state: EventCheckState::from_gitlab(&s.status).into(),
-            name: s.name,
-        }));
+        checks.extend(
+            statuses
+                .into_iter()
+                .filter(|s| !jobs.contains(&s.id))
+                .map(|s| Check {
+                    state: check_state(&s.status),
+                    name: s.name,
+                    source: CheckSource::Status {
+                        creator: s.author.map(|a| a.username).unwrap_or_default(),
+                    },
+                    order: s.id,
+                }),
+        );
         Ok(checks)
     }
 
@@ -620,7 +682,7 @@ impl Forge for GitlabForge {
             return Ok(MergeOutcome::Scheduled);
         }
         let running = mr.head_pipeline.as_ref().is_some_and(|p| {
-            EventCheckState::from_gitlab(&p.status) == EventCheckState::Pending
+            check_state(&p.status) == EventCheckState::Pending
                 && p.status != "skipped"
         });
         if matches!(status, Some(405 | 406 | 422)) && running {
@@ -711,6 +773,8 @@ impl Forge for GitlabForge {
                 id: 0,
                 author: c.author.into(),
                 body: c.note,
+                created_at: None,
+                updated_at: None,
             })
             .collect())
     }

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::events::{
-    Actor, Check, CheckResult, CheckState, Comment, CommentAction, Event, PullRequest,
+    Actor, Check, CheckResult, CheckSource, CheckState, Comment, CommentAction, Event, PullRequest,
     PullRequestAction, Push, RepoRef,
 };
-use crate::forge::github::webhook::PayloadError;
+use crate::forge::PayloadError;
 
 /// GitLab lists at most this many commits in a push payload.
 const PUSH_COMMIT_LIMIT: usize = 20;
@@ -114,6 +114,9 @@ fn push(p: PushPayload) -> Option<Event> {
         },
         changed_paths: paths.into_iter().collect(),
         truncated,
+        // GitLab names commit authors by name and email only, and dates no push.
+        head_author: None,
+        pushed_at: None,
     }))
 }
 
@@ -135,6 +138,10 @@ struct NoteAttributes {
     system: bool,
     #[serde(default)]
     action: Option<String>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    created_at: Option<time::OffsetDateTime>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +166,8 @@ fn note(p: NotePayload) -> Option<Event> {
         action,
         author: p.user.into(),
         body: p.object_attributes.note,
+        created_at: p.object_attributes.created_at,
+        updated_at: p.object_attributes.updated_at,
     }))
 }
 
@@ -179,6 +188,8 @@ struct MergeRequestAttributes {
     oldrev: Option<String>,
     #[serde(default)]
     last_commit: Option<LastCommit>,
+    #[serde(default, deserialize_with = "crate::forge::when::option")]
+    updated_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +218,7 @@ fn merge_request(p: MergeRequestPayload) -> Option<Event> {
         head_commit: a.last_commit.map(|c| c.id).unwrap_or_default(),
         merged,
         actor: p.user.into(),
+        at: a.updated_at,
     }))
 }
 
@@ -220,6 +232,7 @@ struct PipelinePayload {
 
 #[derive(Deserialize)]
 struct PipelineAttributes {
+    id: u64,
     sha: String,
     status: String,
 }
@@ -231,12 +244,23 @@ struct Build {
     status: String,
 }
 
+/// GitLab's pipeline, job and commit status words as one state (webhooks and API alike).
+pub(crate) fn check_state(status: &str) -> CheckState {
+    match status {
+        "success" => CheckState::Success,
+        "failed" | "canceled" => CheckState::Failure,
+        // created, waiting_for_resource, preparing, pending, running, manual, scheduled;
+        // a skipped job has not passed either.
+        _ => CheckState::Pending,
+    }
+}
+
 fn pipeline(p: PipelinePayload) -> Option<Event> {
     // The pipeline itself under one stable name (its own `name` is a description such as
     // "Pipeline for branch: main"), then each job by its name, the newest run of a retried job.
     let mut jobs: std::collections::BTreeMap<String, (u64, CheckState)> = Default::default();
     for b in p.builds {
-        let state = CheckState::from_gitlab(&b.status);
+        let state = check_state(&b.status);
         match jobs.get(&b.name) {
             Some((id, _)) if *id > b.id => {}
             _ => {
@@ -244,14 +268,20 @@ fn pipeline(p: PipelinePayload) -> Option<Event> {
             }
         }
     }
+    // A Pipeline Hook reports the project's own pipeline: its jobs are of the `Pipeline`
+    // source, which an external commit status (anyone's, through the API) is not.
     let mut results = vec![CheckResult {
         name: "pipeline".into(),
-        state: CheckState::from_gitlab(&p.object_attributes.status),
+        state: check_state(&p.object_attributes.status),
+        source: CheckSource::Pipeline,
+        order: p.object_attributes.id,
     }];
-    results.extend(
-        jobs.into_iter()
-            .map(|(name, (_, state))| CheckResult { name, state }),
-    );
+    results.extend(jobs.into_iter().map(|(name, (id, state))| CheckResult {
+        name,
+        state,
+        source: CheckSource::Pipeline,
+        order: id,
+    }));
     Some(Event::Check(Check {
         repo: p.project.to_ref(),
         commit: p.object_attributes.sha,

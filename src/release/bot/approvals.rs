@@ -1,0 +1,453 @@
+//! Reviews, approvals, heads and checks of release pull requests, from webhooks and from
+//! re-reading the forge.
+//!
+//! Every approval is bound to the head that was current when it was given, by the forge's
+//! timestamp against the branch's push history; an approval whose time or head cannot be told
+//! binds to nothing and does not count (closed, never open).
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::commands::CommentFacts;
+use super::{Bot, BotError, PrState, texts};
+use crate::commands;
+use crate::events::{self, PullRequestAction, ReviewState};
+use crate::forge::{ChangeState, ReviewInfo};
+use crate::policy::{self, ActKind, ApprovalAct};
+use crate::release::state::AuditEvent;
+use crate::store::forge_releases::{ForgeRelease, ReleasePr};
+
+impl Bot {
+    pub(super) async fn on_review(&self, r: &events::Review) -> Result<(), BotError> {
+        let Some(pr) = self.release_pr(&r.repo, r.number).await? else {
+            return Ok(());
+        };
+        let info = ReviewInfo {
+            source: format!("review:{}", r.review_id),
+            author: r.author.clone(),
+            state: r.state,
+            commit: r.commit.clone(),
+            at: r.submitted_at,
+        };
+        self.apply_review(&pr, &info).await?;
+        self.advance(pr.release_id, false).await
+    }
+
+    /// Records what a review or approval (`review:<id>`, `approval:<user>`) means.
+    async fn apply_review(&self, pr: &ReleasePr, r: &ReviewInfo) -> Result<(), BotError> {
+        let Some(rel) = self.store.forge_release(pr.release_id).await? else {
+            return Ok(());
+        };
+        let at = r.at.unwrap_or_else(|| self.now());
+        match r.state {
+            ReviewState::Approved => {
+                // GitHub says which commit a review was given on; GitLab's approvals do not,
+                // so the push history does, from the time of the approval.
+                let head = if r.commit.is_empty() {
+                    self.head_at(pr, r.at).await?
+                } else {
+                    Some(r.commit.clone())
+                };
+                let act = ApprovalAct {
+                    user: r.author.login.clone(),
+                    user_is_bot: r.author.is_bot,
+                    source: r.source.clone(),
+                    kind: ActKind::Approve,
+                    head,
+                    at,
+                };
+                if self.store.has_act(pr, &act).await? {
+                    return Ok(());
+                }
+                self.record_act(&rel, pr, &act).await?;
+                if let Some(why) = self.approval_refusal(&rel, pr, &act).await?
+                    && let Some(number) = pr.pr_number
+                {
+                    let key = format!("refused:{}:{}", r.source, crate::store::ts(at));
+                    self.post_note_once(
+                        number,
+                        &key,
+                        &texts::approval_refused(&r.author.login, &why),
+                    )
+                    .await?;
+                }
+            }
+            ReviewState::ChangesRequested | ReviewState::Dismissed => {
+                if r.state == ReviewState::Dismissed {
+                    self.withdraw_source(pr, &r.source, &r.author, at).await?;
+                } else {
+                    let act = ApprovalAct {
+                        user: r.author.login.clone(),
+                        user_is_bot: r.author.is_bot,
+                        source: r.source.clone(),
+                        kind: ActKind::Withdraw,
+                        head: None,
+                        at,
+                    };
+                    self.record_act(&rel, pr, &act).await?;
+                }
+            }
+            ReviewState::Commented => {}
+        }
+        Ok(())
+    }
+
+    pub(super) async fn on_pull_request(&self, p: &events::PullRequest) -> Result<(), BotError> {
+        let Some(mut pr) = self.release_pr(&p.repo, p.number).await? else {
+            return Ok(());
+        };
+        match p.action {
+            PullRequestAction::Synchronize => {
+                self.new_head(&mut pr, &p.head_commit, None).await?;
+            }
+            // GitLab's approve button: one approval per user, on the head it was given on.
+            PullRequestAction::Approved | PullRequestAction::Unapproved => {
+                let state = if p.action == PullRequestAction::Approved {
+                    ReviewState::Approved
+                } else {
+                    ReviewState::Dismissed
+                };
+                let info = ReviewInfo {
+                    source: approval_source(&p.actor.login),
+                    author: p.actor.clone(),
+                    state,
+                    commit: String::new(),
+                    at: p.at,
+                };
+                self.apply_review(&pr, &info).await?;
+            }
+            PullRequestAction::Closed if p.merged => {
+                // Merged by someone else (or by the forge itself, when the bot asked it to merge
+                // once its pipeline succeeds): the forge is the truth.
+                if pr.state != PrState::Merged {
+                    let by_hand = !p.actor.login.eq_ignore_ascii_case(self.bot_login());
+                    self.merged_found(&mut pr, &p.head_commit, None, &p.actor.login, by_hand)
+                        .await?;
+                }
+            }
+            PullRequestAction::Closed => {
+                if pr.state.is_open() {
+                    pr.state = PrState::Closed;
+                    self.store.save_release_pr(&pr).await?;
+                    if let Some(rel) = self.store.forge_release(pr.release_id).await? {
+                        self.abort(
+                            &rel,
+                            &p.actor.login,
+                            "its pull request was closed without merging",
+                        )
+                        .await?;
+                    }
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.advance(pr.release_id, false).await
+    }
+
+    /// A push to the deployment repository: on a release branch, it is recorded in the branch's
+    /// push history (who pushed which head, when).
+    pub(super) async fn on_release_branch_push(&self, p: &events::Push) -> Result<(), BotError> {
+        let Some(pr) = self.store.release_pr_by_branch(&p.branch).await? else {
+            return Ok(());
+        };
+        let pusher = (!p.pusher.login.eq_ignore_ascii_case(self.bot_login()))
+            .then_some(p.pusher.login.as_str());
+        let since = p.pushed_at.unwrap_or_else(|| self.now());
+        self.store
+            .record_head(&pr, &p.after, since, pusher)
+            .await?;
+        if pr.state.is_open() {
+            let mut pr = pr;
+            self.new_head(&mut pr, &p.after, Some(since)).await?;
+            return self.advance(pr.release_id, false).await;
+        }
+        Ok(())
+    }
+
+    /// The pull request's head moved: approvals given on the old head no longer count, and
+    /// the people who gave them are told. `since`: when the forge says it moved, if known.
+    pub(super) async fn new_head(
+        &self,
+        pr: &mut ReleasePr,
+        head: &str,
+        since: Option<OffsetDateTime>,
+    ) -> Result<(), BotError> {
+        if pr.head_commit.as_deref() == Some(head) {
+            return Ok(());
+        }
+        // When it is not known when the head moved, it is taken to have moved now: approvals
+        // given in between bind to the earlier head, never to one they did not see.
+        let since = since.unwrap_or_else(|| self.now());
+        self.store.record_head(pr, head, since, None).await?;
+        let old = pr.head_commit.replace(head.to_string());
+        self.store.save_release_pr(pr).await?;
+        let Some(rel) = self.store.forge_release(pr.release_id).await? else {
+            return Ok(());
+        };
+        // The approvals that counted on the earlier head (not the refused ones) go stale.
+        let gate = self.gate(&rel, pr, None, false).await?;
+        let facts = gate.facts(&self.config.policy);
+        let stale: BTreeSet<String> = gate
+            .approvals()
+            .iter()
+            .filter(|a| a.commit != head && !a.commit.is_empty())
+            .filter(|a| {
+                let then = policy::Facts {
+                    head_commit: &a.commit,
+                    ..facts.clone()
+                };
+                policy::check_approval(&then, a).is_ok()
+            })
+            .map(|a| a.user.clone())
+            .collect();
+        if !stale.is_empty()
+            && let Some(number) = pr.pr_number
+        {
+            let list: Vec<String> = stale.into_iter().collect();
+            self.post_note_once(
+                number,
+                &format!("stale:{head}"),
+                &texts::stale_approvals(head, old.as_deref().unwrap_or("?"), &list),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The head of the pull request at `at`, by its push history; `None` when it cannot be
+    /// told: no time given and the branch had more than one head, or the head changed in the
+    /// very second the approval was given (the forges date to the second).
+    pub(super) async fn head_at(
+        &self,
+        pr: &ReleasePr,
+        at: Option<OffsetDateTime>,
+    ) -> Result<Option<String>, BotError> {
+        let heads = self.store.heads(pr).await?;
+        Ok(head_at(&heads, at))
+    }
+
+    pub(super) async fn on_check(&self, c: &events::Check) -> Result<(), BotError> {
+        if !self.is_deployment_repo(&c.repo) {
+            return Ok(());
+        }
+        for pr in self.store.release_prs_by_head(&c.commit).await? {
+            for check in &c.results {
+                self.store.set_check(&pr, &c.commit, check).await?;
+            }
+            self.advance(pr.release_id, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the pull request, its comments, reviews and checks from the forge. False when the
+    /// pull request is no longer open (merged or closed: recorded).
+    pub(super) async fn refresh(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+    ) -> Result<bool, BotError> {
+        let repo = &self.settings.deployment_repo;
+        let Some(number) = pr.pr_number else {
+            return Ok(true);
+        };
+        let cr = self.forge.change_request(repo, number).await?;
+        match cr.state {
+            ChangeState::Merged => {
+                let by = self.bot_login().to_string();
+                self.merged_found(pr, &cr.head_commit, cr.merge_commit.as_deref(), &by, false)
+                    .await?;
+                return Ok(false);
+            }
+            ChangeState::Closed => {
+                pr.state = PrState::Closed;
+                self.store.save_release_pr(pr).await?;
+                self.abort(
+                    rel,
+                    self.bot_login(),
+                    "its pull request was closed without merging",
+                )
+                .await?;
+                return Ok(false);
+            }
+            ChangeState::Open => self.new_head(pr, &cr.head_commit, None).await?,
+        }
+        let notes = self.forge.notes(repo, number).await?;
+        let present: BTreeSet<String> = notes.iter().map(|n| format!("comment:{}", n.id)).collect();
+        for act in self.store.acts(pr).await? {
+            if act.source.starts_with("comment:")
+                && !present.contains(&act.source)
+                && act.kind == ActKind::Approve
+            {
+                let author = events::Actor {
+                    login: act.user.clone(),
+                    is_bot: act.user_is_bot,
+                };
+                let at = self.now();
+                self.withdraw_source(pr, &act.source, &author, at).await?; // deleted
+            }
+        }
+        let known: BTreeSet<String> = self
+            .store
+            .acts(pr)
+            .await?
+            .into_iter()
+            .map(|a| a.source)
+            .collect();
+        for note in &notes {
+            if note.author.login.eq_ignore_ascii_case(self.bot_login()) {
+                if pr.status_comment_id.is_none() && note.body.starts_with(texts::STATUS_MARKER) {
+                    pr.status_comment_id = Some(note.id);
+                    self.store.save_release_pr(pr).await?;
+                }
+                continue;
+            }
+            // Most comments are conversation: nothing to do unless they hold a command or
+            // once gave an approval that their current text may have taken back.
+            let source = format!("comment:{}", note.id);
+            if !known.contains(&source) && commands::parse_comment(&note.body).is_empty() {
+                continue;
+            }
+            self.apply_comment(pr, &CommentFacts::of_note(note)).await?;
+        }
+        let reviews = self.forge.reviews(repo, number).await?;
+        let listed: BTreeSet<&str> = reviews.iter().map(|r| r.source.as_str()).collect();
+        for act in self.store.acts(pr).await? {
+            // A GitLab approval taken back while its webhook was lost.
+            if act.source.starts_with("approval:")
+                && act.kind == ActKind::Approve
+                && !listed.contains(act.source.as_str())
+            {
+                let author = events::Actor {
+                    login: act.user.clone(),
+                    is_bot: act.user_is_bot,
+                };
+                let at = self.now();
+                self.withdraw_source(pr, &act.source, &author, at).await?;
+            }
+        }
+        for r in &reviews {
+            // A GitLab approval already recorded from its webhook is the same act.
+            if r.source.starts_with("approval:") && self.store.source_approved(pr, &r.source).await?
+            {
+                continue;
+            }
+            self.apply_review(pr, r).await?;
+        }
+        if let Some(env) = self.env_policy(&pr.environment)
+            && !env.required_checks.is_empty()
+        {
+            let kinds = crate::forge::CheckKinds::of(&env.required_checks);
+            for check in self.forge.checks(repo, &cr.head_commit, kinds).await? {
+                self.store.set_check(pr, &cr.head_commit, &check).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Why an approval act does not count, if it does not (told to its author).
+    pub(super) async fn approval_refusal(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+        act: &ApprovalAct,
+    ) -> Result<Option<String>, BotError> {
+        let gate = self.gate(rel, pr, Some(&act.user), false).await?;
+        let approval = act.as_approval();
+        Ok(policy::check_approval(&gate.facts(&self.config.policy), &approval)
+            .err()
+            .map(|r| r.to_string()))
+    }
+
+    /// Records a pull request found merged (by a person, by the forge on the bot's request, or
+    /// by the bot's own merge whose answer was lost) like one the bot merged.
+    pub(super) async fn merged_found(
+        &self,
+        pr: &mut ReleasePr,
+        head: &str,
+        merge_commit: Option<&str>,
+        actor: &str,
+        by_hand: bool,
+    ) -> Result<(), BotError> {
+        if pr.state == PrState::Merged {
+            return Ok(());
+        }
+        pr.state = PrState::Merged;
+        pr.head_commit = Some(head.to_string());
+        if merge_commit.is_some() {
+            pr.merge_commit = merge_commit.map(str::to_string);
+        }
+        self.store.save_release_pr(pr).await?;
+        let Some(rel) = self.store.forge_release(pr.release_id).await? else {
+            return Ok(());
+        };
+        self.audit(
+            &rel,
+            AuditEvent::ReleaseMerged,
+            actor,
+            json!({"environment": pr.environment, "merge_commit": pr.merge_commit, "by_hand": by_hand, "found": true}),
+        )
+        .await?;
+        if pr.pr_number.is_some() {
+            let text = texts::merged_found_status(pr.merge_commit.as_deref().unwrap_or(head));
+            self.update_status(&rel, pr, &text).await?;
+        }
+        self.after_merge(&rel, pr).await
+    }
+}
+
+/// The head current at `at` in a push history (oldest first); see [`Bot::head_at`].
+fn head_at(
+    heads: &[crate::store::forge_releases::HeadRecord],
+    at: Option<OffsetDateTime>,
+) -> Option<String> {
+    match at {
+        None if heads.len() == 1 => Some(heads[0].commit.clone()),
+        None => None,
+        Some(at) if heads.iter().any(|h| h.since == at) => None,
+        Some(at) => heads
+            .iter()
+            .rev()
+            .find(|h| h.since < at)
+            .map(|h| h.commit.clone()),
+    }
+}
+
+/// The source key of a GitLab approval: one per user and merge request.
+fn approval_source(login: &str) -> String {
+    format!("approval:{}", login.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::forge_releases::HeadRecord;
+
+    #[test]
+    fn an_approval_binds_to_the_head_of_its_time_and_to_none_when_that_is_unclear() {
+        let t = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_000 + s);
+        let head = |id, commit: &str, since| HeadRecord {
+            id,
+            commit: commit.into(),
+            since,
+            pusher: None,
+        };
+        let history = vec![
+            head(1, "built", OffsetDateTime::UNIX_EPOCH),
+            head(2, "theirs", t(10)),
+            head(3, "built", t(20)),
+        ];
+        assert_eq!(head_at(&history, Some(t(5))).as_deref(), Some("built"));
+        assert_eq!(head_at(&history, Some(t(15))).as_deref(), Some("theirs"));
+        assert_eq!(head_at(&history, Some(t(25))).as_deref(), Some("built"));
+        assert_eq!(head_at(&history, Some(t(10))), None, "the same second as a push");
+        assert_eq!(head_at(&history, None), None, "no time, several heads");
+        assert_eq!(
+            head_at(&history[..1], None).as_deref(),
+            Some("built"),
+            "no time, one head ever"
+        );
+    }
+}

@@ -1,0 +1,626 @@
+//! Moving a release on: open the next pull request, decide on fresh facts, merge pinned to
+//! the head, and finish the release (tag, forge release) when every environment is merged.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Bot, BotError, PrState, texts};
+use crate::forge::{ForgeError, MergeOutcome, NewChangeRequest};
+use crate::policy::{self, Approval, Check, Decision, Facts};
+use crate::release::state::{AuditEvent, ReleaseState};
+use crate::store::forge_releases::{ForgeRelease, ReleasePr};
+
+/// Everything one decision about one pull request reads, gathered from the store (and, right
+/// before a merge, from the forge).
+pub(super) struct Gate {
+    environment: String,
+    head: String,
+    built: String,
+    requesters: Vec<String>,
+    pushers: Vec<String>,
+    head_pusher_unknown: bool,
+    extra_roles: Vec<String>,
+    approvals: Vec<Approval>,
+    roles: BTreeMap<String, std::collections::BTreeSet<String>>,
+    checks: Vec<Check>,
+    qa_coverage: Option<f64>,
+    manual: bool,
+    held_by: Option<String>,
+}
+
+impl Gate {
+    pub fn approvals(&self) -> &[Approval] {
+        &self.approvals
+    }
+
+    pub fn facts<'a>(&'a self, policy: &'a crate::config::ReleasePolicy) -> Facts<'a> {
+        Facts {
+            environment: &self.environment,
+            policy,
+            head_commit: &self.head,
+            built_head: &self.built,
+            requesters: &self.requesters,
+            pushers: &self.pushers,
+            head_pusher_unknown: self.head_pusher_unknown,
+            extra_roles: &self.extra_roles,
+            approvals: &self.approvals,
+            roles: &self.roles,
+            checks: &self.checks,
+            qa_coverage: self.qa_coverage,
+            manual_approval_required: self.manual,
+            held_by: self.held_by.as_deref(),
+        }
+    }
+}
+
+impl Bot {
+    /// Opens the next pull request, decides, merges, and finishes the release when every
+    /// environment is merged. With `refresh`, first re-reads the forge's state.
+    pub(super) async fn advance(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
+        for mut pr in self.store.release_prs(release_id).await? {
+            // Read afresh each round: merging the previous pull request moved the state on.
+            let Some(rel) = self.current(release_id).await? else {
+                return Ok(());
+            };
+            if rel.state.is_final() {
+                return Ok(());
+            }
+            match pr.state {
+                PrState::Merged => continue,
+                PrState::Closed => return Ok(()),
+                PrState::Waiting => self.open_pr(&rel, &mut pr).await?,
+                PrState::Open | PrState::Scheduled => {
+                    if refresh && !self.refresh(&rel, &mut pr).await? {
+                        if pr.state == PrState::Merged {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            if self.timed_out(&rel, &mut pr).await? {
+                return Ok(());
+            }
+            let Some(rel) = self.current(release_id).await? else {
+                return Ok(());
+            };
+            if !self.evaluate(&rel, &mut pr, refresh).await? {
+                return Ok(());
+            }
+        }
+        match self.current(release_id).await? {
+            Some(rel) if !rel.state.is_final() => self.finish(&rel).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn open_pr(&self, rel: &ForgeRelease, pr: &mut ReleasePr) -> Result<(), BotError> {
+        let repo = &self.settings.deployment_repo;
+        let base = &self.config.orchestration.deployment.base_branch;
+        // A previous attempt may have opened it and died before recording the number.
+        let existing = if pr.opening {
+            self.forge.find_change_request(repo, &pr.branch).await?
+        } else {
+            None
+        };
+        let cr = match existing {
+            Some(cr) => cr,
+            None => {
+                pr.opening = true;
+                pr.opened_at = Some(self.now());
+                self.store.save_release_pr(pr).await?;
+                let title = texts::pr_title(&rel.version_tag, &pr.environment);
+                let body = texts::pr_body(
+                    &rel.summary,
+                    &pr.environment,
+                    &rel.requester,
+                    &rel.app_repo,
+                    &rel.app_commit,
+                );
+                self.forge
+                    .open_change_request(
+                        repo,
+                        &NewChangeRequest {
+                            head_branch: &pr.branch,
+                            base_branch: base,
+                            title: &title,
+                            body: &body,
+                        },
+                    )
+                    .await?
+            }
+        };
+        // The head the pull request opened with is the first of its push history; an
+        // approval can be given on no earlier one.
+        self.store
+            .record_head(pr, &cr.head_commit, time::OffsetDateTime::UNIX_EPOCH, None)
+            .await?;
+        pr.pr_number = Some(cr.number);
+        pr.head_commit = Some(cr.head_commit.clone());
+        pr.state = PrState::Open;
+        self.store.save_release_pr(pr).await?;
+        let detail = json!({"environment": pr.environment, "pull_request": cr.number, "url": cr.url});
+        if rel.state == ReleaseState::Pending {
+            self.transition(
+                rel,
+                ReleaseState::AwaitingApproval,
+                AuditEvent::ReleaseApprovalRequested,
+                self.bot_login(),
+                detail,
+            )
+            .await
+        } else {
+            self.audit(
+                rel,
+                AuditEvent::ReleaseApprovalRequested,
+                self.bot_login(),
+                detail,
+            )
+            .await
+        }
+    }
+
+    /// Gathers what a decision reads. `fresh`: memberships are read from the forge, not reused.
+    pub(super) async fn gate(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+        also: Option<&str>,
+        fresh: bool,
+    ) -> Result<Gate, BotError> {
+        let head = pr.head_commit.clone().unwrap_or_default();
+        let built = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+            .unwrap_or_default();
+        let acts = self.store.acts(pr).await?;
+        let approvals = policy::approvals_in_force(&acts);
+        let mut users: Vec<String> = approvals.iter().map(|a| a.user.clone()).collect();
+        users.extend(also.map(str::to_string));
+        let mut needed: Vec<String> = self
+            .env_policy(&pr.environment)
+            .map(|e| e.required_roles.clone())
+            .unwrap_or_default();
+        needed.extend(rel.summary.extra_roles.iter().cloned());
+        let roles = self.roles_of(&users, &needed, fresh).await?;
+        let pushers = self.store.pushers(pr).await?;
+        let head_pusher_unknown =
+            head != built && self.store.head_pusher(pr, &head).await?.is_none();
+        let mut requesters = vec![rel.requester.clone()];
+        requesters.extend(rel.trigger_author.clone());
+        Ok(Gate {
+            environment: pr.environment.clone(),
+            checks: self.store.checks(pr, &head).await?,
+            head,
+            built,
+            requesters,
+            pushers,
+            head_pusher_unknown,
+            extra_roles: rel.summary.extra_roles.clone(),
+            approvals,
+            roles,
+            qa_coverage: rel.summary.qa_coverage,
+            manual: rel.summary.needs_manual_approval(&pr.environment),
+            held_by: pr.held_by.clone(),
+        })
+    }
+
+    /// Decides one pull request; merges when the policy is met, on facts read afresh from the
+    /// forge right before. True when it is merged.
+    async fn evaluate(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        refreshed: bool,
+    ) -> Result<bool, BotError> {
+        let mut gate = self.gate(rel, pr, None, false).await?;
+        let mut decision = policy::decide(&gate.facts(&self.config.policy));
+        if decision == Decision::Merge && !refreshed {
+            // Decide on fresh facts: what the store holds came from webhooks, which may be
+            // late, lost or forged by timing. Re-read the forge and decide again.
+            if !self.refresh(rel, pr).await? {
+                return Ok(pr.state == PrState::Merged);
+            }
+            gate = self.gate(rel, pr, None, true).await?;
+            decision = policy::decide(&gate.facts(&self.config.policy));
+        }
+        let facts = gate.facts(&self.config.policy);
+        let counted: Vec<String> = gate
+            .approvals
+            .iter()
+            .filter(|a| policy::check_approval(&facts, a).is_ok())
+            .map(|a| a.user.clone())
+            .collect();
+        let head = gate.head.clone();
+        if pr.state == PrState::Scheduled {
+            // The forge was asked to merge when its pipeline succeeds. While the policy still
+            // allows it, leave it to the forge (its merge webhook moves the release on) unless
+            // a check failed, which cancels the forge's merge: then try again ourselves. When
+            // the policy no longer allows it, take the scheduled merge back.
+            let failed = gate
+                .checks
+                .iter()
+                .any(|c| c.state == policy::CheckState::Failure);
+            match decision {
+                Decision::Merge if !failed => return Ok(false),
+                Decision::Merge => {}
+                _ => {
+                    self.forge
+                        .cancel_scheduled_merge(
+                            &self.settings.deployment_repo,
+                            pr.pr_number.unwrap_or_default(),
+                        )
+                        .await?;
+                }
+            }
+            pr.state = PrState::Open;
+            self.store.save_release_pr(pr).await?;
+        }
+        match decision {
+            Decision::Merge => self.merge(rel, pr, &head, &counted).await,
+            Decision::Wait(reasons) | Decision::Block(reasons) => {
+                self.not_yet(rel, pr, &reasons, &counted, &head).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn merge(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        head: &str,
+        approvers: &[String],
+    ) -> Result<bool, BotError> {
+        if rel.state != ReleaseState::Merging {
+            self.transition(
+                rel,
+                ReleaseState::Merging,
+                AuditEvent::ReleaseMerging,
+                self.bot_login(),
+                json!({"environment": pr.environment, "head": head, "approvers": approvers}),
+            )
+            .await?;
+        }
+        let rel = self.current(rel.release_id).await?.unwrap_or(rel.clone());
+        let number = pr.pr_number.unwrap_or_default();
+        let merged = self
+            .forge
+            .merge(
+                &self.settings.deployment_repo,
+                number,
+                head,
+                self.settings.merge_method,
+            )
+            .await;
+        let sha = match merged {
+            Ok(MergeOutcome::Merged(sha)) => sha,
+            Ok(MergeOutcome::Scheduled) => {
+                pr.state = PrState::Scheduled;
+                self.store.save_release_pr(pr).await?;
+                self.update_status(&rel, pr, &texts::scheduled_status(head))
+                    .await?;
+                return Ok(false);
+            }
+            Err(e) => {
+                self.transition(
+                    &rel,
+                    ReleaseState::AwaitingApproval,
+                    AuditEvent::ReleaseMergeFailed,
+                    self.bot_login(),
+                    json!({"environment": pr.environment, "error": e.to_string()}),
+                )
+                .await?;
+                self.update_status(&rel, pr, &texts::merge_failed_status(&e.to_string()))
+                    .await?;
+                return if e.is_retryable() {
+                    Err(e.into())
+                } else {
+                    Ok(false)
+                };
+            }
+        };
+        pr.state = PrState::Merged;
+        pr.merge_commit = Some(sha.clone());
+        self.store.save_release_pr(pr).await?;
+        self.audit(
+            &rel,
+            AuditEvent::ReleaseMerged,
+            self.bot_login(),
+            json!({"environment": pr.environment, "merge_commit": sha, "head": head, "approvers": approvers}),
+        )
+        .await?;
+        self.update_status(&rel, pr, &texts::merged_status(&sha, approvers))
+            .await?;
+        self.after_merge(&rel, pr).await?;
+        Ok(true)
+    }
+
+    /// After one environment merged: the next one starts from `AwaitingApproval`.
+    pub(super) async fn after_merge(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+    ) -> Result<(), BotError> {
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(());
+        };
+        let more = self
+            .store
+            .release_prs(rel.release_id)
+            .await?
+            .iter()
+            .any(|p| p.state == PrState::Waiting);
+        if more && rel.state == ReleaseState::Merging {
+            self.transition(
+                &rel,
+                ReleaseState::AwaitingApproval,
+                AuditEvent::ReleaseNextEnvironment,
+                self.bot_login(),
+                json!({"after": pr.environment}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The pull request cannot merge yet: the release's state says what it waits for, and the
+    /// status comment says why.
+    async fn not_yet(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        reasons: &[policy::Reason],
+        approvers: &[String],
+        head: &str,
+    ) -> Result<(), BotError> {
+        let only_checks = reasons.iter().all(|r| {
+            matches!(
+                r,
+                policy::Reason::CheckPending { .. } | policy::Reason::CheckMissing { .. }
+            )
+        });
+        let want = if only_checks {
+            ReleaseState::AwaitingChecks
+        } else {
+            ReleaseState::AwaitingApproval
+        };
+        if rel.state != want
+            && matches!(
+                rel.state,
+                ReleaseState::AwaitingApproval
+                    | ReleaseState::AwaitingChecks
+                    | ReleaseState::Merging
+            )
+        {
+            self.transition(
+                rel,
+                want,
+                if want == ReleaseState::AwaitingChecks {
+                    AuditEvent::ReleaseAwaitingChecks
+                } else {
+                    AuditEvent::ReleaseAwaitingApproval
+                },
+                self.bot_login(),
+                json!({"environment": pr.environment, "reasons": reasons.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+            )
+            .await?;
+        }
+        let text = reasons
+            .iter()
+            .find_map(|r| match r {
+                policy::Reason::ForeignHead {
+                    built,
+                    head,
+                    pushers,
+                } => Some(texts::foreign_commits_status(built, head, pushers)),
+                _ => None,
+            })
+            .unwrap_or_else(|| texts::waiting_status(reasons, approvers, head));
+        self.update_status(rel, pr, &text).await
+    }
+
+    /// Every environment is merged: tag the application commit and publish the release.
+    async fn finish(&self, rel: &ForgeRelease) -> Result<(), BotError> {
+        if rel.state != ReleaseState::Documenting {
+            self.transition(
+                rel,
+                ReleaseState::Documenting,
+                AuditEvent::ReleaseDocumenting,
+                self.bot_login(),
+                json!({}),
+            )
+            .await?;
+        }
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(());
+        };
+        let tag = rel
+            .summary
+            .git_tag
+            .clone()
+            .unwrap_or_else(|| rel.version_tag.clone());
+        let url = if rel.tagged {
+            rel.release_url.clone().unwrap_or_default()
+        } else {
+            let message = format!(
+                "Release {}\n\nRelease-Coordinator-Version: {}\n",
+                rel.version_tag, rel.version_tag
+            );
+            match self
+                .forge
+                .ensure_tag(&rel.app_repo, &tag, &rel.app_commit, &message)
+                .await
+            {
+                Ok(()) => {}
+                // The tag exists on another commit: nothing the bot may fix on its own.
+                Err(e @ ForgeError::Conflict(_)) => return self.fail(&rel, &e.to_string()).await,
+                Err(e) => return Err(e.into()),
+            }
+            let url = self
+                .forge
+                .ensure_release(
+                    &rel.app_repo,
+                    &tag,
+                    &format!("Release {}", rel.version_tag),
+                    &rel.summary.release_notes,
+                )
+                .await?;
+            self.store.mark_tagged(rel.release_id, Some(&url)).await?;
+            url
+        };
+        self.transition(
+            &rel,
+            ReleaseState::Completed,
+            AuditEvent::ReleaseCompleted,
+            self.bot_login(),
+            json!({"tag": tag, "release_url": url}),
+        )
+        .await
+    }
+
+    /// The release cannot be completed without a person: recorded as `Failed` with the reason,
+    /// which is also posted on its last pull request.
+    async fn fail(&self, rel: &ForgeRelease, why: &str) -> Result<(), BotError> {
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(());
+        };
+        if rel.state.is_final() || rel.state == ReleaseState::Failed {
+            return Ok(());
+        }
+        self.transition(
+            &rel,
+            ReleaseState::Failed,
+            AuditEvent::ReleaseFailed,
+            self.bot_login(),
+            json!({"reason": why}),
+        )
+        .await?;
+        if let Some(number) = self
+            .store
+            .release_prs(rel.release_id)
+            .await?
+            .iter()
+            .rev()
+            .find_map(|p| p.pr_number)
+        {
+            self.post_note_once(
+                number,
+                &format!("failed:{}", &super::notes::sha_hex(why)[..16]),
+                &texts::failed_after_merge(&rel.version_tag, why),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn abort(
+        &self,
+        rel: &ForgeRelease,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), BotError> {
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(());
+        };
+        if rel.state.is_final() {
+            return Ok(());
+        }
+        self.transition(
+            &rel,
+            ReleaseState::Aborted,
+            AuditEvent::ReleaseAborted,
+            actor,
+            json!({"reason": why}),
+        )
+        .await
+    }
+
+    /// The approval timeout (the environment's, or the trigger's when shorter) ran out before
+    /// the pull request merged: the release is aborted and the pull request closed, saying why.
+    async fn timed_out(&self, rel: &ForgeRelease, pr: &mut ReleasePr) -> Result<bool, BotError> {
+        let Some(opened) = pr.opened_at else {
+            return Ok(false);
+        };
+        let Some(text) = self
+            .env_policy(&pr.environment)
+            .and_then(|e| e.approval_timeout.clone())
+        else {
+            return Ok(false);
+        };
+        let Some(secs) = crate::config::parse_duration_secs(&text) else {
+            return Ok(false);
+        };
+        if self.now() - opened < time::Duration::seconds(secs as i64) {
+            return Ok(false);
+        }
+        let number = pr.pr_number.unwrap_or_default();
+        self.post_note_once(
+            number,
+            "timeout",
+            &texts::approval_timed_out(&rel.version_tag, &pr.environment, &text),
+        )
+        .await?;
+        self.abort(
+            rel,
+            self.bot_login(),
+            &format!("not approved within its approval timeout of {text}"),
+        )
+        .await?;
+        self.forge
+            .close_change_request(&self.settings.deployment_repo, number)
+            .await?;
+        pr.state = PrState::Closed;
+        self.store.save_release_pr(pr).await?;
+        Ok(true)
+    }
+
+    /// `/retry`: a failed release tries its failed step again; a release branch that someone
+    /// else pushed to is reset to the commit the bot built (with a lease, so a push racing
+    /// the reset is not overwritten).
+    pub(super) async fn retry(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        actor: &str,
+    ) -> Result<(), BotError> {
+        let built = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+            .unwrap_or_default();
+        let head = pr.head_commit.clone().unwrap_or_default();
+        if pr.state.is_open() && !built.is_empty() && head != built {
+            let access = self
+                .forge
+                .git_access(&self.settings.deployment_repo)
+                .await?;
+            let token = access
+                .token
+                .map(|t| (access.username, secrecy::ExposeSecret::expose_secret(&t).to_string()));
+            let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
+            let oid = repo.fetch_commit(&pr.branch, &built)?;
+            repo.reset_branch(&pr.branch, oid, &head)?;
+            let now = self.now();
+            self.store.record_head(pr, &built, now, None).await?;
+            self.new_head(pr, &built, Some(now)).await?;
+            if let Some(number) = pr.pr_number {
+                self.post_note_once(
+                    number,
+                    &format!("rebuilt:{head}"),
+                    &texts::rebuilt_after_foreign_commits(&built, &head),
+                )
+                .await?;
+            }
+        }
+        self.audit(
+            rel,
+            AuditEvent::ReleaseRetried,
+            actor,
+            json!({"environment": pr.environment, "state": rel.state.as_str()}),
+        )
+        .await
+    }
+}

@@ -1,0 +1,308 @@
+//! The release lifecycle on a forge: trigger push, release pull requests, commands, policy,
+//! merge, tag and release.
+//!
+//! Webhooks keep the stored facts of each release pull request current (head commit, checks,
+//! approvals) at no API cost; [`Bot::reconcile`] re-reads the forge for every release in flight
+//! (on a timer and at start-up), so a lost or reordered webhook only delays a release. Every
+//! step records its state before its side effect, and every side effect is either looked up
+//! before it is made or safe to repeat.
+//!
+//! The work is split by concern: [`trigger`] (a push to an application repository),
+//! [`commands`] (comments), [`approvals`] (reviews, heads, checks, re-reading the forge),
+//! [`merge`] (deciding and merging, finishing the release), [`notes`] (what the bot posts),
+//! [`roles`] (who holds which policy role), with every text in [`texts`].
+
+mod approvals;
+mod commands;
+mod merge;
+pub mod model;
+mod notes;
+mod roles;
+pub mod texts;
+mod trigger;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ForgeSettings, OperatorConfig};
+use crate::events::{self, Event};
+use crate::forge::{Forge, ForgeError};
+use crate::git::GitError;
+use crate::release::ReleaseError;
+use crate::release::state::{AuditEvent, ReleaseState};
+use crate::store::forge_releases::ForgeRelease;
+use crate::store::{Store, StoreError, Transition};
+
+pub use model::{PrState, Summary, TriggerOutcome};
+
+/// An internal failure (logged; the delivery is recorded as failed and reconcile retries).
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error("{0}")]
+    Io(String),
+}
+
+pub struct Bot {
+    pub config: OperatorConfig,
+    pub settings: ForgeSettings,
+    pub store: Store,
+    pub forge: Arc<dyn Forge>,
+    clock: Arc<dyn Clock>,
+    cache_root: PathBuf,
+    /// Team and group memberships, with when and in which decision they were read:
+    /// (team, user) -> (member, at, decision).
+    teams: Mutex<HashMap<(String, String), (bool, OffsetDateTime, u64)>>,
+    /// Counts decisions (an event handled, a release reconciled): a merge decision reuses a
+    /// membership only if it was read during the same decision.
+    decision: AtomicU64,
+    /// One release is advanced at a time: the worker is serial, and reconcile shares it.
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl Bot {
+    pub fn new(
+        config: OperatorConfig,
+        settings: ForgeSettings,
+        store: Store,
+        forge: Arc<dyn Forge>,
+    ) -> Bot {
+        Bot::with_clock(config, settings, store, forge, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        config: OperatorConfig,
+        settings: ForgeSettings,
+        store: Store,
+        forge: Arc<dyn Forge>,
+        clock: Arc<dyn Clock>,
+    ) -> Bot {
+        let cache_root = config.resolve_path(&config.orchestration.deployment.cache_dir);
+        Bot {
+            config,
+            settings,
+            store,
+            forge,
+            clock,
+            cache_root,
+            teams: Mutex::new(HashMap::new()),
+            decision: AtomicU64::new(0),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Acts on one stored event.
+    pub async fn handle(&self, event: &Event) -> Result<(), BotError> {
+        let _one_at_a_time = self.serial.lock().await;
+        self.decision.fetch_add(1, Ordering::Relaxed);
+        match event {
+            Event::Push(p) => self.on_push(p).await,
+            Event::Comment(c) => self.on_comment(c).await,
+            Event::Review(r) => self.on_review(r).await,
+            Event::PullRequest(p) => self.on_pull_request(p).await,
+            Event::Check(c) => self.on_check(c).await,
+            Event::Installation(i) => {
+                tracing::info!(action = %i.action, account = %i.account, "installation changed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-reads the forge for every release in flight and moves each on as far as it can go.
+    pub async fn reconcile(&self) -> Result<(), BotError> {
+        let _one_at_a_time = self.serial.lock().await;
+        for rel in self.store.forge_releases_in_flight().await? {
+            self.decision.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.advance(rel.release_id, true).await {
+                tracing::warn!(release = %rel.version_tag, error = %e, "reconcile could not advance the release");
+            }
+        }
+        Ok(())
+    }
+
+    fn is_deployment_repo(&self, repo: &events::RepoRef) -> bool {
+        repo.full_name
+            .eq_ignore_ascii_case(&self.settings.deployment_repo)
+    }
+
+    fn bot_login(&self) -> &str {
+        self.forge.bot_login()
+    }
+
+    /// The environment's rule (its own, or the `default` entry); none: it cannot be released.
+    fn env_policy(&self, env: &str) -> Option<&crate::config::EnvironmentPolicy> {
+        self.config.policy.environment(env)
+    }
+
+    /// Moves the release to `to`, recording why. The store refuses moves the lifecycle does not
+    /// allow and moves from a state the release is no longer in.
+    async fn transition(
+        &self,
+        rel: &ForgeRelease,
+        to: ReleaseState,
+        event: AuditEvent,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), BotError> {
+        self.store
+            .transition(
+                rel.release_id,
+                Transition {
+                    from: rel.state,
+                    to,
+                    event,
+                    actor,
+                    detail,
+                },
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The release's state now (a [`ForgeRelease`] read earlier may be behind).
+    async fn current(&self, release_id: i64) -> Result<Option<ForgeRelease>, BotError> {
+        Ok(self.store.forge_release(release_id).await?)
+    }
+
+    async fn audit(
+        &self,
+        rel: &ForgeRelease,
+        event: AuditEvent,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), BotError> {
+        Ok(self
+            .store
+            .record_event(rel.release_id, event, actor, detail, self.now())
+            .await?)
+    }
+}
+
+/// A push to an application repository's default branch that touches the trigger file (or
+/// whose list of changed paths was cut short, so it may).
+fn push_may_trigger(settings: &ForgeSettings, p: &events::Push) -> bool {
+    !p.repo
+        .full_name
+        .eq_ignore_ascii_case(&settings.deployment_repo)
+        && p.branch == p.default_branch
+        && (p.truncated || p.changed_paths.contains(&settings.trigger_path))
+}
+
+/// Whether an event can matter to a release, judged from the event alone. Everything else (a
+/// comment on some other repository, a push that does not touch the trigger) is stored as
+/// already processed at the door: an organization-wide App receives far more of those than of
+/// anything the bot acts on, and the worker never has to look at them.
+pub fn concerns_the_bot(settings: &ForgeSettings, event: &Event) -> bool {
+    let deployment =
+        |r: &events::RepoRef| r.full_name.eq_ignore_ascii_case(&settings.deployment_repo);
+    match event {
+        Event::Push(p) => push_may_trigger(settings, p) || deployment(&p.repo),
+        Event::Comment(c) => c.on_pull_request && deployment(&c.repo),
+        Event::Review(r) => deployment(&r.repo),
+        Event::PullRequest(p) => deployment(&p.repo),
+        Event::Check(c) => deployment(&c.repo),
+        Event::Installation(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Actor, Comment, CommentAction, Push, RepoRef};
+
+    fn settings() -> ForgeSettings {
+        ForgeSettings {
+            deployment_repo: "acme/deploy".into(),
+            trigger_path: "release/promotion-trigger.yaml".into(),
+            merge_method: crate::forge::MergeMethod::Merge,
+        }
+    }
+
+    fn repo(name: &str) -> RepoRef {
+        RepoRef {
+            full_name: name.into(),
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn only_events_that_can_matter_reach_the_worker() {
+        let push = |r: &str, branch: &str, paths: &[&str], truncated| {
+            Event::Push(Push {
+                repo: repo(r),
+                branch: branch.into(),
+                default_branch: "main".into(),
+                before: "a".into(),
+                after: "b".into(),
+                pusher: Actor {
+                    login: "dave".into(),
+                    is_bot: false,
+                },
+                changed_paths: paths.iter().map(|p| p.to_string()).collect(),
+                truncated,
+                head_author: None,
+                pushed_at: None,
+            })
+        };
+        let s = settings();
+        assert!(concerns_the_bot(
+            &s,
+            &push("acme/shop", "main", &["release/promotion-trigger.yaml"], false)
+        ));
+        assert!(!concerns_the_bot(
+            &s,
+            &push("acme/shop", "main", &["README.md"], false)
+        ));
+        assert!(
+            concerns_the_bot(&s, &push("acme/shop", "main", &["README.md"], true)),
+            "a cut list may hide it"
+        );
+        assert!(!concerns_the_bot(
+            &s,
+            &push("acme/shop", "feature", &["release/promotion-trigger.yaml"], false)
+        ));
+        assert!(
+            concerns_the_bot(
+                &s,
+                &push("acme/deploy", "release/v1/staging", &["x"], false)
+            ),
+            "pushes to release branches say who pushed what"
+        );
+        let comment = |r: &str, on_pr| {
+            Event::Comment(Comment {
+                repo: repo(r),
+                number: 1,
+                on_pull_request: on_pr,
+                comment_id: 1,
+                action: CommentAction::Created,
+                author: Actor {
+                    login: "alice".into(),
+                    is_bot: false,
+                },
+                body: "/approve".into(),
+                created_at: None,
+                updated_at: None,
+            })
+        };
+        assert!(concerns_the_bot(&s, &comment("acme/deploy", true)));
+        assert!(!concerns_the_bot(&s, &comment("acme/deploy", false)));
+        assert!(!concerns_the_bot(&s, &comment("acme/shop", true)));
+    }
+}

@@ -1,0 +1,109 @@
+//! Who holds which policy role: listed by name, or through a GitHub team or GitLab group.
+//!
+//! Teams are asked only as far as a decision needs: whether someone holds any role at all
+//! (to approve), and which of the roles the environment requires. Answers are reused for a few
+//! minutes between decisions; a decision to merge reads them afresh, once per team and user.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use super::{Bot, BotError};
+use crate::events::ForgeKind;
+
+/// How long a team answer is reused between decisions.
+const TEAM_CACHE_TTL: time::Duration = time::Duration::minutes(5);
+
+impl Bot {
+    /// The policy roles of each user that matter: every role held in `needed`, and at least
+    /// one role if the user holds any. `fresh`: teams are asked again unless asked during this
+    /// very decision.
+    pub(super) async fn roles_of(
+        &self,
+        users: &[String],
+        needed: &[String],
+        fresh: bool,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, BotError> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for user in users {
+            if out.contains_key(user) {
+                continue;
+            }
+            let policy = &self.config.policy;
+            let mut held: BTreeSet<String> = policy
+                .roles
+                .iter()
+                .filter(|(_, m)| m.users.iter().any(|u| u.eq_ignore_ascii_case(user)))
+                .map(|(r, _)| r.clone())
+                .collect();
+            // Needed roles first, so that "holds any role" is settled by a lookup that was
+            // needed anyway.
+            let mut order: Vec<&String> = needed.iter().filter(|r| policy.roles.contains_key(*r)).collect();
+            order.extend(policy.roles.keys().filter(|r| !needed.contains(r)));
+            for role in order {
+                let wanted = needed.contains(role) || held.is_empty();
+                if !wanted || held.contains(role) {
+                    continue;
+                }
+                let members = &policy.roles[role];
+                let teams = match self.forge.kind() {
+                    ForgeKind::Github => &members.github_teams,
+                    ForgeKind::Gitlab => &members.gitlab_groups,
+                };
+                for team in teams {
+                    if self.team_member(team, user, fresh).await? {
+                        held.insert(role.clone());
+                        break;
+                    }
+                }
+            }
+            out.insert(user.clone(), held);
+        }
+        Ok(out)
+    }
+
+    async fn team_member(&self, team: &str, user: &str, fresh: bool) -> Result<bool, BotError> {
+        let key = (team.to_string(), user.to_ascii_lowercase());
+        let now = self.now();
+        let decision = self.decision.load(Ordering::Relaxed);
+        if let Some((member, at, asked_in)) = self.teams.lock().unwrap().get(&key)
+            && if fresh {
+                *asked_in == decision
+            } else {
+                now - *at < TEAM_CACHE_TTL
+            }
+        {
+            return Ok(*member);
+        }
+        let member = self.forge.is_team_member(team, user).await?;
+        self.teams
+            .lock()
+            .unwrap()
+            .insert(key, (member, now, decision));
+        Ok(member)
+    }
+
+    /// Whether `user` holds a role of `environment`: one it requires, one that may roll it
+    /// back, or (where it names none) any role of the policy.
+    pub(super) async fn holds_environment_role(
+        &self,
+        environment: &str,
+        user: &str,
+    ) -> Result<bool, BotError> {
+        let Some(env) = self.env_policy(environment) else {
+            return Ok(false);
+        };
+        let wanted: Vec<String> = env
+            .required_roles
+            .iter()
+            .chain(&env.rollback_roles)
+            .cloned()
+            .collect();
+        let roles = self.roles_of(&[user.to_string()], &wanted, false).await?;
+        let held = roles.get(user).cloned().unwrap_or_default();
+        Ok(if wanted.is_empty() {
+            !held.is_empty()
+        } else {
+            wanted.iter().any(|w| held.contains(w))
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! Every text the bot posts for people to read: the status comment, the pull request
+//! description, replies to commands, the comment on a trigger it refused. Pure functions of
+//! their inputs, snapshot-tested below, so wording changes show up in review.
+
+use crate::commands::Command;
+use crate::config::EnvironmentPolicy;
+use crate::policy::Reason;
+use crate::release::bot::model::Summary;
+
+/// Marks the bot's status comment, so a lost comment id can be found again.
+pub const STATUS_MARKER: &str = "<!-- release-coordinator:status -->";
+/// Begins the bot's comment on a trigger commit it could not release.
+pub const TRIGGER_MARKER: &str = "<!-- release-coordinator:trigger -->";
+
+pub fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+fn mentions(users: &[String]) -> String {
+    users
+        .iter()
+        .map(|u| format!("@{u}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The hidden marker of a one-off note, by which a note whose answer was lost is found again.
+pub fn note_marker(key: &str) -> String {
+    format!("<!-- release-coordinator:note:{key} -->")
+}
+
+/// The one status comment of a release pull request, kept current.
+pub fn status_comment(
+    version: &str,
+    environment: &str,
+    policy: Option<&EnvironmentPolicy>,
+    status: &str,
+) -> String {
+    let commands: Vec<String> = Command::ALL
+        .iter()
+        .map(|c| format!("`{}`", c.usage().0))
+        .collect();
+    format!(
+        "{STATUS_MARKER}\n### Release {version} to {environment}\n\n{}\n\n{}\n\n<sub>Commands: {}</sub>\n",
+        policy_line(policy),
+        status.trim_end(),
+        commands.join(", ")
+    )
+}
+
+/// What the environment's policy asks for, in one line.
+pub fn policy_line(env: Option<&EnvironmentPolicy>) -> String {
+    let Some(e) = env else {
+        return "Policy: this environment is not in the release policy, so nothing can be merged to it.".to_string();
+    };
+    let mut parts = vec![format!(
+        "{} approval{}",
+        e.required_approvals,
+        if e.required_approvals == 1 { "" } else { "s" }
+    )];
+    let code = |items: &[String]| {
+        items
+            .iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !e.required_roles.is_empty() {
+        parts.push(format!("roles {}", code(&e.required_roles)));
+    }
+    if !e.required_checks.is_empty() {
+        let checks: Vec<String> = e.required_checks.iter().map(|c| c.name.clone()).collect();
+        parts.push(format!("checks {}", code(&checks)));
+    }
+    if let Some(q) = e.qa_coverage_above {
+        parts.push(format!("QA coverage above {q}%"));
+    }
+    format!("Policy: {}.", parts.join("; "))
+}
+
+/// The status while the pull request cannot merge yet.
+pub fn waiting_status(reasons: &[Reason], approvers: &[String], head: &str) -> String {
+    let mut text = String::from("⏳ Not merged yet:\n");
+    for r in reasons {
+        text.push_str(&format!("- {r}\n"));
+    }
+    if !approvers.is_empty() {
+        text.push_str(&format!(
+            "\nApproved by {} on {}.",
+            mentions(approvers),
+            short(head)
+        ));
+    }
+    text
+}
+
+pub fn merged_status(merge_commit: &str, approvers: &[String]) -> String {
+    format!(
+        "✅ Merged as {} (approved by {}).",
+        short(merge_commit),
+        if approvers.is_empty() {
+            "policy: no approval required".to_string()
+        } else {
+            mentions(approvers)
+        }
+    )
+}
+
+/// The status of a pull request found merged without the bot's own merge call answering (its
+/// answer was lost, or the bot restarted in between).
+pub fn merged_found_status(merge_commit: &str) -> String {
+    format!(
+        "✅ Merged as {} (the merge was confirmed when the forge was read again).",
+        short(merge_commit)
+    )
+}
+
+pub fn scheduled_status(head: &str) -> String {
+    format!(
+        "⏳ Approved. The forge will merge {} once its own pipeline succeeds (a newer push cancels that).",
+        short(head)
+    )
+}
+
+pub fn merge_failed_status(error: &str) -> String {
+    format!(
+        "Merging failed: {error}. I will try again when something changes (or comment `/retry`)."
+    )
+}
+
+pub fn pr_title(version: &str, environment: &str) -> String {
+    format!("Release {version} to {environment}")
+}
+
+/// The pull request description: what changes, and the facts behind it.
+pub fn pr_body(
+    summary: &Summary,
+    environment: &str,
+    requester: &str,
+    app_repo: &str,
+    app_commit: &str,
+) -> String {
+    let mut body = format!(
+        "Release **{}** of milestone `{}` to **{environment}**, requested by @{requester} in {app_repo}@{}.\n\n| service | image | tag |\n|---|---|---|\n",
+        summary.version,
+        summary.milestone_id,
+        short(app_commit),
+    );
+    for c in summary.changes_to(environment) {
+        body.push_str(&format!(
+            "| {} | `{}` | `{}` → `{}` |\n",
+            c.service, c.image, c.from, c.to
+        ));
+    }
+    body.push_str(&format!(
+        "\nQA coverage: {} · trace `{}`\n\nThe release documents (notes, metadata, signed manifest) are under `releases/{}/`. Comment `/help` for the commands.\n",
+        summary
+            .qa_coverage
+            .map(|q| format!("{q}%"))
+            .unwrap_or_else(|| "not reported".into()),
+        summary.trace_id,
+        summary.version,
+    ));
+    body
+}
+
+/// The comment on a trigger commit the bot could not release.
+pub fn trigger_rejection(problems: &[String]) -> String {
+    let n = problems.len();
+    format!(
+        "{TRIGGER_MARKER}\n**Release Coordinator could not start this release**: {n} problem{} found.\n\n```text\n{}\n```\n\nFix {} and push again.",
+        if n == 1 { "" } else { "s" },
+        problems.join("\n"),
+        if n == 1 { "it" } else { "them" }
+    )
+}
+
+pub fn trigger_rejection_status(problems: usize) -> String {
+    format!("{problems} problem(s) in the promotion trigger; see the commit comment")
+}
+
+pub fn approval_refused(login: &str, why: &str) -> String {
+    format!("@{login}, your approval does not count: {why}.")
+}
+
+pub fn approval_withdrawn(login: &str) -> String {
+    format!("@{login}, your approval is withdrawn.")
+}
+
+/// A command its author may not give on this release.
+pub fn command_refused(login: &str, command: Command, who_may: &str) -> String {
+    format!(
+        "@{login}, `{}` is not yours to give on this release: {who_may}.",
+        command.usage().0
+    )
+}
+
+pub fn cancelled(version: &str, by: &str) -> String {
+    format!("Release {version} was cancelled by @{by}.")
+}
+
+pub fn retrying() -> String {
+    "Trying again.".to_string()
+}
+
+pub fn command_error(login: &str, error: &str) -> String {
+    format!("@{login}: {error}")
+}
+
+/// Told to the approvers whose approvals a new head made stale.
+pub fn stale_approvals(head: &str, old_head: &str, users: &[String]) -> String {
+    format!(
+        "New commits were pushed (head is now {}, was {}). The approvals of {} were given on the earlier commit and no longer count: please review and `/approve` again.",
+        short(head),
+        short(old_head),
+        mentions(users)
+    )
+}
+
+pub fn failed_after_merge(version: &str, why: &str) -> String {
+    format!(
+        "❌ Release {version} failed after merging: {why}. The deployment repository has the change; tag the application commit by hand or remove the clashing tag and comment `/retry`."
+    )
+}
+
+/// The status of a release branch that someone other than the bot pushed to.
+pub fn foreign_commits_status(built: &str, head: &str, pushers: &[String]) -> String {
+    let who = if pushers.is_empty() {
+        "someone other than the bot".to_string()
+    } else {
+        mentions(pushers)
+    };
+    format!(
+        "⛔ Not merged: the head {} is not the commit the bot built ({}). {who} pushed to the release branch, and this environment's policy does not allow people's commits on a release branch.\n\nTheir commits stay visible in this pull request's history. Comment `/retry` to rebuild the branch from the release (the extra commits are dropped from the branch), or close this pull request and start a new release.",
+        short(head),
+        short(built),
+    )
+}
+
+/// Told when the branch is rebuilt by `/retry` after people's commits.
+pub fn rebuilt_after_foreign_commits(built: &str, dropped_head: &str) -> String {
+    format!(
+        "The release branch was rebuilt from the release: its head is {} again (it was {}). Approvals given before count only if given on {}.",
+        short(built),
+        short(dropped_head),
+        short(built)
+    )
+}
+
+/// The timeout ran out before the release was approved.
+pub fn approval_timed_out(version: &str, environment: &str, timeout: &str) -> String {
+    format!(
+        "⌛ Release {version} to {environment} was aborted: it was not approved within its approval timeout of {timeout}. Start a new release to try again."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::bot::model::{EnvironmentChanges, ServiceChange};
+
+    const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
+    const OLD: &str = "fedcba9876543210fedcba9876543210fedcba98";
+
+    fn production() -> EnvironmentPolicy {
+        EnvironmentPolicy {
+            required_approvals: 2,
+            required_roles: vec!["qa-lead".into(), "product-owner".into()],
+            required_checks: vec![
+                crate::config::RequiredCheck::named("ci/build"),
+                crate::config::RequiredCheck::named("security-scan"),
+            ],
+            qa_coverage_above: Some(85.0),
+            ..Default::default()
+        }
+    }
+
+    fn summary() -> Summary {
+        Summary {
+            version: "mvp-v1".into(),
+            milestone_id: "mvp-ready".into(),
+            trace_id: "trace-42".into(),
+            qa_coverage: Some(91.3),
+            git_tag: None,
+            manual_approval_environments: vec![],
+            extra_roles: vec![],
+            changes: vec![EnvironmentChanges {
+                environment: "production".into(),
+                services: vec![ServiceChange {
+                    service: "podinfo".into(),
+                    image: "ghcr.io/stefanprodan/podinfo".into(),
+                    file: "apps/podinfo/values-production.yaml".into(),
+                    from: "6.14.1".into(),
+                    to: "mvp-v1".into(),
+                }],
+            }],
+            release_notes: String::new(),
+        }
+    }
+
+    #[test]
+    fn status_comments() {
+        let reasons = vec![
+            Reason::Held {
+                by: "carol".into(),
+            },
+            Reason::NeedsApprovals { have: 1, need: 2 },
+            Reason::NeedsRole {
+                role: "product-owner".into(),
+            },
+            Reason::CheckFailed {
+                name: "ci/build".into(),
+            },
+        ];
+        insta::assert_snapshot!(
+            "waiting",
+            status_comment(
+                "mvp-v1",
+                "production",
+                Some(&production()),
+                &waiting_status(&reasons, &["alice".into()], HEAD)
+            )
+        );
+        insta::assert_snapshot!(
+            "merged",
+            status_comment(
+                "mvp-v1",
+                "staging",
+                Some(&EnvironmentPolicy {
+                    required_approvals: 1,
+                    ..Default::default()
+                }),
+                &merged_status(HEAD, &["alice".into(), "bob".into()])
+            )
+        );
+        insta::assert_snapshot!(
+            "unnamed_environment",
+            status_comment("mvp-v1", "qa", None, &merged_found_status(HEAD))
+        );
+        insta::assert_snapshot!(
+            "foreign_commits",
+            foreign_commits_status(OLD, HEAD, &["mallory".into()])
+        );
+        insta::assert_snapshot!("scheduled", scheduled_status(HEAD));
+        insta::assert_snapshot!(
+            "merge_failed",
+            merge_failed_status("the forge is unavailable: 500")
+        );
+    }
+
+    #[test]
+    fn pull_request_texts() {
+        assert_eq!(pr_title("mvp-v1", "production"), "Release mvp-v1 to production");
+        insta::assert_snapshot!(
+            "pr_body",
+            pr_body(&summary(), "production", "dave", "acme/shop", HEAD)
+        );
+    }
+
+    #[test]
+    fn replies_and_notes() {
+        let all = [
+            approval_refused("mallory", "you hold no approver role in the release policy"),
+            approval_withdrawn("alice"),
+            command_refused(
+                "mallory",
+                Command::Hold,
+                "only the requester or a holder of a role of this environment may hold it",
+            ),
+            cancelled("mvp-v1", "dave"),
+            retrying(),
+            command_error("alice", "`/aprove` is not a command I know; did you mean `/approve`?"),
+            stale_approvals(HEAD, OLD, &["alice".into(), "bob".into()]),
+            failed_after_merge("mvp-v1", "conflict: tag mvp-v1 exists on another commit"),
+            rebuilt_after_foreign_commits(OLD, HEAD),
+            approval_timed_out("mvp-v1", "production", "72h"),
+            note_marker("reply:7:abc"),
+        ];
+        insta::assert_snapshot!("replies", all.join("\n\n---\n\n"));
+    }
+
+    #[test]
+    fn trigger_rejections() {
+        insta::assert_snapshot!(
+            "trigger_rejection",
+            trigger_rejection(&[
+                "release/promotion-trigger.yaml:3:14: found unexpected end of stream".into(),
+                "release/promotion-trigger.yaml:9:5: environment `qa` is not in the release policy".into(),
+            ])
+        );
+        assert_eq!(
+            trigger_rejection_status(2),
+            "2 problem(s) in the promotion trigger; see the commit comment"
+        );
+        assert!(trigger_rejection(&["x".into()]).contains("1 problem found"));
+    }
+
+    #[test]
+    fn the_status_comment_lists_every_command() {
+        let body = status_comment("v", "e", None, "");
+        for c in Command::ALL {
+            assert!(body.contains(&format!("`{}`", c.usage().0)), "{c:?}");
+        }
+    }
+}

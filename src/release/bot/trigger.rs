@@ -1,0 +1,313 @@
+//! A push to an application repository: read the trigger at the pushed commit, release it or
+//! say exactly why not on the commit.
+
+use serde_json::json;
+
+use super::model::{Intent, Summary, TriggerOutcome};
+use super::{Bot, BotError, texts};
+use crate::diagnostics::Diagnostics;
+use crate::events;
+use crate::git::{AppRepoInfo, DeployRepo, Remote};
+use crate::release::state::AuditEvent;
+use crate::release::{ReleaseError, execute, prepare_with_app};
+use crate::store::ReleaseRecord;
+use crate::store::forge_releases::ForgeRelease;
+
+impl Bot {
+    pub(super) async fn on_push(&self, p: &events::Push) -> Result<(), BotError> {
+        if self.is_deployment_repo(&p.repo) {
+            return self.on_release_branch_push(p).await;
+        }
+        if !super::push_may_trigger(&self.settings, p) {
+            return Ok(());
+        }
+        let forge = self.forge.kind().as_str();
+        let repo = &p.repo.full_name;
+        let outcome = self.store.trigger_outcome(forge, repo, &p.after).await?;
+        // Rejected before and cut short (an answer lost, a crash): its comment may be there.
+        let rejected_before = outcome == Some(TriggerOutcome::Rejecting);
+        match outcome {
+            // Recorded as started, then the process died before the release was linked to
+            // this forge: link it now (its branches are pushed, or the push is resumed).
+            Some(TriggerOutcome::Starting(intent)) => {
+                if let Some(record) = self.store.find_release(&intent.version).await?
+                    && record.state != crate::release::state::ReleaseState::Pending.as_str()
+                {
+                    return self.link_release(p, record, intent).await;
+                }
+            }
+            // A replayed push (or a retry after a failure further on): carry on from the store.
+            Some(TriggerOutcome::Released { version }) => {
+                if let Some(record) = self.store.find_release(&version).await? {
+                    return self.advance(record.id, false).await;
+                }
+                return Ok(());
+            }
+            Some(TriggerOutcome::Rejected) => return Ok(()),
+            Some(TriggerOutcome::Rejecting) | None => {}
+        }
+        self.release_trigger(p, rejected_before).await
+    }
+
+    /// Reads the trigger at the pushed commit and releases it, or refuses it on the commit.
+    async fn release_trigger(
+        &self,
+        p: &events::Push,
+        rejected_before: bool,
+    ) -> Result<(), BotError> {
+        let trigger = self.settings.trigger_path.as_str();
+        let forge = self.forge.kind().as_str();
+        let repo = &p.repo.full_name;
+        let access = self.forge.git_access(repo).await?;
+        let token = access
+            .token
+            .as_ref()
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
+        let app = DeployRepo::open(
+            Remote::new(access.url, token).with_basic_user(access.username),
+            &self.cache_root.join("apps"),
+        )?;
+        let commit = app.fetch_commit(&p.branch, &p.after)?;
+        let (dir, file) = match trigger.rsplit_once('/') {
+            Some((d, f)) => (d, f),
+            None => ("", trigger),
+        };
+        let files = app.read_dir(commit, dir)?;
+        if !files.iter().any(|(name, _)| name == file) {
+            return Ok(()); // the trigger was deleted
+        }
+        let tmp = tempfile::tempdir().map_err(|e| BotError::Io(e.to_string()))?;
+        for (name, content) in &files {
+            let target = if name == file {
+                tmp.path().join("promotion-trigger.yaml")
+            } else {
+                tmp.path().join(name)
+            };
+            std::fs::write(target, content).map_err(|e| BotError::Io(e.to_string()))?;
+        }
+        let info = AppRepoInfo {
+            head_commit: Some(p.after.clone()),
+            tags: app.remote_tags()?,
+        };
+        let deploy = self
+            .forge
+            .git_access(&self.settings.deployment_repo)
+            .await?;
+        let deploy_access = deploy.token.map(|t| {
+            (
+                deploy.username,
+                secrecy::ExposeSecret::expose_secret(&t).to_string(),
+            )
+        });
+        let prepared = prepare_with_app(
+            &self.config,
+            tmp.path(),
+            info,
+            deploy_access,
+            Some(&self.store),
+            self.now(),
+        )
+        .await;
+        let prepared = match prepared {
+            Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
+                Ok(()) => Ok(prepared),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let outcome = match prepared {
+            Ok(prepared) => {
+                let intent = Intent {
+                    version: prepared.plan.spec.version.clone(),
+                    summary: Summary::of(&prepared.plan),
+                    environments: prepared
+                        .plan
+                        .environments
+                        .iter()
+                        .map(|e| (e.environment.clone(), e.branch.clone()))
+                        .collect(),
+                };
+                // Written before the push, so a crash between the push and the link below
+                // is finished by the replay of this delivery instead of refused.
+                self.store
+                    .set_trigger_outcome(
+                        forge,
+                        repo,
+                        &p.after,
+                        &TriggerOutcome::Starting(intent.clone()),
+                    )
+                    .await?;
+                execute(prepared, &self.store, true, &p.pusher.login)
+                    .await
+                    .map(|_| intent)
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(intent) => {
+                let record = self
+                    .store
+                    .find_release(&intent.version)
+                    .await?
+                    .ok_or_else(|| BotError::Io(format!("release {} vanished", intent.version)))?;
+                self.link_release(p, record, intent).await
+            }
+            Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e, rejected_before).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A service is released only from the application repositories that own it.
+    fn owner_check(
+        &self,
+        repo: &str,
+        plan: &crate::release::plan::ReleasePlan,
+    ) -> Result<(), ReleaseError> {
+        let mut refused = Vec::new();
+        for env in &plan.environments {
+            for change in &env.changes {
+                let Some(service) = self
+                    .config
+                    .orchestration
+                    .services
+                    .iter()
+                    .find(|s| s.name == change.service)
+                else {
+                    continue;
+                };
+                if !service
+                    .repositories
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(repo))
+                    && !refused.contains(&change.service)
+                {
+                    refused.push(change.service.clone());
+                }
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(ReleaseError::Refused(format!(
+            "{repo} may not release {}: the operator's configuration names the application repositories that own each service (services[].repositories)",
+            refused
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Links a recorded release to the forge and opens its first pull request.
+    async fn link_release(
+        &self,
+        p: &events::Push,
+        record: ReleaseRecord,
+        intent: Intent,
+    ) -> Result<(), BotError> {
+        let forge = self.forge.kind().as_str();
+        let repo = &p.repo.full_name;
+        let state = crate::release::state::ReleaseState::parse(&record.state)
+            .unwrap_or(crate::release::state::ReleaseState::Pending);
+        let rel = ForgeRelease {
+            release_id: record.id,
+            version_tag: intent.version.clone(),
+            state,
+            forge: forge.to_string(),
+            app_repo: repo.clone(),
+            app_commit: p.after.clone(),
+            requester: p.pusher.login.clone(),
+            trigger_author: p.head_author.clone(),
+            summary: intent.summary,
+            tagged: false,
+            release_url: None,
+        };
+        let linked = self
+            .store
+            .record_forge_release(&rel, &intent.environments)
+            .await?;
+        if linked {
+            self.audit(
+                &rel,
+                AuditEvent::ReleaseLinked,
+                &p.pusher.login,
+                json!({"forge": forge, "repo": repo, "commit": p.after, "author": p.head_author}),
+            )
+            .await?;
+        }
+        self.store
+            .set_trigger_outcome(
+                forge,
+                repo,
+                &p.after,
+                &TriggerOutcome::Released {
+                    version: intent.version,
+                },
+            )
+            .await?;
+        self.advance(record.id, false).await
+    }
+
+    /// A trigger that cannot be released: a failed status and a comment on the commit that
+    /// list every problem with its file, line and column. `rejected_before`: an earlier attempt
+    /// was cut short, so the comment is looked for before it is made.
+    async fn reject_trigger(
+        &self,
+        p: &events::Push,
+        dir: &str,
+        e: &ReleaseError,
+        rejected_before: bool,
+    ) -> Result<(), BotError> {
+        let forge = self.forge.kind().as_str();
+        let repo = &p.repo.full_name;
+        self.store
+            .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejecting)
+            .await?;
+        let problems: Vec<String> = match e {
+            ReleaseError::Invalid(Diagnostics(list)) => list
+                .iter()
+                .map(|d| {
+                    // The files were read from a scratch directory; name them as in the repository.
+                    let name = std::path::Path::new(&d.file)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    let name = if name == "promotion-trigger.yaml" {
+                        self.settings.trigger_path.clone()
+                    } else if dir.is_empty() {
+                        name
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    format!("{name}:{}:{}: {}", d.line, d.column, d.message)
+                })
+                .collect(),
+            other => vec![other.to_string()],
+        };
+        self.forge
+            .set_commit_status(
+                repo,
+                &p.after,
+                true,
+                "release-coordinator",
+                &texts::trigger_rejection_status(problems.len()),
+            )
+            .await?;
+        let commented = rejected_before
+            && self
+                .own_note(
+                    self.forge.commit_comments(repo, &p.after).await?,
+                    texts::TRIGGER_MARKER,
+                )
+                .is_some();
+        if !commented {
+            self.forge
+                .comment_on_commit(repo, &p.after, &texts::trigger_rejection(&problems))
+                .await?;
+        }
+        self.store
+            .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejected)
+            .await?;
+        Ok(())
+    }
+}
