@@ -595,14 +595,31 @@ fn verify(key: &Path, manifest: &Path) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(2, &format!("cannot read {}: {e}", manifest.display())),
     };
-    match signing::verify_manifest(&text, &public) {
-        Ok(id) => {
-            println!("{}: valid signature by {id}", manifest.display());
-            ExitCode::SUCCESS
+    // A tag message or release notes carry approval records; a manifest is one document.
+    let blocks = signing::record_blocks(&text);
+    let documents: Vec<&str> = if blocks.is_empty() {
+        vec![text.as_str()]
+    } else {
+        blocks
+    };
+    let mut failed = false;
+    for (i, doc) in documents.iter().enumerate() {
+        let what = if documents.len() > 1 || doc.len() != text.len() {
+            format!("{} (approval record {})", manifest.display(), i + 1)
+        } else {
+            manifest.display().to_string()
+        };
+        match signing::verify_manifest(doc, &public) {
+            Ok(id) => println!("{what}: valid signature by {id}"),
+            Err(e) => {
+                eprintln!("{what}: INVALID: {e}");
+                failed = true;
+            }
         }
-        Err(e) => {
-            eprintln!("{}: INVALID: {e}", manifest.display());
-            ExitCode::from(1)
-        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

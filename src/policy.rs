@@ -113,18 +113,44 @@ pub struct Facts<'a> {
 pub enum Reason {
     NotInPolicy,
     /// The head is not the commit the bot built, and the policy does not allow people's commits.
-    ForeignHead { built: String, head: String, pushers: Vec<String> },
+    ForeignHead {
+        built: String,
+        head: String,
+        pushers: Vec<String>,
+    },
     /// People's commits are allowed, but who pushed the head is not known.
-    UnknownPusher { head: String },
-    Held { by: String },
-    NeedsApprovals { have: u32, need: u32 },
-    NeedsRole { role: String },
-    CheckPending { name: String },
-    CheckMissing { name: String },
+    UnknownPusher {
+        head: String,
+    },
+    Held {
+        by: String,
+    },
+    NeedsApprovals {
+        have: u32,
+        need: u32,
+    },
+    NeedsRole {
+        role: String,
+    },
+    CheckPending {
+        name: String,
+    },
+    CheckMissing {
+        name: String,
+    },
     /// Runs of a required check came only from sources the policy does not accept.
-    CheckWrongSource { name: String, from: Vec<String>, wanted: String },
-    CheckFailed { name: String },
-    CoverageTooLow { have: Option<f64>, need: f64 },
+    CheckWrongSource {
+        name: String,
+        from: Vec<String>,
+        wanted: String,
+    },
+    CheckFailed {
+        name: String,
+    },
+    CoverageTooLow {
+        have: Option<f64>,
+        need: f64,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -265,7 +291,7 @@ pub fn check_approval(facts: &Facts<'_>, approval: &Approval) -> Result<(), Reje
 
 /// Judges the runs of one required check: the newest run from an accepted source, by the
 /// forge's order; `Err` with the sources that reported it when none is accepted.
-fn newest_accepted<'c>(
+pub fn newest_accepted<'c>(
     rule: &crate::config::RequiredCheck,
     checks: &'c [Check],
 ) -> Result<Option<&'c Check>, Vec<String>> {
@@ -741,8 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn a_head_the_bot_did_not_build_is_not_merged_unless_allowed_and_then_pushers_cannot_approve()
-    {
+    fn a_head_the_bot_did_not_build_is_not_merged_unless_allowed_and_then_pushers_cannot_approve() {
         let p = policy();
         let r = roles();
         let a = [approval("alice", OLD), approval("bob", OLD)];
@@ -784,7 +809,9 @@ mod tests {
             head_pusher_unknown: true,
             ..allowed.clone()
         };
-        assert!(matches!(decide(&unknown), Decision::Block(ref r) if r[0] == Reason::UnknownPusher { head: OLD.into() }));
+        assert!(
+            matches!(decide(&unknown), Decision::Block(ref r) if r[0] == Reason::UnknownPusher { head: OLD.into() })
+        );
     }
 
     #[test]
@@ -852,7 +879,10 @@ mod tests {
             act("bob", "comment:3", ActKind::Withdraw, t(1)),
             act("bob", "comment:4", ActKind::Approve, t(2)),
         ];
-        let users: Vec<String> = approvals_in_force(&acts).into_iter().map(|a| a.user).collect();
+        let users: Vec<String> = approvals_in_force(&acts)
+            .into_iter()
+            .map(|a| a.user)
+            .collect();
         assert_eq!(users, vec!["bob".to_string()]);
     }
 

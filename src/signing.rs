@@ -209,6 +209,32 @@ pub fn verify_manifest(text: &str, key: &VerifyingKey) -> Result<String, Signing
     Ok(named)
 }
 
+/// Opens a signed approval record in a tag message or release notes.
+pub const RECORD_BEGIN: &str = "-----BEGIN RELEASE COORDINATOR APPROVAL RECORD-----";
+/// Closes it.
+pub const RECORD_END: &str = "-----END RELEASE COORDINATOR APPROVAL RECORD-----";
+
+/// A signed record as a block of text: the JSON on one line between the markers, so that it
+/// survives being pasted into a tag message, Markdown (in a code block) or an email.
+pub fn record_block(signed: &Value) -> String {
+    format!("{RECORD_BEGIN}\n{signed}\n{RECORD_END}\n")
+}
+
+/// The signed records in `text` (what lies between each pair of markers).
+pub fn record_blocks(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(RECORD_BEGIN) {
+        let after = &rest[start + RECORD_BEGIN.len()..];
+        let Some(end) = after.find(RECORD_END) else {
+            break;
+        };
+        out.push(after[..end].trim());
+        rest = &after[end + RECORD_END.len()..];
+    }
+    out
+}
+
 /// Writes a JSON value as block-style YAML with every string double-quoted (JSON string
 /// syntax is valid YAML double-quoted syntax), so the file reads back to the same JSON value
 /// with any YAML parser.

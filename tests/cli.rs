@@ -588,7 +588,7 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
         (
             "unknown field",
             Box::new(|w| w.edit("promotion-trigger.yaml", |t| t + "colour: red\n")),
-            "promotion-trigger.yaml:13:1: colour: unknown field `colour`, expected one of `milestone_id`",
+            "promotion-trigger.yaml:12:1: colour: unknown field `colour`, expected one of `milestone_id`",
         ),
         (
             "unknown JSON field",

@@ -5,368 +5,10 @@
 //! webhooks in GitHub's shapes) and the fake GitLab (GitLab's hooks and token header). The
 //! scenarios only one forge has come after it.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use fake_forge::{FakeForge, Flavor, User};
-use release_coordinator::clock::Clock;
-use release_coordinator::config::OperatorConfig;
-use release_coordinator::forge::github::client::{GithubAuth, GithubForge};
-use release_coordinator::forge::gitlab::client::GitlabForge;
-use release_coordinator::release::bot::Bot;
-use release_coordinator::server::{self, Running, ServiceConfig};
-use release_coordinator::store::Store;
-use secrecy::SecretString;
-
-const SECRET: &str = "scenario-webhook-secret";
-const DEPLOY: &str = "acme/deploy";
-const APP: &str = "acme/shop";
-const BOT: &str = "release-coordinator[bot]";
-/// The fake GitLab's token user (a project access token's bot user).
-const GITLAB_BOT: &str = "release-bot";
-const GITLAB_TOKEN: &str = "glpat-scenario-token";
-const PODINFO: &str =
-    "fixtures/deploy-repos/values/stefanprodan__podinfo/charts/podinfo/values.yaml";
-const GUESTBOOK: &str =
-    "fixtures/deploy-repos/values/argoproj__argocd-example-apps/helm-guestbook/values.yaml";
-
-fn manifest(rel: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
-}
-
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    fake: FakeForge,
-    bot: Arc<Bot>,
-    running: Running,
-    store_url: String,
-    /// API calls made before the first scenario step (connecting, finding who the bot is).
-    calls_at_start: usize,
-}
-
-impl World {
-    async fn new(forge: Flavor) -> World {
-        World::new_with(forge, false).await
-    }
-
-    /// With `app`, the bot authenticates as a GitHub App (JWT, installation tokens) instead of
-    /// with a token.
-    async fn new_with(forge: Flavor, app: bool) -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let fake = FakeForge::start_as(&root.join("fake"), forge).await;
-        fake.lock().gitlab_token = Some(GITLAB_TOKEN.into());
-        let (podinfo, guestbook) = (manifest(PODINFO), manifest(GUESTBOOK));
-        fake.create_repo(
-            DEPLOY,
-            "main",
-            &[
-                ("apps/podinfo/values-staging.yaml", &podinfo),
-                ("apps/podinfo/values-production.yaml", &podinfo),
-                ("apps/guestbook/values-staging.yaml", &guestbook),
-                ("apps/guestbook/values-production.yaml", &guestbook),
-            ],
-        );
-        fake.create_repo(APP, "main", &[("README.md", b"# shop\n")]);
-        fake.add_team_member("acme/product", "bob");
-
-        let config_dir = root.join("config");
-        std::fs::create_dir_all(&config_dir).unwrap();
-        for f in [
-            "release-policy.yaml",
-            "version-resolver.yaml",
-            "milestones.yaml",
-        ] {
-            std::fs::write(config_dir.join(f), manifest(&format!("demo/config/{f}"))).unwrap();
-        }
-        let store_url = format!("sqlite://{}/store.db", root.display());
-        let config = format!(
-            "deployment:\n  repo: {clone}/{DEPLOY}.git\n  baseBranch: main\n  cacheDir: ../cache\n\
-             signing:\n  keyFile: release-signing.pem\n\
-             services:\n\
-             \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
-             \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
-             defaults:\n  store: {store_url}\n\
-             {forges}",
-            clone = fake.clone_base(),
-            forges = match forge {
-                Flavor::Github => format!(
-                    "forges:\n  github:\n    webhookSecretEnv: [UNUSED_IN_PROCESS]\n    {auth}\n    apiUrl: {api}\n    cloneUrlBase: {clone}\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
-                    clone = fake.clone_base(),
-                    api = fake.api_url(),
-                    auth = if app {
-                        "appId: 4242\n    privateKeyFile: github-app.pem"
-                    } else {
-                        "tokenEnv: SCENARIO_GITHUB_TOKEN"
-                    },
-                ),
-                Flavor::Gitlab => format!(
-                    "forges:\n  gitlab:\n    webhookTokenEnv: [UNUSED_IN_PROCESS]\n    url: {api}\n    cloneUrlBase: {clone}\n    tokenEnv: SCENARIO_GITLAB_TOKEN\n    deploymentRepo: {DEPLOY}\n    triggerPath: release/promotion-trigger.yaml\n",
-                    clone = fake.clone_base(),
-                    api = fake.api_url(),
-                ),
-            },
-        );
-        if app {
-            // A key as GitHub hands it out (PKCS#1 PEM), made with openssl.
-            let key = config_dir.join("github-app.pem");
-            let ok = std::process::Command::new("openssl")
-                .args(["genrsa", "-traditional", "-out"])
-                .arg(&key)
-                .arg("2048")
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "openssl makes an RSA key");
-            let public = std::process::Command::new("openssl")
-                .args(["rsa", "-pubout", "-in"])
-                .arg(&key)
-                .output()
-                .unwrap();
-            assert!(public.status.success());
-            fake.register_app(4242, &String::from_utf8(public.stdout).unwrap(), 77);
-        }
-        std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
-        release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
-
-        let (bot, running) = start_bot(&root, &fake, &store_url).await;
-        let calls_at_start = fake.requests().len();
-        World {
-            _tmp: tmp,
-            root,
-            fake,
-            bot,
-            running,
-            store_url,
-            calls_at_start,
-        }
-    }
-
-    fn forge(&self) -> Flavor {
-        self.fake.flavor()
-    }
-
-    fn bot_login(&self) -> &'static str {
-        match self.forge() {
-            Flavor::Github => BOT,
-            Flavor::Gitlab => GITLAB_BOT,
-        }
-    }
-
-    /// The API calls the scenario caused (not the ones made at start-up).
-    fn calls(&self) -> Vec<fake_forge::LoggedRequest> {
-        self.fake.requests()[self.calls_at_start..].to_vec()
-    }
-
-    /// Stops the bot at once (as a crash would) and starts a new one on the same store.
-    async fn restart(&mut self) {
-        self.running.abort();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (bot, running) = start_bot(&self.root, &self.fake, &self.store_url).await;
-        self.bot = bot;
-        self.running = running;
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&self.store_url).await.unwrap()
-    }
-
-    /// Waits until every stored delivery is processed (webhooks caused by processing are
-    /// stored before the processing ends, so this is quiescence).
-    async fn settle(&self) {
-        let store = self.store().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut idle = 0;
-        while idle < 3 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the bot did not settle"
-            );
-            tokio::time::sleep(Duration::from_millis(15)).await;
-            let (_, waiting) = store.delivery_counts().await.unwrap();
-            idle = if waiting == 0 { idle + 1 } else { 0 };
-        }
-    }
-
-    async fn push_trigger(&self, files: &[(&str, Vec<u8>)]) -> String {
-        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_slice())).collect();
-        let sha = self
-            .fake
-            .push(APP, "main", &files, &[], "dave", "Promote mvp-ready")
-            .await;
-        self.settle().await;
-        sha
-    }
-
-    async fn comment(&self, pr: u64, who: &str, body: &str) -> u64 {
-        let id = self.fake.comment(DEPLOY, pr, User::human(who), body).await;
-        self.settle().await;
-        id
-    }
-
-    async fn checks_pass(&self, pr: u64, names: &[&str]) {
-        let head = self.head(pr);
-        for n in names {
-            self.fake.check_run(DEPLOY, &head, n, Some("success")).await;
-        }
-        self.settle().await;
-    }
-
-    fn head(&self, pr: u64) -> String {
-        let st = self.fake.lock();
-        let repo = &st.repos[DEPLOY];
-        repo.branch_tip(&repo.pull(pr).expect("the pull request exists").head)
-            .unwrap()
-    }
-
-    fn pull(&self, number: u64) -> Option<fake_forge::Pull> {
-        self.fake.lock().repos[DEPLOY].pull(number).cloned()
-    }
-
-    /// The bot's comments on a pull request, in order.
-    fn bot_comments(&self, number: u64) -> Vec<String> {
-        let bot = self.bot_login();
-        self.fake.lock().repos[DEPLOY]
-            .comments
-            .iter()
-            .filter(|c| c.number == number && c.user.login == bot)
-            .map(|c| c.body.clone())
-            .collect()
-    }
-
-    fn status_comment(&self, number: u64) -> String {
-        let comments = self.bot_comments(number);
-        let status: Vec<&String> = comments
-            .iter()
-            .filter(|c| c.starts_with("<!-- release-coordinator:status -->"))
-            .collect();
-        assert_eq!(
-            status.len(),
-            1,
-            "one status comment, kept up to date: {comments:#?}"
-        );
-        status[0].clone()
-    }
-
-    async fn release_state(&self) -> String {
-        self.store()
-            .await
-            .find_release("mvp-v1")
-            .await
-            .unwrap()
-            .map(|r| r.state)
-            .unwrap_or_default()
-    }
-}
-
-/// The bot reads the fake forge's clock: one time for both, which tests move on (the fake
-/// moves it a second with every act, and [`FakeForge::advance`] by as much as a test needs).
-struct ForgeTime(fake_forge::Shared);
-
-impl std::fmt::Debug for ForgeTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForgeTime")
-    }
-}
-
-impl Clock for ForgeTime {
-    fn now(&self) -> time::OffsetDateTime {
-        self.0.lock().unwrap().now()
-    }
-}
-
-async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>, Running) {
-    let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
-        .unwrap_or_else(|d| panic!("{d}"));
-    let store = Store::open(store_url).await.unwrap();
-    let forges = config.orchestration.forges.clone();
-    let (bot, service, hook) = match fake.flavor() {
-        Flavor::Github => {
-            let settings = forges.github.unwrap();
-            let auth = match settings.app_id {
-                Some(_) => GithubAuth::from_config(&config, &settings).unwrap(),
-                None => GithubAuth::Token(SecretString::from("test-token")),
-            };
-            let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
-                .await
-                .unwrap();
-            let bot = Bot::with_clock(
-                config,
-                settings.settings(),
-                store,
-                Arc::new(forge),
-                Arc::new(ForgeTime(fake.state.clone())),
-            );
-            let service = ServiceConfig {
-                github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
-                gitlab_webhook_tokens: None,
-                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-            };
-            (bot, service, "github")
-        }
-        Flavor::Gitlab => {
-            let settings = forges.gitlab.unwrap();
-            let forge = GitlabForge::connect(
-                &settings.url,
-                settings.clone_url_base.as_deref(),
-                SecretString::from(GITLAB_TOKEN),
-            )
-            .await
-            .unwrap();
-            let bot = Bot::with_clock(
-                config,
-                settings.settings().unwrap(),
-                store,
-                Arc::new(forge),
-                Arc::new(ForgeTime(fake.state.clone())),
-            );
-            let service = ServiceConfig {
-                github_webhook_secrets: None,
-                gitlab_webhook_tokens: Some(vec![SecretString::from(SECRET)]),
-                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-            };
-            (bot, service, "gitlab")
-        }
-    };
-    let bot = Arc::new(bot);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = server::start(
-        bot.clone(),
-        service,
-        listener,
-        release_coordinator::worker::Pacing {
-            reconcile_every: Duration::from_secs(3600),
-            retry_base: Duration::from_millis(100),
-        },
-    );
-    fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);
-    (bot, running)
-}
-
-/// Runs each scenario against the fake GitHub and the fake GitLab.
-macro_rules! on_both_forges {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_github {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(fake_forge::Flavor::Github).await
-                }
-            )*
-        }
-        mod on_gitlab {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(fake_forge::Flavor::Gitlab).await
-                }
-            )*
-        }
-    };
-}
+use common::*;
+use fake_forge::{Flavor, User};
 
 on_both_forges!(
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
@@ -381,43 +23,6 @@ on_both_forges!(
     a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it,
     lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished,
 );
-
-/// The demo's trigger files, under `release/` of the application repository.
-fn trigger_files() -> Vec<(&'static str, Vec<u8>)> {
-    [
-        "promotion-trigger.yaml",
-        "milestone-status.json",
-        "qa-validation-report.md",
-        "sprint-trace-matrix.json",
-        "approval-context.json",
-    ]
-    .into_iter()
-    .map(|f| {
-        let path: &'static str = Box::leak(format!("release/{f}").into_boxed_str());
-        (path, manifest(&format!("demo/app/{f}")))
-    })
-    .collect()
-}
-
-/// GitHub's operations the fake's request log must stay within.
-fn openapi_operations() -> Vec<(String, regex_lite::Regex)> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&manifest("fixtures/github/openapi-subset.json")).unwrap();
-    let mut ops = Vec::new();
-    for (path, item) in spec["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
-            let pattern = regex_lite::Regex::new(&format!(
-                "^{}$",
-                regex_lite::Regex::new(r"\\\{[a-z_]+\\\}")
-                    .unwrap()
-                    .replace_all(&regex_lite::escape(path), "[^/]+(/[^/]+)*")
-            ))
-            .unwrap();
-            ops.push((method.to_uppercase(), pattern));
-        }
-    }
-    ops
-}
 
 async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(forge: Flavor) {
     let w = World::new(forge).await;
@@ -557,25 +162,16 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(fo
         "{} API calls for a release to two environments on {forge:?}:\n{calls:#?}",
         requests.len()
     );
-    // Per environment: open, status comment, its updates, merge; then tag and release.
+    // Per environment: open, status comment and its updates, the re-read of the pull
+    // request, its comments, reviews and checks right before the merge, the merge; then the
+    // release (the tag is pushed with git). GitLab has no conditional requests, reads the
+    // pipeline and its jobs, and a group with its subgroups.
+    let limit = if forge == Flavor::Github { 24 } else { 28 };
     assert!(
-        requests.len() <= 16,
+        requests.len() <= limit,
         "{} calls: {requests:#?}",
         requests.len()
     );
-}
-
-fn with_trigger(edit: impl Fn(String) -> String) -> Vec<(&'static str, Vec<u8>)> {
-    trigger_files()
-        .into_iter()
-        .map(|(p, c)| {
-            if p.ends_with("promotion-trigger.yaml") {
-                (p, edit(String::from_utf8(c).unwrap()).into_bytes())
-            } else {
-                (p, c)
-            }
-        })
-        .collect()
 }
 
 async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions(forge: Flavor) {
@@ -875,7 +471,7 @@ async fn lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished(for
         Flavor::Github => (
             "/repos/acme/deploy/pulls".to_string(),
             "/repos/acme/deploy/issues/{n}/comments",
-            "/orgs/acme/teams/product/memberships/erin",
+            "/orgs/acme/teams/product/members",
         ),
         Flavor::Gitlab => (
             "/api/v4/projects/acme%2Fdeploy/merge_requests".to_string(),
@@ -920,12 +516,14 @@ async fn lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished(for
     w.comment(1, "alice", "/approve").await;
     assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
 
-    // Production: erin's `/approve` is cut short by a failed read of her team membership (she
-    // is a product owner through the team only); the worker tries the comment again and her
-    // approval counts (it was not marked done before it was done).
+    // Production: alice's `/approve` is cut short by a failed read of the product team's
+    // members (production needs a product owner, and erin is one through the team only); the
+    // worker tries the comment again and her approval counts (it was not marked done before
+    // it was done).
     w.fake.add_team_member("acme/product", "erin");
     w.checks_pass(2, &["ci/build", "security-scan"]).await;
-    w.comment(2, "alice", "/approve").await;
+    // Past the few minutes a team's members are reused for (they were read for staging).
+    w.fake.advance(time::Duration::minutes(6));
     w.fake.fail(fake_forge::Failure {
         method: "GET".into(),
         path_prefix: members.into(),
@@ -934,6 +532,7 @@ async fn lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished(for
         times: 1,
         carried_out: false,
     });
+    w.comment(2, "alice", "/approve").await;
     w.comment(2, "erin", "/approve").await;
     let failed: Vec<_> = w
         .fake
@@ -965,21 +564,39 @@ async fn a_restart_in_the_middle_continues_without_duplicates(forge: Flavor) {
 
 async fn a_release_to_one_environment_costs_at_most_twelve_api_calls(forge: Flavor) {
     let w = World::new(forge).await;
+    // erin holds her role through a team (a GitLab group); mallory holds none.
+    w.fake.add_team_member("acme/product", "erin");
     w.push_trigger(&with_trigger(|t| {
         t.replace("  - deploy-to-production\n", "")
     }))
     .await;
     w.checks_pass(1, &["ci/build"]).await;
-    w.comment(1, "alice", "/approve").await;
-    assert!(w.pull(1).unwrap().merged);
+    w.comment(1, "mallory", "/approve").await;
+    w.comment(1, "erin", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    assert!(
+        w.bot_comments(1)
+            .join("\n")
+            .contains("@mallory, your approval does not count"),
+        "{:#?}",
+        w.bot_comments(1)
+    );
     assert!(w.pull(2).is_none());
     assert_eq!(w.release_state().await, "Completed");
-    let calls = w.calls();
-    assert!(calls.len() <= 12, "{} calls: {calls:#?}", calls.len());
+    // What counts against the rate limit: every call but a 304 (a conditional read of
+    // something unchanged, which GitHub does not count).
+    let calls: Vec<_> = w.calls().into_iter().filter(|c| c.status != 304).collect();
     eprintln!(
-        "{} API calls for a release to one environment on {forge:?}",
-        calls.len()
+        "{} API calls for a release to one environment on {forge:?}: {:#?}",
+        calls.len(),
+        calls
+            .iter()
+            .map(|c| format!("{} {} {}", c.method, c.path, c.status))
+            .collect::<Vec<_>>()
     );
+    // GitLab has no conditional requests: its groups are read afresh before the merge.
+    let limit = if forge == Flavor::Github { 12 } else { 17 };
+    assert!(calls.len() <= limit, "{} calls: {calls:#?}", calls.len());
 }
 
 async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported(forge: Flavor) {
@@ -1076,7 +693,7 @@ async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it(forge: F
     let replies = w.bot_comments(1).join("\n");
     assert!(
         replies.contains(
-            "Release mvp-v1 failed after merging: conflict: tag mvp-v1 already exists on commit"
+            "Release mvp-v1 failed after merging: the tag mvp-v1 already exists in acme/shop on another commit"
         ),
         "{replies}"
     );
@@ -1149,18 +766,6 @@ async fn the_fake_serves_file_contents_from_git_in_githubs_shape() {
 }
 
 // --- GitLab only ---
-
-async fn audit_events(w: &World) -> Vec<(String, serde_json::Value)> {
-    let store = w.store().await;
-    let id = store.find_release("mvp-v1").await.unwrap().unwrap().id;
-    store
-        .audit_log(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.event, e.detail))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_approve_button_counts_as_approve_and_revoking_takes_it_back() {

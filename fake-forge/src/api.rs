@@ -92,6 +92,7 @@ pub fn router(state: Shared) -> Router {
             "/orgs/{org}/teams/{slug}/memberships/{user}",
             get(membership),
         )
+        .route("/orgs/{org}/teams/{slug}/members", get(team_members))
         .route(&format!("{repo}/installation"), get(repo_installation))
         .route(&format!("{repo}/contents/{{*path}}"), get(get_content))
         .route("/app/installations/{id}/access_tokens", post(access_token))
@@ -799,6 +800,27 @@ async fn release_by_tag(
         .find(|x| x.tag == tag)
         .ok_or_else(not_found)?;
     ok(payloads::release(repo, rel))
+}
+
+/// `teams/list-members-in-org`: the team's members (child teams' included), page by page.
+async fn team_members(
+    State(s): State<Shared>,
+    UrlPath((org, slug)): UrlPath<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Answer {
+    let st = s.lock().unwrap();
+    let team = format!("{org}/{slug}");
+    let members = st.teams.get(&team).ok_or_else(not_found)?;
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    ok(Value::Array(
+        members
+            .iter()
+            .skip((page.max(1) - 1) * per_page)
+            .take(per_page)
+            .map(|login| payloads::team_member(login))
+            .collect(),
+    ))
 }
 
 async fn membership(

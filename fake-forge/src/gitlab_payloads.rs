@@ -227,7 +227,15 @@ pub fn commit_statuses(st: &State, r: &Repo, sha: &str) -> Value {
     let mut out = Vec::new();
     let runner = st.token_login.clone();
     for c in r.check_runs.iter().filter(|c| c.sha == sha) {
-        out.push(commit_status(st, c.id, sha, &c.name, job_status(c), "", &runner));
+        out.push(commit_status(
+            st,
+            c.id,
+            sha,
+            &c.name,
+            job_status(c),
+            "",
+            &runner,
+        ));
     }
     for s in r.statuses.iter().filter(|s| s.sha == sha) {
         out.push(commit_status(
@@ -372,8 +380,16 @@ pub fn note_hook(st: &State, r: &Repo, p: &Pull, c: &Comment, action: &str) -> V
     );
     set(&mut v, "object_attributes/system", json!(false));
     set(&mut v, "object_attributes/action", json!(action));
-    set(&mut v, "object_attributes/created_at", hook_time(c.created_at));
-    set(&mut v, "object_attributes/updated_at", hook_time(c.updated_at));
+    set(
+        &mut v,
+        "object_attributes/created_at",
+        hook_time(c.created_at),
+    );
+    set(
+        &mut v,
+        "object_attributes/updated_at",
+        hook_time(c.updated_at),
+    );
     set(&mut v, "merge_request/iid", json!(p.number));
     set(&mut v, "merge_request/source_branch", json!(p.head));
     set(&mut v, "merge_request/target_branch", json!(p.base));

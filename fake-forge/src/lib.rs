@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use git2::{Oid, Repository, Signature};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use time::OffsetDateTime;
 use sha2::Sha256;
+use time::OffsetDateTime;
 
 pub use api::router;
 

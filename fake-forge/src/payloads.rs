@@ -326,6 +326,20 @@ pub fn merge_result(sha: &str) -> Value {
     v
 }
 
+/// A member as `teams/list-members-in-org` lists it.
+pub fn team_member(login: &str) -> Value {
+    let items = template(fixture!("api-examples/team-member-items.json"));
+    let mut v = items[0].clone();
+    let u = user(&User {
+        login: login.to_string(),
+        is_bot: false,
+    });
+    set(&mut v, "login", u["login"].clone());
+    set(&mut v, "id", u["id"].clone());
+    set(&mut v, "type", json!("User"));
+    v
+}
+
 pub fn membership(team: &str, login: &str) -> Value {
     let mut v = template(fixture!(
         "api-examples/team-membership-response-if-user-is-a-team-maintainer.json"

@@ -50,3 +50,12 @@ CREATE TABLE pr_checks (
 
 ALTER TABLE forge_releases ADD COLUMN trigger_author TEXT;
 ALTER TABLE release_prs ADD COLUMN opened_at TEXT;
+
+-- What the approvers decided, signed at merge (one record per environment): it goes into the
+-- annotated tag's message and the forge release's notes.
+CREATE TABLE approval_records (
+    release_id   INTEGER NOT NULL,
+    environment  TEXT NOT NULL,
+    record       TEXT NOT NULL,     -- the signed JSON
+    PRIMARY KEY (release_id, environment)
+);

@@ -257,9 +257,10 @@ pub trait Forge: Send + Sync {
         Ok(())
     }
 
-    /// Whether `user` belongs to `team` (`org/team-slug` on GitHub, with child teams; a group
-    /// path on GitLab, with inherited members and members of its subgroups).
-    async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError>;
+    /// The active members of `team` (`org/team-slug` on GitHub, with child teams; a group path
+    /// on GitLab, with inherited members and members of its subgroups), logins in lower case.
+    /// A team that does not exist has no members.
+    async fn team_members(&self, team: &str) -> Result<Vec<String>, ForgeError>;
 
     async fn set_commit_status(
         &self,
@@ -278,15 +279,6 @@ pub trait Forge: Send + Sync {
     /// The comments on a commit (GitLab's carry no id: theirs is 0).
     async fn commit_comments(&self, repo: &str, commit: &str) -> Result<Vec<Note>, ForgeError>;
 
-    /// An annotated tag `tag` on `commit`; an existing tag on the same commit is success, on
-    /// another commit a [`ForgeError::Conflict`].
-    async fn ensure_tag(
-        &self,
-        repo: &str,
-        tag: &str,
-        commit: &str,
-        message: &str,
-    ) -> Result<(), ForgeError>;
     /// The release for `tag`, created unless it exists; returns its URL.
     async fn ensure_release(
         &self,

@@ -143,6 +143,16 @@ impl std::fmt::Debug for DeployRepo {
     }
 }
 
+/// What pushing a tag came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagPush {
+    Created,
+    /// The tag was there already, on the same commit.
+    Existed,
+    /// The tag is there on another commit (given).
+    Clash(String),
+}
+
 /// The remote-tracking ref the base branch is fetched into.
 pub fn tracking_ref(branch: &str) -> String {
     format!("refs/remotes/origin/{branch}")
@@ -330,6 +340,29 @@ impl DeployRepo {
         Ok(oid)
     }
 
+    /// Makes sure `commit` is in the cache, fetching it by itself when it is not.
+    pub fn fetch_any_commit(&self, commit: &str) -> Result<Oid, GitError> {
+        let oid = Oid::from_str(commit)?;
+        if self.repo.find_commit(oid).is_ok() {
+            return Ok(oid);
+        }
+        self.read_from_remote(
+            self.remote
+                .git(&self.path)
+                .args([
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--depth=1",
+                ])
+                .arg(self.remote.transport_url())
+                .arg(commit),
+            commit.to_string(),
+        )?;
+        Ok(oid)
+    }
+
     /// The names of the remote's tags, without fetching them.
     pub fn remote_tags(&self) -> Result<Vec<String>, GitError> {
         let out = self.read_from_remote(
@@ -443,6 +476,71 @@ impl DeployRepo {
             });
         }
         Ok(())
+    }
+
+    /// Makes the annotated tag `name` on `commit` (in the cache) and pushes it, only if the
+    /// remote has no such tag yet. A tag already there is fine when it points at `commit` (an
+    /// earlier attempt pushed it); on another commit it is a [`TagPush::Clash`].
+    pub fn push_tag(
+        &self,
+        name: &str,
+        commit: Oid,
+        message: &str,
+        tagger: (&str, &str),
+        at: time::OffsetDateTime,
+    ) -> Result<TagPush, GitError> {
+        let target = self
+            .repo
+            .find_object(commit, Some(git2::ObjectType::Commit))?;
+        let when = git2::Time::new(at.unix_timestamp(), 0);
+        let sig = git2::Signature::new(tagger.0, tagger.1, &when)?;
+        let tag = self
+            .repo
+            .tag_annotation_create(name, &target, &sig, message)?;
+        let out = self
+            .remote
+            .git(&self.path)
+            .args(["push", "--porcelain"])
+            .arg(format!("--force-with-lease=refs/tags/{name}:"))
+            .arg(self.remote.transport_url())
+            .arg(format!("{tag}:refs/tags/{name}"))
+            .output()
+            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.lines().any(|l| l.starts_with('!')) && out.status.success() {
+            return Ok(TagPush::Created);
+        }
+        // Refused: see what the remote's tag points at (peeled to its commit).
+        let listed = self.read_from_remote(
+            self.remote
+                .git(&self.path)
+                .args(["ls-remote", "--tags"])
+                .arg(self.remote.transport_url())
+                .arg(format!("refs/tags/{name}"))
+                .arg(format!("refs/tags/{name}^{{}}")),
+            format!("refs/tags/{name}"),
+        )?;
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        let mut peeled = None;
+        let mut direct = None;
+        for line in listed.lines() {
+            let Some((oid, refname)) = line.split_once('\t') else {
+                continue;
+            };
+            if refname.ends_with("^{}") {
+                peeled = Some(oid.to_string());
+            } else {
+                direct = Some(oid.to_string());
+            }
+        }
+        match peeled.or(direct) {
+            Some(theirs) if theirs == commit.to_string() => Ok(TagPush::Existed),
+            Some(theirs) => Ok(TagPush::Clash(theirs)),
+            None => Err(GitError::Push {
+                remote: self.remote.display(),
+                stderr: clean_stderr(&out.stderr),
+            }),
+        }
     }
 
     /// Points the remote `branch` back at `commit`, only if it is still at `expected` (a lease:

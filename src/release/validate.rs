@@ -489,7 +489,11 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
     let unknown_role = |role: &str| {
         format!(
             "`{role}` is not a role of the release policy (roles: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         )
     };
     for (i, role) in t.approval_roles.iter().enumerate() {

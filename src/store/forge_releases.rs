@@ -249,7 +249,10 @@ impl Store {
     }
 
     /// The release pull request of `branch`, if it is one.
-    pub async fn release_pr_by_branch(&self, branch: &str) -> Result<Option<ReleasePr>, StoreError> {
+    pub async fn release_pr_by_branch(
+        &self,
+        branch: &str,
+    ) -> Result<Option<ReleasePr>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {PR_COLUMNS} FROM release_prs WHERE branch = ? ORDER BY release_id DESC LIMIT 1"
         )))
@@ -479,6 +482,39 @@ impl Store {
                     order: r.get::<i64, _>(3) as u64,
                 })
             })
+            .collect())
+    }
+
+    /// Keeps the signed approval record of an environment's merge (the first one stands).
+    pub async fn record_approval_record(
+        &self,
+        pr: &ReleasePr,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approval_records (release_id, environment, record) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(pr.release_id)
+        .bind(&pr.environment)
+        .bind(record.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The signed approval records of a release, in the order its environments merged.
+    pub async fn approval_records(
+        &self,
+        release_id: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows =
+            sqlx::query("SELECT record FROM approval_records WHERE release_id = ? ORDER BY rowid")
+                .bind(release_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
             .collect())
     }
 

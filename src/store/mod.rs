@@ -73,7 +73,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "typed_outcomes",
         include_str!("../../migrations/sqlite/0006_typed_outcomes.sql"),
     ),
-    (7, "gate", include_str!("../../migrations/sqlite/0007_gate.sql")),
+    (
+        7,
+        "gate",
+        include_str!("../../migrations/sqlite/0007_gate.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

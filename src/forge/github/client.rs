@@ -13,12 +13,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::webhook::User;
+use crate::events::{CheckResult as Check, CheckSource};
 use crate::events::{ForgeKind, ReviewState};
 use crate::forge::{
-    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
-    NewChangeRequest, Note, ReviewInfo,
+    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod,
+    MergeOutcome, NewChangeRequest, Note, ReviewInfo,
 };
-use crate::events::{CheckResult as Check, CheckSource};
 
 /// How the bot authenticates to GitHub.
 pub enum GithubAuth {
@@ -370,32 +370,8 @@ struct MergeResult {
 }
 
 #[derive(Deserialize)]
-struct GitRef {
-    object: GitObject,
-}
-
-#[derive(Deserialize)]
-struct GitObject {
-    sha: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct GitTag {
-    sha: String,
-    #[serde(default)]
-    object: Option<GitObject>,
-}
-
-#[derive(Deserialize)]
 struct ReleaseBody {
     html_url: String,
-}
-
-#[derive(Deserialize)]
-struct Membership {
-    state: String,
 }
 
 type Empty = serde_json::Value;
@@ -608,22 +584,30 @@ impl Forge for GithubForge {
         Ok(MergeOutcome::Merged(r.sha))
     }
 
-    async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError> {
+    async fn team_members(&self, team: &str) -> Result<Vec<String>, ForgeError> {
         let Some((org, slug)) = team.split_once('/') else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
-        let r: Result<Membership, _> = self
-            .client
-            .get(
-                format!("/orgs/{org}/teams/{slug}/memberships/{user}"),
-                None::<&()>,
-            )
-            .await;
-        match r.map_err(map_err) {
-            Ok(m) => Ok(m.state == "active"),
-            Err(ForgeError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
+        let mut out = Vec::new();
+        for page in 1u32.. {
+            // Conditional: a team read again unchanged answers 304, free of the rate limit.
+            let members: Result<Vec<User>, ForgeError> = self
+                .get_cached(format!(
+                    "/orgs/{org}/teams/{slug}/members?per_page=100&page={page}"
+                ))
+                .await;
+            let members = match members {
+                Ok(m) => m,
+                Err(ForgeError::NotFound(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let n = members.len();
+            out.extend(members.into_iter().map(|m| m.login.to_ascii_lowercase()));
+            if n < 100 {
+                break;
+            }
         }
+        Ok(out)
     }
 
     async fn set_commit_status(
@@ -667,64 +651,6 @@ impl Forge for GithubForge {
             .await
             .map_err(map_err)?;
         Ok(())
-    }
-
-    async fn ensure_tag(
-        &self,
-        repo: &str,
-        tag: &str,
-        commit: &str,
-        message: &str,
-    ) -> Result<(), ForgeError> {
-        // Create first (two calls); only when the ref is refused, look at what is there. A tag
-        // object left behind by a refused ref is unreferenced and harmless.
-        let t: GitTag = self
-            .client
-            .post(
-                format!("/repos/{repo}/git/tags"),
-                Some(&json!({"tag": tag, "message": message, "object": commit, "type": "commit"})),
-            )
-            .await
-            .map_err(map_err)?;
-        let created: Result<Empty, _> = self
-            .client
-            .post(
-                format!("/repos/{repo}/git/refs"),
-                Some(&json!({"ref": format!("refs/tags/{tag}"), "sha": t.sha})),
-            )
-            .await;
-        match created.map_err(map_err) {
-            Ok(_) => return Ok(()),
-            Err(ForgeError::Rejected(_) | ForgeError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let r: GitRef = self
-            .client
-            .get(format!("/repos/{repo}/git/ref/tags/{tag}"), None::<&()>)
-            .await
-            .map_err(map_err)?;
-        // An annotated tag's ref points at the tag object; its `object` is the commit.
-        let target = if r.object.kind == "tag" {
-            let t: GitTag = self
-                .client
-                .get(
-                    format!("/repos/{repo}/git/tags/{}", r.object.sha),
-                    None::<&()>,
-                )
-                .await
-                .map_err(map_err)?;
-            t.object.map(|o| o.sha).unwrap_or_default()
-        } else {
-            r.object.sha
-        };
-        if target == commit {
-            Ok(())
-        } else {
-            Err(ForgeError::Conflict(format!(
-                "tag {tag} already exists on commit {}",
-                &target[..target.len().min(12)]
-            )))
-        }
     }
 
     async fn ensure_release(

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::events::{
-    Actor, Check, CheckResult, CheckSource, CheckState, Comment, CommentAction, Event, Installation,
-    PullRequest, PullRequestAction, Push, RepoRef, Review, ReviewState,
+    Actor, Check, CheckResult, CheckSource, CheckState, Comment, CommentAction, Event,
+    Installation, PullRequest, PullRequestAction, Push, RepoRef, Review, ReviewState,
 };
 
 /// GitHub lists at most this many commits in a push payload.
@@ -111,8 +111,6 @@ struct CommitAuthor {
     #[serde(default)]
     username: Option<String>,
 }
-
-
 
 #[derive(Deserialize)]
 struct PushCommit {

@@ -19,19 +19,18 @@ use gitlab::api::projects::releases::{CreateRelease, ProjectReleaseByTag};
 use gitlab::api::projects::repository::commits::{
     CommentOnCommit, CommitComments, CommitStatusState, CommitStatuses, CreateCommitStatus,
 };
-use gitlab::api::projects::repository::tags::{CreateTag, Tag};
 use gitlab::api::{self, ApiError, AsyncQuery, Pagination};
 use gitlab::{AsyncGitlab, GitlabBuilder, RestError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::events::{Actor, CheckSource, CheckState as EventCheckState, ForgeKind, ReviewState};
-use crate::forge::{
-    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod, MergeOutcome,
-    NewChangeRequest, Note, ReviewInfo,
-};
 use crate::events::CheckResult as Check;
+use crate::events::{Actor, CheckSource, CheckState as EventCheckState, ForgeKind, ReviewState};
 use crate::forge::gitlab::webhook::check_state;
+use crate::forge::{
+    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod,
+    MergeOutcome, NewChangeRequest, Note, ReviewInfo,
+};
 
 pub struct GitlabForge {
     client: AsyncGitlab,
@@ -158,16 +157,6 @@ struct StatusBody {
 #[derive(Deserialize)]
 struct IdOnly {
     id: u64,
-}
-
-#[derive(Deserialize)]
-struct TagBody {
-    commit: TagCommit,
-}
-
-#[derive(Deserialize)]
-struct TagCommit {
-    id: String,
 }
 
 #[derive(Deserialize)]
@@ -352,37 +341,39 @@ impl GitlabForge {
 
     /// Whether `user` is an active member of `group`: with `inherited`, also through a parent
     /// group (`members/all`); without, directly (`members`).
-    async fn member_of(
+    /// The active members of a group (with `inherited`: also those it inherits from its
+    /// parents), logins in lower case; `None` when there is no such group.
+    async fn members(
         &self,
         group: &str,
-        user: &str,
         inherited: bool,
-    ) -> Result<bool, ForgeError> {
+    ) -> Result<Option<Vec<String>>, ForgeError> {
         use api::groups::members::{AllGroupMembers, GroupMembers};
         let members: Result<Vec<MemberBody>, ForgeError> = if inherited {
             let ep = AllGroupMembers::builder()
                 .group(group)
-                .query(user)
                 .build()
                 .map_err(built)?;
             self.all(ep).await
         } else {
             let ep = GroupMembers::builder()
                 .group(group)
-                .query(user)
                 .build()
                 .map_err(built)?;
             self.all(ep).await
         };
         let members = match members {
             Ok(m) => m,
-            Err(ForgeError::NotFound(_)) => return Ok(false),
+            Err(ForgeError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(members.iter().any(|m| {
-            m.username.eq_ignore_ascii_case(user)
-                && m.state.as_deref().is_none_or(|s| s == "active")
-        }))
+        Ok(Some(
+            members
+                .into_iter()
+                .filter(|m| m.state.as_deref().is_none_or(|s| s == "active"))
+                .map(|m| m.username.to_ascii_lowercase())
+                .collect(),
+        ))
     }
 }
 
@@ -682,8 +673,7 @@ impl Forge for GitlabForge {
             return Ok(MergeOutcome::Scheduled);
         }
         let running = mr.head_pipeline.as_ref().is_some_and(|p| {
-            check_state(&p.status) == EventCheckState::Pending
-                && p.status != "skipped"
+            check_state(&p.status) == EventCheckState::Pending && p.status != "skipped"
         });
         if matches!(status, Some(405 | 406 | 422)) && running {
             let mr: MergeRequestBody = self.query(request(true)?).await?;
@@ -712,21 +702,26 @@ impl Forge for GitlabForge {
 
     /// A member of `team` (a group path) directly, through a parent group (GitLab's inherited
     /// members), or through any of its subgroups.
-    async fn is_team_member(&self, team: &str, user: &str) -> Result<bool, ForgeError> {
-        if self.member_of(team, user, true).await? {
-            return Ok(true);
-        }
+    async fn team_members(&self, team: &str) -> Result<Vec<String>, ForgeError> {
+        let mut out = match self.members(team, true).await? {
+            Some(m) => m,
+            None => return Ok(Vec::new()),
+        };
         let subgroups: Vec<GroupBody> = match self.all(DescendantGroups { group: team }).await {
             Ok(g) => g,
-            Err(ForgeError::NotFound(_)) => return Ok(false),
+            Err(ForgeError::NotFound(_)) => return Ok(out),
             Err(e) => return Err(e),
         };
         for g in subgroups {
-            if self.member_of(&g.id.to_string(), user, false).await? {
-                return Ok(true);
-            }
+            out.extend(
+                self.members(&g.id.to_string(), false)
+                    .await?
+                    .unwrap_or_default(),
+            );
         }
-        Ok(false)
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn set_commit_status(
@@ -796,56 +791,6 @@ impl Forge for GitlabForge {
             )
             .await?;
         Ok(())
-    }
-
-    /// Creates first and looks only when GitLab says the tag exists (one call when it does
-    /// not, which is the usual case).
-    async fn ensure_tag(
-        &self,
-        repo: &str,
-        tag: &str,
-        commit: &str,
-        message: &str,
-    ) -> Result<(), ForgeError> {
-        let created: Result<TagBody, ForgeError> = self
-            .query(
-                CreateTag::builder()
-                    .project(repo)
-                    .tag_name(tag)
-                    .ref_(commit)
-                    .message(message)
-                    .build()
-                    .map_err(built)?,
-            )
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            // GitLab answers 400 "Tag <name> already exists".
-            Err(ForgeError::Rejected(why) | ForgeError::Conflict(why)) => {
-                let existing: TagBody = self
-                    .query(
-                        Tag::builder()
-                            .project(repo)
-                            .tag_name(tag)
-                            .build()
-                            .map_err(built)?,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        ForgeError::NotFound(_) => ForgeError::Rejected(why.clone()),
-                        e => e,
-                    })?;
-                if existing.commit.id == commit {
-                    Ok(())
-                } else {
-                    Err(ForgeError::Conflict(format!(
-                        "tag {tag} already exists on commit {}",
-                        existing.commit.id
-                    )))
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 
     async fn ensure_release(

@@ -16,7 +16,7 @@ use crate::commands;
 use crate::events::{self, PullRequestAction, ReviewState};
 use crate::forge::{ChangeState, ReviewInfo};
 use crate::policy::{self, ActKind, ApprovalAct};
-use crate::release::state::AuditEvent;
+use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::{ForgeRelease, ReleasePr};
 
 impl Bot {
@@ -118,15 +118,14 @@ impl Bot {
                 };
                 self.apply_review(&pr, &info).await?;
             }
-            PullRequestAction::Closed if p.merged => {
-                // Merged by someone else (or by the forge itself, when the bot asked it to merge
-                // once its pipeline succeeds): the forge is the truth.
-                if pr.state != PrState::Merged {
-                    let by_hand = !p.actor.login.eq_ignore_ascii_case(self.bot_login());
-                    self.merged_found(&mut pr, &p.head_commit, None, &p.actor.login, by_hand)
-                        .await?;
-                }
+            // Merged by someone else (or by the forge itself, when the bot asked it to merge
+            // once its pipeline succeeds): the forge is the truth.
+            PullRequestAction::Closed if p.merged && pr.state != PrState::Merged => {
+                let by_hand = !p.actor.login.eq_ignore_ascii_case(self.bot_login());
+                self.merged_found(&mut pr, &p.head_commit, None, &p.actor.login, by_hand)
+                    .await?;
             }
+            PullRequestAction::Closed if p.merged => {}
             PullRequestAction::Closed => {
                 if pr.state.is_open() {
                     pr.state = PrState::Closed;
@@ -156,9 +155,7 @@ impl Bot {
         let pusher = (!p.pusher.login.eq_ignore_ascii_case(self.bot_login()))
             .then_some(p.pusher.login.as_str());
         let since = p.pushed_at.unwrap_or_else(|| self.now());
-        self.store
-            .record_head(&pr, &p.after, since, pusher)
-            .await?;
+        self.store.record_head(&pr, &p.after, since, pusher).await?;
         if pr.state.is_open() {
             let mut pr = pr;
             self.new_head(&mut pr, &p.after, Some(since)).await?;
@@ -187,6 +184,21 @@ impl Bot {
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
             return Ok(());
         };
+        let built = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+            .unwrap_or_default();
+        if head != built {
+            let pusher = self.store.head_pusher(pr, head).await?;
+            self.audit(
+                &rel,
+                AuditEvent::ReleaseBranchForeignCommits,
+                pusher.as_deref().unwrap_or("unknown"),
+                json!({"environment": pr.environment, "head": head, "built": built, "pusher": pusher}),
+            )
+            .await?;
+        }
         // The approvals that counted on the earlier head (not the refused ones) go stale.
         let gate = self.gate(&rel, pr, None, false).await?;
         let facts = gate.facts(&self.config.policy);
@@ -330,7 +342,8 @@ impl Bot {
         }
         for r in &reviews {
             // A GitLab approval already recorded from its webhook is the same act.
-            if r.source.starts_with("approval:") && self.store.source_approved(pr, &r.source).await?
+            if r.source.starts_with("approval:")
+                && self.store.source_approved(pr, &r.source).await?
             {
                 continue;
             }
@@ -356,9 +369,11 @@ impl Bot {
     ) -> Result<Option<String>, BotError> {
         let gate = self.gate(rel, pr, Some(&act.user), false).await?;
         let approval = act.as_approval();
-        Ok(policy::check_approval(&gate.facts(&self.config.policy), &approval)
-            .err()
-            .map(|r| r.to_string()))
+        Ok(
+            policy::check_approval(&gate.facts(&self.config.policy), &approval)
+                .err()
+                .map(|r| r.to_string()),
+        )
     }
 
     /// Records a pull request found merged (by a person, by the forge on the bot's request, or
@@ -374,15 +389,34 @@ impl Bot {
         if pr.state == PrState::Merged {
             return Ok(());
         }
-        pr.state = PrState::Merged;
+        let Some(rel) = self.store.forge_release(pr.release_id).await? else {
+            return Ok(());
+        };
+        // What was known when it merged (the gate's facts before the state changes).
         pr.head_commit = Some(head.to_string());
+        let gate = self.gate(&rel, pr, None, false).await?;
+        pr.state = PrState::Merged;
         if merge_commit.is_some() {
             pr.merge_commit = merge_commit.map(str::to_string);
         }
         self.store.save_release_pr(pr).await?;
-        let Some(rel) = self.store.forge_release(pr.release_id).await? else {
-            return Ok(());
-        };
+        if matches!(
+            rel.state,
+            ReleaseState::AwaitingApproval | ReleaseState::AwaitingChecks
+        ) {
+            self.transition(
+                &rel,
+                ReleaseState::Merging,
+                AuditEvent::ReleaseMerging,
+                actor,
+                json!({"environment": pr.environment, "head": head, "found": true}),
+            )
+            .await?;
+        }
+        let rel = self.current(rel.release_id).await?.unwrap_or(rel);
+        let merged = pr.merge_commit.clone().unwrap_or_else(|| head.to_string());
+        self.sign_approval_record(&rel, pr, &gate, &merged, actor)
+            .await?;
         self.audit(
             &rel,
             AuditEvent::ReleaseMerged,
@@ -442,7 +476,11 @@ mod tests {
         assert_eq!(head_at(&history, Some(t(5))).as_deref(), Some("built"));
         assert_eq!(head_at(&history, Some(t(15))).as_deref(), Some("theirs"));
         assert_eq!(head_at(&history, Some(t(25))).as_deref(), Some("built"));
-        assert_eq!(head_at(&history, Some(t(10))), None, "the same second as a push");
+        assert_eq!(
+            head_at(&history, Some(t(10))),
+            None,
+            "the same second as a push"
+        );
         assert_eq!(head_at(&history, None), None, "no time, several heads");
         assert_eq!(
             head_at(&history[..1], None).as_deref(),

@@ -232,7 +232,12 @@ impl Bot {
             Command::Retry => {
                 "only the requester or a holder of a role of this environment may retry it"
             }
-            Command::Unhold if pr.held_by.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(login)) => {
+            Command::Unhold
+                if pr
+                    .held_by
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(login)) =>
+            {
                 return Ok(None);
             }
             Command::Unhold => {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{Bot, BotError, PrState, texts};
-use crate::forge::{ForgeError, MergeOutcome, NewChangeRequest};
+use crate::forge::{MergeOutcome, NewChangeRequest};
+use crate::git::TagPush;
 use crate::policy::{self, Approval, Check, Decision, Facts};
 use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::{ForgeRelease, ReleasePr};
@@ -15,7 +16,7 @@ use crate::store::forge_releases::{ForgeRelease, ReleasePr};
 /// before a merge, from the forge).
 pub(super) struct Gate {
     environment: String,
-    head: String,
+    pub head: String,
     built: String,
     requesters: Vec<String>,
     pushers: Vec<String>,
@@ -140,7 +141,8 @@ impl Bot {
         pr.head_commit = Some(cr.head_commit.clone());
         pr.state = PrState::Open;
         self.store.save_release_pr(pr).await?;
-        let detail = json!({"environment": pr.environment, "pull_request": cr.number, "url": cr.url});
+        let detail =
+            json!({"environment": pr.environment, "pull_request": cr.number, "url": cr.url});
         if rel.state == ReleaseState::Pending {
             self.transition(
                 rel,
@@ -259,7 +261,7 @@ impl Bot {
             self.store.save_release_pr(pr).await?;
         }
         match decision {
-            Decision::Merge => self.merge(rel, pr, &head, &counted).await,
+            Decision::Merge => self.merge(rel, pr, &gate, &counted).await,
             Decision::Wait(reasons) | Decision::Block(reasons) => {
                 self.not_yet(rel, pr, &reasons, &counted, &head).await?;
                 Ok(false)
@@ -271,9 +273,10 @@ impl Bot {
         &self,
         rel: &ForgeRelease,
         pr: &mut ReleasePr,
-        head: &str,
+        gate: &Gate,
         approvers: &[String],
     ) -> Result<bool, BotError> {
+        let head = gate.head.as_str();
         if rel.state != ReleaseState::Merging {
             self.transition(
                 rel,
@@ -325,6 +328,8 @@ impl Bot {
         pr.state = PrState::Merged;
         pr.merge_commit = Some(sha.clone());
         self.store.save_release_pr(pr).await?;
+        self.sign_approval_record(&rel, pr, gate, &sha, self.bot_login())
+            .await?;
         self.audit(
             &rel,
             AuditEvent::ReleaseMerged,
@@ -442,22 +447,34 @@ impl Bot {
             .git_tag
             .clone()
             .unwrap_or_else(|| rel.version_tag.clone());
+        let records = self.store.approval_records(rel.release_id).await?;
+        let blocks: String = records.iter().map(crate::signing::record_block).collect();
         let url = if rel.tagged {
             rel.release_url.clone().unwrap_or_default()
         } else {
-            let message = format!(
-                "Release {}\n\nRelease-Coordinator-Version: {}\n",
-                rel.version_tag, rel.version_tag
-            );
-            match self
-                .forge
-                .ensure_tag(&rel.app_repo, &tag, &rel.app_commit, &message)
-                .await
-            {
-                Ok(()) => {}
+            let message = texts::tag_message(&rel.version_tag, &blocks);
+            // The annotated tag is pushed with git, which no forge counts against its API
+            // rate limit; a tag already there on this commit (an earlier attempt) is fine.
+            let app = self.open_app_repo(&rel.app_repo).await?;
+            let commit = app.fetch_any_commit(&rel.app_commit)?;
+            let deployment = &self.config.orchestration.deployment;
+            match app.push_tag(
+                &tag,
+                commit,
+                &message,
+                (&deployment.author_name, &deployment.author_email),
+                self.now(),
+            )? {
+                TagPush::Created | TagPush::Existed => {}
                 // The tag exists on another commit: nothing the bot may fix on its own.
-                Err(e @ ForgeError::Conflict(_)) => return self.fail(&rel, &e.to_string()).await,
-                Err(e) => return Err(e.into()),
+                TagPush::Clash(other) => {
+                    let why = format!(
+                        "the tag {tag} already exists in {} on another commit ({})",
+                        rel.app_repo,
+                        texts::short(&other)
+                    );
+                    return self.fail(&rel, &why).await;
+                }
             }
             let url = self
                 .forge
@@ -465,7 +482,7 @@ impl Bot {
                     &rel.app_repo,
                     &tag,
                     &format!("Release {}", rel.version_tag),
-                    &rel.summary.release_notes,
+                    &texts::release_notes(&rel.summary.release_notes, &blocks),
                 )
                 .await?;
             self.store.mark_tagged(rel.release_id, Some(&url)).await?;
@@ -597,9 +614,12 @@ impl Bot {
                 .forge
                 .git_access(&self.settings.deployment_repo)
                 .await?;
-            let token = access
-                .token
-                .map(|t| (access.username, secrecy::ExposeSecret::expose_secret(&t).to_string()));
+            let token = access.token.map(|t| {
+                (
+                    access.username,
+                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
+                )
+            });
             let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
             let oid = repo.fetch_commit(&pr.branch, &built)?;
             repo.reset_branch(&pr.branch, oid, &head)?;

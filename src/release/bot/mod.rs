@@ -17,6 +17,7 @@ mod commands;
 mod merge;
 pub mod model;
 mod notes;
+mod record;
 mod roles;
 pub mod texts;
 mod trigger;
@@ -55,6 +56,9 @@ pub enum BotError {
     Io(String),
 }
 
+/// A team's members (lower case), when they were read, and in which decision.
+type TeamMembers = (std::collections::BTreeSet<String>, OffsetDateTime, u64);
+
 pub struct Bot {
     pub config: OperatorConfig,
     pub settings: ForgeSettings,
@@ -62,9 +66,8 @@ pub struct Bot {
     pub forge: Arc<dyn Forge>,
     clock: Arc<dyn Clock>,
     cache_root: PathBuf,
-    /// Team and group memberships, with when and in which decision they were read:
-    /// (team, user) -> (member, at, decision).
-    teams: Mutex<HashMap<(String, String), (bool, OffsetDateTime, u64)>>,
+    /// The members of each team or group, with when and in which decision they were read.
+    teams: Mutex<HashMap<String, TeamMembers>>,
     /// Counts decisions (an event handled, a release reconciled): a merge decision reuses a
     /// membership only if it was read during the same decision.
     decision: AtomicU64,
@@ -176,6 +179,19 @@ impl Bot {
         Ok(())
     }
 
+    /// The bot's cache of an application repository, reached with the forge's credentials.
+    async fn open_app_repo(&self, repo: &str) -> Result<crate::git::DeployRepo, BotError> {
+        let access = self.forge.git_access(repo).await?;
+        let token = access
+            .token
+            .as_ref()
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
+        Ok(crate::git::DeployRepo::open(
+            crate::git::Remote::new(access.url, token).with_basic_user(access.username),
+            &self.cache_root.join("apps"),
+        )?)
+    }
+
     /// The release's state now (a [`ForgeRelease`] read earlier may be behind).
     async fn current(&self, release_id: i64) -> Result<Option<ForgeRelease>, BotError> {
         Ok(self.store.forge_release(release_id).await?)
@@ -264,7 +280,12 @@ mod tests {
         let s = settings();
         assert!(concerns_the_bot(
             &s,
-            &push("acme/shop", "main", &["release/promotion-trigger.yaml"], false)
+            &push(
+                "acme/shop",
+                "main",
+                &["release/promotion-trigger.yaml"],
+                false
+            )
         ));
         assert!(!concerns_the_bot(
             &s,
@@ -276,7 +297,12 @@ mod tests {
         );
         assert!(!concerns_the_bot(
             &s,
-            &push("acme/shop", "feature", &["release/promotion-trigger.yaml"], false)
+            &push(
+                "acme/shop",
+                "feature",
+                &["release/promotion-trigger.yaml"],
+                false
+            )
         ));
         assert!(
             concerns_the_bot(

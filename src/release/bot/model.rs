@@ -52,7 +52,7 @@ impl PrState {
 pub enum TriggerOutcome {
     /// Recorded before the release branches are pushed: a crash between the push and linking
     /// the release is finished by the replayed delivery instead of refused as a re-used version.
-    Starting(Intent),
+    Starting(Box<Intent>),
     /// The release exists and is linked to the forge.
     Released { version: String },
     /// Refused; the commit status and comment may be there (an attempt was cut short).

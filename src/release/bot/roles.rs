@@ -37,7 +37,10 @@ impl Bot {
                 .collect();
             // Needed roles first, so that "holds any role" is settled by a lookup that was
             // needed anyway.
-            let mut order: Vec<&String> = needed.iter().filter(|r| policy.roles.contains_key(*r)).collect();
+            let mut order: Vec<&String> = needed
+                .iter()
+                .filter(|r| policy.roles.contains_key(*r))
+                .collect();
             order.extend(policy.roles.keys().filter(|r| !needed.contains(r)));
             for role in order {
                 let wanted = needed.contains(role) || held.is_empty();
@@ -61,24 +64,27 @@ impl Bot {
         Ok(out)
     }
 
+    /// Whether `user` is a member of `team`. A team's members are read once and reused for a
+    /// few minutes; with `fresh`, only within the same decision.
     async fn team_member(&self, team: &str, user: &str, fresh: bool) -> Result<bool, BotError> {
-        let key = (team.to_string(), user.to_ascii_lowercase());
         let now = self.now();
         let decision = self.decision.load(Ordering::Relaxed);
-        if let Some((member, at, asked_in)) = self.teams.lock().unwrap().get(&key)
+        let user = user.to_ascii_lowercase();
+        if let Some((members, at, read_in)) = self.teams.lock().unwrap().get(team)
             && if fresh {
-                *asked_in == decision
+                *read_in == decision
             } else {
                 now - *at < TEAM_CACHE_TTL
             }
         {
-            return Ok(*member);
+            return Ok(members.contains(&user));
         }
-        let member = self.forge.is_team_member(team, user).await?;
+        let members: BTreeSet<String> = self.forge.team_members(team).await?.into_iter().collect();
+        let member = members.contains(&user);
         self.teams
             .lock()
             .unwrap()
-            .insert(key, (member, now, decision));
+            .insert(team.to_string(), (members, now, decision));
         Ok(member)
     }
 

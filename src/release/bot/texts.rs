@@ -247,6 +247,28 @@ pub fn rebuilt_after_foreign_commits(built: &str, dropped_head: &str) -> String 
     )
 }
 
+/// The annotated tag's message: the release, and the signed approval record of each merge.
+pub fn tag_message(version: &str, records: &str) -> String {
+    let mut m = format!("Release {version}\n\nRelease-Coordinator-Version: {version}\n");
+    if !records.is_empty() {
+        m.push_str(&format!(
+            "\nApproval records, signed with the release key (verify: release-coordinator verify --key <public.pem> <this message>):\n\n{records}"
+        ));
+    }
+    m
+}
+
+/// The forge release's notes: the rendered release notes, then the approval records.
+pub fn release_notes(notes: &str, records: &str) -> String {
+    if records.is_empty() {
+        return notes.to_string();
+    }
+    format!(
+        "{}\n\n## Approvals\n\nSigned with the release key; save this text and run `release-coordinator verify --key <public.pem> <file>`.\n\n```text\n{records}```\n",
+        notes.trim_end()
+    )
+}
+
 /// The timeout ran out before the release was approved.
 pub fn approval_timed_out(version: &str, environment: &str, timeout: &str) -> String {
     format!(
@@ -301,9 +323,7 @@ mod tests {
     #[test]
     fn status_comments() {
         let reasons = vec![
-            Reason::Held {
-                by: "carol".into(),
-            },
+            Reason::Held { by: "carol".into() },
             Reason::NeedsApprovals { have: 1, need: 2 },
             Reason::NeedsRole {
                 role: "product-owner".into(),
@@ -350,7 +370,10 @@ mod tests {
 
     #[test]
     fn pull_request_texts() {
-        assert_eq!(pr_title("mvp-v1", "production"), "Release mvp-v1 to production");
+        assert_eq!(
+            pr_title("mvp-v1", "production"),
+            "Release mvp-v1 to production"
+        );
         insta::assert_snapshot!(
             "pr_body",
             pr_body(&summary(), "production", "dave", "acme/shop", HEAD)
@@ -369,7 +392,10 @@ mod tests {
             ),
             cancelled("mvp-v1", "dave"),
             retrying(),
-            command_error("alice", "`/aprove` is not a command I know; did you mean `/approve`?"),
+            command_error(
+                "alice",
+                "`/aprove` is not a command I know; did you mean `/approve`?",
+            ),
             stale_approvals(HEAD, OLD, &["alice".into(), "bob".into()]),
             failed_after_merge("mvp-v1", "conflict: tag mvp-v1 exists on another commit"),
             rebuilt_after_foreign_commits(OLD, HEAD),
@@ -385,7 +411,8 @@ mod tests {
             "trigger_rejection",
             trigger_rejection(&[
                 "release/promotion-trigger.yaml:3:14: found unexpected end of stream".into(),
-                "release/promotion-trigger.yaml:9:5: environment `qa` is not in the release policy".into(),
+                "release/promotion-trigger.yaml:9:5: environment `qa` is not in the release policy"
+                    .into(),
             ])
         );
         assert_eq!(

@@ -7,7 +7,7 @@ use super::model::{Intent, Summary, TriggerOutcome};
 use super::{Bot, BotError, texts};
 use crate::diagnostics::Diagnostics;
 use crate::events;
-use crate::git::{AppRepoInfo, DeployRepo, Remote};
+use crate::git::AppRepoInfo;
 use crate::release::state::AuditEvent;
 use crate::release::{ReleaseError, execute, prepare_with_app};
 use crate::store::ReleaseRecord;
@@ -33,7 +33,7 @@ impl Bot {
                 if let Some(record) = self.store.find_release(&intent.version).await?
                     && record.state != crate::release::state::ReleaseState::Pending.as_str()
                 {
-                    return self.link_release(p, record, intent).await;
+                    return self.link_release(p, record, *intent).await;
                 }
             }
             // A replayed push (or a retry after a failure further on): carry on from the store.
@@ -58,15 +58,7 @@ impl Bot {
         let trigger = self.settings.trigger_path.as_str();
         let forge = self.forge.kind().as_str();
         let repo = &p.repo.full_name;
-        let access = self.forge.git_access(repo).await?;
-        let token = access
-            .token
-            .as_ref()
-            .map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
-        let app = DeployRepo::open(
-            Remote::new(access.url, token).with_basic_user(access.username),
-            &self.cache_root.join("apps"),
-        )?;
+        let app = self.open_app_repo(repo).await?;
         let commit = app.fetch_commit(&p.branch, &p.after)?;
         let (dir, file) = match trigger.rsplit_once('/') {
             Some((d, f)) => (d, f),
@@ -134,7 +126,7 @@ impl Bot {
                         forge,
                         repo,
                         &p.after,
-                        &TriggerOutcome::Starting(intent.clone()),
+                        &TriggerOutcome::Starting(Box::new(intent.clone())),
                     )
                     .await?;
                 execute(prepared, &self.store, true, &p.pusher.login)

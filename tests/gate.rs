@@ -1,0 +1,444 @@
+//! The merge gate, tried as an attacker with write access would, and as an unlucky operator:
+//! each scenario is one way around the gate that once ended in a merge the policy forbids (or a
+//! release that was stuck or wrongly recorded), run on both forges wherever the forge has the
+//! feature. The bot, its webhook server and forge clients are real; the forge is the fake.
+
+mod common;
+
+use common::*;
+use fake_forge::{Flavor, User};
+
+on_both_forges!(
+    an_edit_never_approves_even_an_approvers_own_comment,
+    an_approval_found_late_binds_to_the_head_of_its_time,
+    whoever_pushes_to_a_release_branch_cannot_approve_it,
+    a_withdrawal_outlives_every_re_read,
+    a_late_success_does_not_undo_a_newer_failure,
+    a_commit_status_named_like_a_required_check_does_not_count,
+    a_repository_releases_only_the_services_it_owns,
+    commands_have_owners,
+    an_environment_the_policy_does_not_name_cannot_be_targeted,
+    a_merge_whose_answer_was_lost_is_recorded_as_made,
+    a_release_not_approved_in_time_is_aborted,
+    the_trigger_adds_the_roles_it_names,
+);
+
+/// The demo's policy, with people's commits allowed on staging (so that what is tested is the
+/// approvals, not the refusal of a head the bot did not build).
+const ALLOWING: &str = "roles:\n  qa-lead:\n    users: [alice]\n  product-owner:\n    users: [bob]\n    githubTeams: [acme/product]\n    gitlabGroups: [acme/product]\n  platform-admin:\n    users: [carol]\nenvironments:\n  staging:\n    requiredApprovals: 1\n    requiredChecks: [ci/build]\n    allowPeopleCommits: true\n  production:\n    requiredApprovals: 2\n    requiredRoles: [qa-lead, product-owner]\n    requiredChecks: [ci/build, security-scan]\n    qaCoverageAbove: 85\n";
+
+fn replies(w: &World, pr: u64) -> String {
+    w.bot_comments(pr).join("\n---\n")
+}
+
+async fn an_edit_never_approves_even_an_approvers_own_comment(forge: Flavor) {
+    let w = World::with_policy(forge, ALLOWING).await;
+    w.push_trigger(&trigger_files()).await;
+    let old = w.comment(1, "alice", "Looking at it after CI.").await;
+    // Someone with no role pushes a change, then edits the approver's old comment.
+    w.fake
+        .push_to_pull(
+            DEPLOY,
+            1,
+            (
+                "apps/podinfo/values-staging.yaml",
+                b"image:\n  tag: sneaky\n",
+            ),
+            "mallory",
+        )
+        .await;
+    w.settle().await;
+    w.fake.edit_comment(DEPLOY, old, "/approve").await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "an edited comment approved: {}",
+        w.status_comment(1)
+    );
+    assert!(
+        w.status_comment(1).contains("0 of 1 required approvals"),
+        "{}",
+        w.status_comment(1)
+    );
+    assert!(
+        replies(&w, 1).contains("an edited comment does not approve"),
+        "{}",
+        replies(&w, 1)
+    );
+    // The approver's own new comment does.
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn an_approval_found_late_binds_to_the_head_of_its_time(forge: Flavor) {
+    let w = World::with_policy(forge, ALLOWING).await;
+    w.push_trigger(&trigger_files()).await;
+    // alice approves the commit the bot built; the webhook is lost.
+    w.fake.lock().lose_webhooks = 1;
+    w.fake
+        .comment(DEPLOY, 1, User::human("alice"), "/approve")
+        .await;
+    w.settle().await;
+    // Then erin pushes a change (people's commits are allowed here), and CI passes on it.
+    w.fake
+        .push_to_pull(
+            DEPLOY,
+            1,
+            (
+                "apps/podinfo/values-staging.yaml",
+                b"image:\n  tag: erins\n",
+            ),
+            "erin",
+        )
+        .await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    // Reconcile finds the approval: it was given before erin's push, so it is for the old head.
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "an approval of the earlier head merged erin's commit"
+    );
+    assert!(
+        replies(&w, 1).contains("which is no longer the head of this pull request"),
+        "{}",
+        replies(&w, 1)
+    );
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn whoever_pushes_to_a_release_branch_cannot_approve_it(forge: Flavor) {
+    // By default a head the bot did not build is never merged, even when an approver pushed
+    // it and approves it.
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.fake
+        .push_to_pull(
+            DEPLOY,
+            1,
+            (
+                "apps/podinfo/values-staging.yaml",
+                b"image:\n  tag: alices\n",
+            ),
+            "alice",
+        )
+        .await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    w.comment(1, "carol", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    assert!(
+        w.status_comment(1)
+            .contains("@alice pushed to the release branch"),
+        "{}",
+        w.status_comment(1)
+    );
+    let events: Vec<String> = audit_events(&w).await.into_iter().map(|e| e.0).collect();
+    assert!(
+        events.contains(&"ReleaseBranchForeignCommits".to_string()),
+        "{events:?}"
+    );
+
+    // Where the operator allows people's commits, the pusher is excluded like the requester.
+    let w = World::with_policy(forge, ALLOWING).await;
+    w.push_trigger(&trigger_files()).await;
+    w.fake
+        .push_to_pull(
+            DEPLOY,
+            1,
+            (
+                "apps/podinfo/values-staging.yaml",
+                b"image:\n  tag: alices\n",
+            ),
+            "alice",
+        )
+        .await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    assert!(
+        replies(&w, 1).contains("@alice, your approval does not count: you pushed commits"),
+        "{}",
+        replies(&w, 1)
+    );
+    w.comment(1, "carol", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn a_withdrawal_outlives_every_re_read(forge: Flavor) {
+    let mut w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "carol", "/hold").await;
+    // An approving review (GitLab: the Approve button), then the approver takes it back.
+    w.fake
+        .review(DEPLOY, 1, User::human("alice"), "APPROVED")
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve cancel").await;
+    w.comment(1, "carol", "/unhold").await;
+    assert!(!w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    // The forge still lists the review (and GitLab the approval): re-reading must not revive it.
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    w.restart().await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "the withdrawn approval came back: {}",
+        w.status_comment(1)
+    );
+    assert!(w.status_comment(1).contains("0 of 1 required approvals"));
+    let events: Vec<String> = audit_events(&w).await.into_iter().map(|e| e.0).collect();
+    assert!(
+        events.contains(&"ApprovalWithdrawn".to_string()),
+        "{events:?}"
+    );
+}
+
+async fn a_late_success_does_not_undo_a_newer_failure(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    let head = w.head(1);
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("success"))
+        .await;
+    let success = w.fake.sent().len() - 1;
+    w.comment(1, "carol", "/hold").await;
+    w.comment(1, "alice", "/approve").await;
+    // The check runs again and fails; then the first run's success arrives again, late.
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("failure"))
+        .await;
+    w.settle().await;
+    w.fake.resend(success).await;
+    w.settle().await;
+    w.comment(1, "carol", "/unhold").await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "merged with CI failed: {}",
+        w.status_comment(1)
+    );
+    assert!(
+        w.status_comment(1).contains("check `ci/build` failed"),
+        "{}",
+        w.status_comment(1)
+    );
+}
+
+async fn a_commit_status_named_like_a_required_check_does_not_count(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    let head = w.head(1);
+    w.fake
+        .post_status(DEPLOY, &head, "ci/build", "success", "mallory")
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "a status anyone can post satisfied a required check"
+    );
+    if forge == Flavor::Github {
+        // GitHub sends the status: the status comment names where it came from.
+        assert!(
+            w.status_comment(1)
+                .contains("check `ci/build` was reported only by a commit status by @mallory"),
+            "{}",
+            w.status_comment(1)
+        );
+    }
+    w.checks_pass(1, &["ci/build"]).await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn a_repository_releases_only_the_services_it_owns(forge: Flavor) {
+    let w = World::with_config(forge, |c| {
+        c.replacen("repositories: [acme/shop]", "repositories: [acme/other]", 2)
+            .replacen("repositories: [acme/other]", "repositories: [acme/shop]", 1)
+    })
+    .await;
+    let commit = w.push_trigger(&trigger_files()).await;
+    assert!(w.pull(1).is_none(), "nothing was opened");
+    let st = w.fake.lock();
+    let app = &st.repos[APP];
+    assert_eq!(app.commit_comments.len(), 1);
+    let body = &app.commit_comments[0].body;
+    assert!(
+        body.contains("acme/shop may not release `guestbook`"),
+        "{body}"
+    );
+    assert!(app.statuses.iter().any(|s| s.sha == commit));
+}
+
+async fn commands_have_owners(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "mallory", "/hold").await;
+    w.comment(1, "mallory", "/cancel").await;
+    let text = replies(&w, 1);
+    assert!(
+        text.contains("@mallory, `/hold` is not yours to give on this release"),
+        "{text}"
+    );
+    assert!(
+        text.contains("@mallory, `/cancel` is not yours to give on this release"),
+        "{text}"
+    );
+    assert!(!w.status_comment(1).contains("on hold"));
+    assert_eq!(w.release_state().await, "AwaitingApproval");
+    // A role holder holds; someone else may not lift it (the requester neither); she may.
+    w.comment(1, "carol", "/hold").await;
+    w.comment(1, "mallory", "/unhold").await;
+    w.comment(1, "dave", "/unhold").await;
+    // An approval through the forge's button by someone without a role gets the same reply.
+    w.fake
+        .review(DEPLOY, 1, User::human("mallory"), "APPROVED")
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "still held by carol");
+    let text = replies(&w, 1);
+    assert!(
+        text.contains("@dave, `/unhold` is not yours to give on this release"),
+        "{text}"
+    );
+    assert!(
+        text.contains("@mallory, your approval does not count: you hold no approver role"),
+        "{text}"
+    );
+    w.comment(1, "carol", "/unhold").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn an_environment_the_policy_does_not_name_cannot_be_targeted(forge: Flavor) {
+    let w = World::with_policy(
+        forge,
+        "roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n",
+    )
+    .await;
+    w.push_trigger(&trigger_files()).await;
+    assert!(w.pull(1).is_none(), "nothing was opened");
+    let st = w.fake.lock();
+    let body = &st.repos[APP].commit_comments[0].body;
+    assert!(
+        body.contains(
+            "release/promotion-trigger.yaml:7:5: environment `production` is not in the release policy"
+        ),
+        "{body}"
+    );
+}
+
+async fn a_merge_whose_answer_was_lost_is_recorded_as_made(forge: Flavor) {
+    let w = World::new(forge).await;
+    let merge = match forge {
+        Flavor::Github => "/repos/acme/deploy/pulls/1/merge",
+        Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests/1/merge",
+    };
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.fake.fail(fake_forge::Failure {
+        method: "PUT".into(),
+        path_prefix: merge.into(),
+        status: 502,
+        retry_after: None,
+        times: 1,
+        carried_out: true,
+    });
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged);
+    // The retry found it merged: recorded like a merge the bot made, and production opened.
+    let status = w.status_comment(1);
+    assert!(status.contains("✅ Merged as"), "{status}");
+    assert!(!status.contains("Merging failed"), "{status}");
+    assert!(w.pull(2).is_some(), "the next environment opened");
+    let merged = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "ReleaseMerged")
+        .count();
+    assert_eq!(merged, 1, "one merge, recorded once");
+}
+
+async fn a_release_not_approved_in_time_is_aborted(forge: Flavor) {
+    let w = World::with_policy(
+        forge,
+        "roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n    approvalTimeout: 24h\n  production:\n    requiredApprovals: 1\n",
+    )
+    .await;
+    w.push_trigger(&trigger_files()).await;
+    w.fake.advance(time::Duration::hours(23));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(1).unwrap().open, "not yet");
+    w.fake.advance(time::Duration::hours(2));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let pull = w.pull(1).unwrap();
+    assert!(!pull.open && !pull.merged, "closed without merging");
+    assert!(
+        replies(&w, 1).contains("was not approved within its approval timeout of 24h"),
+        "{}",
+        replies(&w, 1)
+    );
+    assert_eq!(w.release_state().await, "Aborted");
+    let aborted: Vec<serde_json::Value> = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "ReleaseAborted")
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(aborted.len(), 1);
+    assert!(
+        aborted[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approval timeout"),
+        "{aborted:?}"
+    );
+    // A late approval changes nothing.
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged);
+}
+
+async fn the_trigger_adds_the_roles_it_names(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&with_trigger(|t| {
+        format!("{t}approvalRoles: [platform-admin]\n")
+    }))
+    .await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged);
+    assert!(
+        w.status_comment(1)
+            .contains("needs an approval from a `platform-admin`"),
+        "{}",
+        w.status_comment(1)
+    );
+    w.comment(1, "carol", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+
+    // A role the policy does not have is refused at the commit, with its position.
+    let w = World::new(forge).await;
+    w.push_trigger(&with_trigger(|t| format!("{t}signedBy: the-boss\n")))
+        .await;
+    assert!(w.pull(1).is_none());
+    let st = w.fake.lock();
+    let body = &st.repos[APP].commit_comments[0].body;
+    assert!(
+        body.contains("`the-boss` is not a role of the release policy"),
+        "{body}"
+    );
+}
