@@ -276,71 +276,11 @@ async fn serve(
         Err(e) => return fail(2, &e.to_string()),
     };
     // The forge that hosts the deployment repository is the one the bot releases through.
-    let gitlab_release = forges
-        .gitlab
-        .as_ref()
-        .and_then(|g| Some((g, g.settings()?)));
-    let (settings, forge): (_, std::sync::Arc<dyn crate::forge::Forge>) = match (
-        gitlab_release,
-        &forges.github,
-    ) {
-        (Some((gitlab, settings)), _) => {
-            let var = gitlab.token_env.as_deref().unwrap_or_default();
-            let token = match std::env::var(var) {
-                Ok(t) if !t.is_empty() => secrecy::SecretString::from(t),
-                _ => {
-                    return fail(
-                        1,
-                        &format!("forges.gitlab.tokenEnv: environment variable `{var}` is not set"),
-                    );
-                }
-            };
-            match crate::forge::gitlab::client::GitlabForge::connect(
-                &gitlab.url,
-                gitlab.clone_url_base.as_deref(),
-                token,
-            )
-            .await
-            {
-                Ok(f) => (settings, std::sync::Arc::new(f)),
-                Err(e) => {
-                    return fail(1, &format!("connecting to GitLab at {}: {e}", gitlab.url));
-                }
-            }
-        }
-        (None, Some(github)) => {
-            let auth = match crate::forge::github::client::GithubAuth::from_config(&config, github)
-            {
-                Ok(a) => a,
-                Err(e) => return fail(1, &e),
-            };
-            match crate::forge::github::client::GithubForge::connect(
-                &github.api_url,
-                &github.clone_url_base,
-                auth,
-                &github.bot_login,
-            )
-            .await
-            {
-                Ok(f) => (github.settings(), std::sync::Arc::new(f)),
-                Err(e) => {
-                    return fail(
-                        1,
-                        &format!("connecting to GitHub at {}: {e}", github.api_url),
-                    );
-                }
-            }
-        }
-        (None, None) => {
-            return fail(
-                1,
-                &format!(
-                    "{}: no forge to release through: configure `forges.github`, or `forges.gitlab` with `deploymentRepo`",
-                    config_path.display()
-                ),
-            );
-        }
-    };
+    let (settings, forge) =
+        match crate::forge::connect(&config, &|var| std::env::var(var).ok()).await {
+            Ok(f) => f,
+            Err(e) => return fail(1, &format!("{}: {e}", config_path.display())),
+        };
     let bot = std::sync::Arc::new(crate::release::bot::Bot::new(
         config, settings, store, forge,
     ));

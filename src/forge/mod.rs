@@ -34,6 +34,49 @@ pub(crate) fn parse_payload<'a, T: serde::Deserialize<'a>>(
     })
 }
 
+/// Connects to the forge that hosts the deployment repository, as the operator's config says
+/// (`forges.gitlab` with `deploymentRepo`, else `forges.github`). `secret` reads the variable
+/// a `tokenEnv` names (the process environment in the service; the tests pass their own).
+pub async fn connect(
+    config: &crate::config::OperatorConfig,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<(crate::config::ForgeSettings, std::sync::Arc<dyn Forge>), String> {
+    let forges = &config.orchestration.forges;
+    if let Some(gitlab) = &forges.gitlab
+        && let Some(settings) = gitlab.settings()
+    {
+        let var = gitlab.token_env.as_deref().unwrap_or_default();
+        let token = match secret(var) {
+            Some(t) if !t.is_empty() => secrecy::SecretString::from(t),
+            _ => return Err(format!("forges.gitlab.tokenEnv: environment variable `{var}` is not set")),
+        };
+        let forge = gitlab::client::GitlabForge::connect(
+            &gitlab.url,
+            gitlab.clone_url_base.as_deref(),
+            token,
+        )
+        .await
+        .map_err(|e| format!("connecting to GitLab at {}: {e}", gitlab.url))?;
+        return Ok((settings, std::sync::Arc::new(forge)));
+    }
+    let Some(github) = &forges.github else {
+        return Err(
+            "no forge to release through: configure `forges.github`, or `forges.gitlab` with `deploymentRepo`"
+                .to_string(),
+        );
+    };
+    let auth = github::client::GithubAuth::from_config(config, github, secret)?;
+    let forge = github::client::GithubForge::connect(
+        &github.api_url,
+        &github.clone_url_base,
+        auth,
+        &github.bot_login,
+    )
+    .await
+    .map_err(|e| format!("connecting to GitHub at {}: {e}", github.api_url))?;
+    Ok((github.settings(), std::sync::Arc::new(forge)))
+}
+
 /// Times as the forges write them, read leniently: a time that does not parse is unknown
 /// (`None`), never a payload error. GitHub writes RFC 3339; GitLab's API does too, its webhooks
 /// write `2015-05-17 18:21:36 UTC`.

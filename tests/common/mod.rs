@@ -9,8 +9,6 @@ use std::time::Duration;
 use fake_forge::{FakeForge, Flavor, User};
 use release_coordinator::clock::Clock;
 use release_coordinator::config::OperatorConfig;
-use release_coordinator::forge::github::client::{GithubAuth, GithubForge};
-use release_coordinator::forge::gitlab::client::GitlabForge;
 use release_coordinator::release::bot::Bot;
 use release_coordinator::server::{self, Running, ServiceConfig};
 use release_coordinator::store::Store;
@@ -301,54 +299,40 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
     let store = Store::open(store_url).await.unwrap();
-    let forges = config.orchestration.forges.clone();
-    let (bot, service, hook) = match fake.flavor() {
-        Flavor::Github => {
-            let settings = forges.github.unwrap();
-            let auth = match settings.app_id {
-                Some(_) => GithubAuth::from_config(&config, &settings).unwrap(),
-                None => GithubAuth::Token(SecretString::from("test-token")),
-            };
-            let forge = GithubForge::connect(&fake.api_url(), &fake.clone_base(), auth, BOT)
-                .await
-                .unwrap();
-            let bot = Bot::with_clock(
-                config,
-                settings.settings(),
-                store,
-                Arc::new(forge),
-                Arc::new(ForgeTime(fake.state.clone())),
-            );
-            let service = ServiceConfig {
-                github_webhook_secrets: Some(vec![SecretString::from(SECRET)]),
+    // The forge is connected as the service connects it, with the test's tokens.
+    let secrets = |var: &str| match var {
+        "SCENARIO_GITHUB_TOKEN" => Some("test-token".to_string()),
+        "SCENARIO_GITLAB_TOKEN" => Some(GITLAB_TOKEN.to_string()),
+        _ => None,
+    };
+    let (settings, forge) = release_coordinator::forge::connect(&config, &secrets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bot = Bot::with_clock(
+        config,
+        settings,
+        store,
+        forge,
+        Arc::new(ForgeTime(fake.state.clone())),
+    );
+    let secret = Some(vec![SecretString::from(SECRET)]);
+    let (service, hook) = match fake.flavor() {
+        Flavor::Github => (
+            ServiceConfig {
+                github_webhook_secrets: secret,
                 gitlab_webhook_tokens: None,
                 max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-            };
-            (bot, service, "github")
-        }
-        Flavor::Gitlab => {
-            let settings = forges.gitlab.unwrap();
-            let forge = GitlabForge::connect(
-                &settings.url,
-                settings.clone_url_base.as_deref(),
-                SecretString::from(GITLAB_TOKEN),
-            )
-            .await
-            .unwrap();
-            let bot = Bot::with_clock(
-                config,
-                settings.settings().unwrap(),
-                store,
-                Arc::new(forge),
-                Arc::new(ForgeTime(fake.state.clone())),
-            );
-            let service = ServiceConfig {
+            },
+            "github",
+        ),
+        Flavor::Gitlab => (
+            ServiceConfig {
                 github_webhook_secrets: None,
-                gitlab_webhook_tokens: Some(vec![SecretString::from(SECRET)]),
+                gitlab_webhook_tokens: secret,
                 max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-            };
-            (bot, service, "gitlab")
-        }
+            },
+            "gitlab",
+        ),
     };
     let bot = Arc::new(bot);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

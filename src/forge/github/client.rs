@@ -37,9 +37,11 @@ pub enum GithubAuth {
 
 impl GithubAuth {
     /// The GitHub credentials the configuration names, read from the environment or a key file.
+    /// Token (from the variable `tokenEnv` names, read by `secret`) or App authentication.
     pub fn from_config(
         config: &crate::config::OperatorConfig,
         github: &crate::config::GithubForge,
+        secret: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GithubAuth, String> {
         if let (Some(app_id), Some(key_file)) = (github.app_id, &github.private_key_file) {
             let path = config.resolve_path(key_file);
@@ -57,8 +59,8 @@ impl GithubAuth {
             });
         }
         let var = github.token_env.as_deref().unwrap_or_default();
-        match std::env::var(var) {
-            Ok(t) if !t.is_empty() => Ok(GithubAuth::Token(secrecy::SecretString::from(t))),
+        match secret(var) {
+            Some(t) if !t.is_empty() => Ok(GithubAuth::Token(secrecy::SecretString::from(t))),
             _ => Err(format!(
                 "environment variable {var} (forges.github.tokenEnv) is not set or empty"
             )),
