@@ -648,7 +648,7 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
                     .replace("apps/podinfo/values-staging.yaml", "../../../etc/passwd");
                 fs::write(&w.config, text).unwrap();
             }),
-            "orchestration-config.yaml:13:16: `../../../etc/passwd` leaves the repository",
+            "orchestration-config.yaml:14:16: `../../../etc/passwd` leaves the repository",
         ),
         (
             "trigger file links outside",

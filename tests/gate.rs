@@ -21,6 +21,8 @@ on_both_forges!(
     a_merge_whose_answer_was_lost_is_recorded_as_made,
     a_release_not_approved_in_time_is_aborted,
     the_trigger_adds_the_roles_it_names,
+    a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies,
+    fifty_releases_in_flight_to_one_environment_all_merge,
 );
 
 /// The demo's policy, with people's commits allowed on staging (so that what is tested is the
@@ -440,5 +442,190 @@ async fn the_trigger_adds_the_roles_it_names(forge: Flavor) {
     assert!(
         body.contains("`the-boss` is not a role of the release policy"),
         "{body}"
+    );
+}
+
+async fn a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&with_trigger(|t| {
+        t.replace("  - deploy-to-production\n", "")
+    }))
+    .await;
+    w.checks_pass(1, &["ci/build"]).await;
+    let built = w.head(1);
+    // Someone changes the same values file on main, elsewhere in it, while the release waits.
+    let values = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git
+            .revparse_single("main:apps/podinfo/values-staging.yaml")
+            .unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    };
+    w.fake
+        .push(
+            DEPLOY,
+            "main",
+            &[(
+                "apps/podinfo/values-staging.yaml",
+                values
+                    .replacen("replicaCount: 1", "replicaCount: 3", 1)
+                    .as_bytes(),
+            )],
+            &[],
+            "frank",
+            "Scale podinfo",
+        )
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve").await;
+    // Not merged on the stale base: built again, and the change is not the approved one.
+    let pull = w.pull(1).unwrap();
+    assert!(!pull.merged, "{}", w.status_comment(1));
+    assert_ne!(w.head(1), built, "the branch was built again");
+    let text = replies(&w, 1);
+    assert!(
+        text.contains("The base changed `apps/podinfo/values-staging.yaml` as well"),
+        "{text}"
+    );
+    assert!(
+        w.status_comment(1).contains("0 of 1 required approvals"),
+        "{}",
+        w.status_comment(1)
+    );
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+    // The merged file has both changes, and the signed manifest speaks of exactly that file.
+    let (merged_values, manifest) = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let read = |path: &str| {
+            let blob = git.revparse_single(&format!("main:{path}")).unwrap();
+            blob.as_blob().unwrap().content().to_vec()
+        };
+        (
+            read("apps/podinfo/values-staging.yaml"),
+            String::from_utf8(read("releases/mvp-v1/signed-release-manifest.yaml")).unwrap(),
+        )
+    };
+    let text = String::from_utf8(merged_values.clone()).unwrap();
+    assert!(
+        text.contains("replicaCount: 3") && text.contains("tag: mvp-v1"),
+        "{text}"
+    );
+    let key = release_coordinator::signing::load_public_key(
+        &w.root.join("config/release-signing.pem.pub"),
+    )
+    .unwrap();
+    release_coordinator::signing::verify_manifest(&manifest, &key).expect("the manifest verifies");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&merged_values))
+    };
+    assert!(
+        manifest.contains(&digest),
+        "the manifest names the merged file's digest {digest}:\n{manifest}"
+    );
+    let history = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git
+            .revparse_single("main:releases/release-history.csv")
+            .unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    };
+    assert_eq!(history.matches("mvp-v1,").count(), 1, "{history}");
+}
+
+/// Fifty services, each released on its own from the same application repository to the one
+/// environment; all fifty pull requests open before any is approved.
+async fn fifty_releases_in_flight_to_one_environment_all_merge(forge: Flavor) {
+    const N: usize = 50;
+    let w = World::build(
+        forge,
+        false,
+        Some("roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n  production:\n    requiredApprovals: 1\n"),
+        |config| {
+            let mut services = String::from("services:\n");
+            for i in 1..=N {
+                services.push_str(&format!(
+                    "  - name: svc-{i}\n    image: ghcr.io/acme/svc-{i}\n    tagPath: image.tag\n    repositories: [acme/shop]\n    values:\n      staging: apps/svc-{i}/values-staging.yaml\n"
+                ));
+            }
+            config.replacen("services:\n", &services, 1)
+        },
+    )
+    .await;
+    let podinfo = manifest(PODINFO);
+    let files: Vec<(String, &[u8])> = (1..=N)
+        .map(|i| {
+            (
+                format!("apps/svc-{i}/values-staging.yaml"),
+                podinfo.as_slice(),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    w.fake
+        .push(DEPLOY, "main", &files, &[], "frank", "Fifty services")
+        .await;
+    w.settle().await;
+    for i in 1..=N {
+        let files: Vec<(&str, Vec<u8>)> = with_trigger(|t| {
+            t.replace("version_tag: mvp-v1", &format!("version_tag: svc-{i}-v1"))
+                .replace("  - deploy-to-production\n", "")
+                .replace("tag-git: mvp-v1", &format!("tag-git: svc-{i}-v1"))
+                .replace(
+                    "tag-docker: podinfo, guestbook",
+                    &format!("tag-docker: svc-{i}"),
+                )
+        })
+        .into_iter()
+        .map(|(p, c)| {
+            if p.ends_with("milestone-status.json") {
+                let text = String::from_utf8(c).unwrap();
+                (
+                    p,
+                    text.replace("\"mvp-v1\"", &format!("\"svc-{i}-v1\""))
+                        .into_bytes(),
+                )
+            } else {
+                (p, c)
+            }
+        })
+        .collect();
+        w.push_trigger(&files).await;
+    }
+    for n in 1..=N as u64 {
+        assert!(
+            w.pull(n).is_some_and(|p| p.open),
+            "pull request {n} is open: {:#?}",
+            w.fake.lock().repos[APP].commit_comments
+        );
+    }
+    for n in 1..=N as u64 {
+        w.comment(n, "alice", "/approve").await;
+    }
+    let not_merged: Vec<u64> = (1..=N as u64)
+        .filter(|n| !w.pull(*n).unwrap().merged)
+        .collect();
+    assert!(
+        not_merged.is_empty(),
+        "not merged: {not_merged:?}; {}",
+        w.status_comment(not_merged[0])
+    );
+    let history = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git
+            .revparse_single("main:releases/release-history.csv")
+            .unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    };
+    assert_eq!(
+        history.lines().count(),
+        N + 1,
+        "a header and a row each:\n{history}"
     );
 }

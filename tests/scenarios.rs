@@ -19,7 +19,7 @@ on_both_forges!(
     forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile,
     a_restart_in_the_middle_continues_without_duplicates,
     a_release_to_one_environment_costs_at_most_twelve_api_calls,
-    an_edited_approval_is_re_read_and_a_merge_conflict_is_reported,
+    an_edited_approval_is_re_read_and_a_hotfix_on_the_base_is_built_on,
     a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it,
     lost_answers_post_nothing_twice_and_a_command_cut_short_is_finished,
 );
@@ -599,7 +599,7 @@ async fn a_release_to_one_environment_costs_at_most_twelve_api_calls(forge: Flav
     assert!(calls.len() <= limit, "{} calls: {calls:#?}", calls.len());
 }
 
-async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported(forge: Flavor) {
+async fn an_edited_approval_is_re_read_and_a_hotfix_on_the_base_is_built_on(forge: Flavor) {
     let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
     let approve = w.comment(1, "alice", "/approve").await;
@@ -608,7 +608,8 @@ async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported(forge: F
     w.checks_pass(1, &["ci/build"]).await;
     assert!(!w.pull(1).unwrap().merged, "the approval was edited away");
 
-    // Someone changes the same line on main by hand: the release branch no longer merges.
+    // Someone changes the same line on main by hand (a hotfix): the release is built again
+    // on it, and since it now replaces the hotfix, the earlier approval does not carry over.
     let values = String::from_utf8(manifest(PODINFO))
         .unwrap()
         .replace("  tag: 6.14.1", "  tag: 6.15.0-hotfix");
@@ -625,15 +626,20 @@ async fn an_edited_approval_is_re_read_and_a_merge_conflict_is_reported(forge: F
     w.settle().await;
     w.comment(1, "alice", "/approve").await;
     assert!(!w.pull(1).unwrap().merged);
-    let status = w.status_comment(1);
-    let why = match forge {
-        Flavor::Github => "Merge conflict",
-        Flavor::Gitlab => "Branch cannot be merged",
-    };
+    let replies = w.bot_comments(1).join("\n");
     assert!(
-        status.contains(&format!("Merging failed: conflict: {why}")),
-        "{status}"
+        replies.contains("The base changed `apps/podinfo/values-staging.yaml` as well"),
+        "{replies}"
     );
+    let body = {
+        let st = w.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git
+            .revparse_single("release/mvp-v1/staging:apps/podinfo/values-staging.yaml")
+            .unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    };
+    assert!(body.contains("tag: mvp-v1"), "{body}");
     assert_eq!(w.release_state().await, "AwaitingApproval");
 }
 

@@ -31,7 +31,10 @@ CREATE TABLE pr_heads (
     environment  TEXT NOT NULL,
     commit_id    TEXT NOT NULL,
     since        TEXT NOT NULL,
-    pusher       TEXT
+    pusher       TEXT,
+    -- The head it replaced, when the bot rebuilt the branch and the change stayed the same
+    -- (approvals of that head carry over).
+    same_change_as TEXT
 );
 CREATE INDEX pr_heads_by_pr ON pr_heads (release_id, environment);
 

@@ -48,7 +48,11 @@ pub async fn connect(
         let var = gitlab.token_env.as_deref().unwrap_or_default();
         let token = match secret(var) {
             Some(t) if !t.is_empty() => secrecy::SecretString::from(t),
-            _ => return Err(format!("forges.gitlab.tokenEnv: environment variable `{var}` is not set")),
+            _ => {
+                return Err(format!(
+                    "forges.gitlab.tokenEnv: environment variable `{var}` is not set"
+                ));
+            }
         };
         let forge = gitlab::client::GitlabForge::connect(
             &gitlab.url,

@@ -180,13 +180,68 @@ pub async fn prepare_with_app(
         ),
         None => (Vec::new(), None),
     };
+    prepare_inputs(
+        config,
+        inputs,
+        digest,
+        app,
+        deploy_access,
+        &recorded,
+        resumed,
+        now,
+    )
+}
+
+/// Plans the release `record` again from its inputs on the base branch as it is now, for a
+/// release pull request whose base moved: the same version, time and edits, the documents
+/// rendered again, the history row appended at the end of the history as it now stands.
+pub fn replan(
+    config: &OperatorConfig,
+    trigger_dir: &Path,
+    app: AppRepoInfo,
+    deploy_access: Option<(&'static str, String)>,
+    record: &ReleaseRecord,
+    recorded: &[String],
+) -> Result<Prepared, ReleaseError> {
+    let inputs = AppInputs::load(trigger_dir)?;
+    let digest = inputs_digest(&inputs);
+    let prepared = prepare_inputs(
+        config,
+        inputs,
+        digest,
+        app,
+        deploy_access,
+        recorded,
+        Some(record.clone()),
+        record.created_at,
+    )?;
+    if prepared.plan.spec.version != record.version_tag {
+        return Err(ReleaseError::Refused(format!(
+            "release {} planned again as version {}: its inputs no longer give the same version",
+            record.version_tag, prepared.plan.spec.version
+        )));
+    }
+    Ok(prepared)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_inputs(
+    config: &OperatorConfig,
+    inputs: AppInputs,
+    digest: String,
+    app: AppRepoInfo,
+    deploy_access: Option<(&'static str, String)>,
+    recorded: &[String],
+    resumed: Option<ReleaseRecord>,
+    now: OffsetDateTime,
+) -> Result<Prepared, ReleaseError> {
     // A resumed release keeps the time it was first recorded with, so its commits are the same.
     let released_at = resumed.as_ref().map(|r| r.created_at).unwrap_or(now);
     let spec = decide(&Context {
         config,
         inputs: &inputs,
         app: &app,
-        recorded: &recorded,
+        recorded,
         resumed_version: resumed.as_ref().map(|r| r.version_tag.as_str()),
         today: released_at.date(),
     })?;

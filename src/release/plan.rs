@@ -362,30 +362,39 @@ fn documents(
             .repo
             .read_file(p.base_commit, HISTORY_FILE)?
             .unwrap_or_default();
+        // Planned again on a base where another environment of this release already merged:
+        // its row is there, and stays there once.
+        let recorded = csv::ReaderBuilder::new()
+            .from_reader(existing.as_slice())
+            .records()
+            .flatten()
+            .any(|r| r.get(0) == Some(spec.version.as_str()));
         let mut text = if existing.is_empty() {
             HISTORY_HEADER.as_bytes().to_vec()
         } else {
             existing.clone()
         };
-        if !text.ends_with(b"\n") {
-            text.push(b'\n');
+        if !recorded {
+            if !text.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+            let mut w = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new());
+            let services = unique(components.iter().map(|c| c.service.clone()));
+            w.write_record([
+                spec.version.as_str(),
+                spec.milestone_id.as_str(),
+                spec.trace_id.as_str(),
+                &env_names.join(";"),
+                &services.join(";"),
+                &spec.qa_coverage.map(|q| q.to_string()).unwrap_or_default(),
+                released_at,
+                spec.app_commit.as_deref().unwrap_or(""),
+            ])
+            .expect("writing to memory");
+            text.extend(w.into_inner().expect("writing to memory"));
         }
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        let services = unique(components.iter().map(|c| c.service.clone()));
-        w.write_record([
-            spec.version.as_str(),
-            spec.milestone_id.as_str(),
-            spec.trace_id.as_str(),
-            &env_names.join(";"),
-            &services.join(";"),
-            &spec.qa_coverage.map(|q| q.to_string()).unwrap_or_default(),
-            released_at,
-            spec.app_commit.as_deref().unwrap_or(""),
-        ])
-        .expect("writing to memory");
-        text.extend(w.into_inner().expect("writing to memory"));
         (existing, text)
     };
 

@@ -109,6 +109,8 @@ pub enum AuditEvent {
     ReleaseAwaitingChecks,
     /// Someone else pushed to a release branch: not merged until rebuilt (or allowed).
     ReleaseBranchForeignCommits,
+    /// A release branch was built again on the current base (the base moved under it).
+    ReleaseRebuilt,
     ReleaseMerging,
     ReleaseMergeFailed,
     ReleaseMerged,
@@ -136,6 +138,7 @@ impl AuditEvent {
             AuditEvent::ReleaseAwaitingApproval => "ReleaseAwaitingApproval",
             AuditEvent::ReleaseAwaitingChecks => "ReleaseAwaitingChecks",
             AuditEvent::ReleaseBranchForeignCommits => "ReleaseBranchForeignCommits",
+            AuditEvent::ReleaseRebuilt => "ReleaseRebuilt",
             AuditEvent::ReleaseMerging => "ReleaseMerging",
             AuditEvent::ReleaseMergeFailed => "ReleaseMergeFailed",
             AuditEvent::ReleaseMerged => "ReleaseMerged",

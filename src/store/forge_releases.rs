@@ -44,6 +44,8 @@ pub struct HeadRecord {
     pub commit: String,
     pub since: OffsetDateTime,
     pub pusher: Option<String>,
+    /// The head this one replaced as the same change (a rebuild on a moved base).
+    pub same_change_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +365,7 @@ impl Store {
         commit: &str,
         since: OffsetDateTime,
         pusher: Option<&str>,
+        same_change_as: Option<&str>,
     ) -> Result<(), StoreError> {
         let heads = self.heads(pr).await?;
         if let Some(last) = heads.last().filter(|h| h.commit == commit) {
@@ -376,13 +379,14 @@ impl Store {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher, same_change_as) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
         .bind(commit)
         .bind(ts(since))
         .bind(pusher)
+        .bind(same_change_as)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -391,7 +395,7 @@ impl Store {
     /// The branch's push history, oldest first.
     pub async fn heads(&self, pr: &ReleasePr) -> Result<Vec<HeadRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, commit_id, since, pusher FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
+            "SELECT id, commit_id, since, pusher, same_change_as FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
@@ -404,6 +408,7 @@ impl Store {
                 commit: r.get(1),
                 since: parse_ts(r.get(2)),
                 pusher: r.get(3),
+                same_change_as: r.get(4),
             })
             .collect();
         // Stable: changes of the same second keep the order they were recorded in.

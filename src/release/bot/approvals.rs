@@ -100,7 +100,7 @@ impl Bot {
         };
         match p.action {
             PullRequestAction::Synchronize => {
-                self.new_head(&mut pr, &p.head_commit, None).await?;
+                self.new_head(&mut pr, &p.head_commit, p.at, true).await?;
             }
             // GitLab's approve button: one approval per user, on the head it was given on.
             PullRequestAction::Approved | PullRequestAction::Unapproved => {
@@ -155,10 +155,12 @@ impl Bot {
         let pusher = (!p.pusher.login.eq_ignore_ascii_case(self.bot_login()))
             .then_some(p.pusher.login.as_str());
         let since = p.pushed_at.unwrap_or_else(|| self.now());
-        self.store.record_head(&pr, &p.after, since, pusher).await?;
+        self.store
+            .record_head(&pr, &p.after, since, pusher, None)
+            .await?;
         if pr.state.is_open() {
             let mut pr = pr;
-            self.new_head(&mut pr, &p.after, Some(since)).await?;
+            self.new_head(&mut pr, &p.after, Some(since), true).await?;
             return self.advance(pr.release_id, false).await;
         }
         Ok(())
@@ -171,6 +173,7 @@ impl Bot {
         pr: &mut ReleasePr,
         head: &str,
         since: Option<OffsetDateTime>,
+        announce_stale: bool,
     ) -> Result<(), BotError> {
         if pr.head_commit.as_deref() == Some(head) {
             return Ok(());
@@ -178,7 +181,7 @@ impl Bot {
         // When it is not known when the head moved, it is taken to have moved now: approvals
         // given in between bind to the earlier head, never to one they did not see.
         let since = since.unwrap_or_else(|| self.now());
-        self.store.record_head(pr, head, since, None).await?;
+        self.store.record_head(pr, head, since, None, None).await?;
         let old = pr.head_commit.replace(head.to_string());
         self.store.save_release_pr(pr).await?;
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
@@ -215,7 +218,8 @@ impl Bot {
             })
             .map(|a| a.user.clone())
             .collect();
-        if !stale.is_empty()
+        if announce_stale
+            && !stale.is_empty()
             && let Some(number) = pr.pr_number
         {
             let list: Vec<String> = stale.into_iter().collect();
@@ -284,7 +288,7 @@ impl Bot {
                 .await?;
                 return Ok(false);
             }
-            ChangeState::Open => self.new_head(pr, &cr.head_commit, None).await?,
+            ChangeState::Open => self.new_head(pr, &cr.head_commit, None, true).await?,
         }
         let notes = self.forge.notes(repo, number).await?;
         let present: BTreeSet<String> = notes.iter().map(|n| format!("comment:{}", n.id)).collect();
@@ -467,6 +471,7 @@ mod tests {
             commit: commit.into(),
             since,
             pusher: None,
+            same_change_as: None,
         };
         let history = vec![
             head(1, "built", OffsetDateTime::UNIX_EPOCH),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{Bot, BotError, PrState, texts};
-use crate::forge::{MergeOutcome, NewChangeRequest};
+use crate::forge::{ForgeError, MergeOutcome, NewChangeRequest};
 use crate::git::TagPush;
 use crate::policy::{self, Approval, Check, Decision, Facts};
 use crate::release::state::{AuditEvent, ReleaseState};
@@ -28,6 +28,15 @@ pub(super) struct Gate {
     qa_coverage: Option<f64>,
     manual: bool,
     held_by: Option<String>,
+}
+
+/// What a merge call came to.
+enum Merged {
+    Yes,
+    /// Not merged (scheduled with the forge, or refused; the status says so).
+    No,
+    /// Refused as a conflict with the base.
+    Conflict,
 }
 
 impl Gate {
@@ -108,6 +117,9 @@ impl Bot {
         let cr = match existing {
             Some(cr) => cr,
             None => {
+                // Built when the release started; the base may have moved since (an earlier
+                // environment merged): build it on the base as it is before anyone reviews it.
+                self.rebuild_if_base_moved(rel, pr).await?;
                 pr.opening = true;
                 pr.opened_at = Some(self.now());
                 self.store.save_release_pr(pr).await?;
@@ -135,7 +147,13 @@ impl Bot {
         // The head the pull request opened with is the first of its push history; an
         // approval can be given on no earlier one.
         self.store
-            .record_head(pr, &cr.head_commit, time::OffsetDateTime::UNIX_EPOCH, None)
+            .record_head(
+                pr,
+                &cr.head_commit,
+                time::OffsetDateTime::UNIX_EPOCH,
+                None,
+                None,
+            )
             .await?;
         pr.pr_number = Some(cr.number);
         pr.head_commit = Some(cr.head_commit.clone());
@@ -178,7 +196,23 @@ impl Bot {
             .await?
             .unwrap_or_default();
         let acts = self.store.acts(pr).await?;
-        let approvals = policy::approvals_in_force(&acts);
+        let mut approvals = policy::approvals_in_force(&acts);
+        // Approvals of a head the bot rebuilt on a moved base, as the same change, count for
+        // the rebuilt head.
+        let mut same: Vec<String> = vec![head.clone()];
+        for h in self.store.heads(pr).await?.iter().rev() {
+            if same.contains(&h.commit)
+                && let Some(earlier) = &h.same_change_as
+                && !same.contains(earlier)
+            {
+                same.push(earlier.clone());
+            }
+        }
+        for a in &mut approvals {
+            if same.contains(&a.commit) {
+                a.commit = head.clone();
+            }
+        }
         let mut users: Vec<String> = approvals.iter().map(|a| a.user.clone()).collect();
         users.extend(also.map(str::to_string));
         let mut needed: Vec<String> = self
@@ -217,56 +251,80 @@ impl Bot {
         pr: &mut ReleasePr,
         refreshed: bool,
     ) -> Result<bool, BotError> {
-        let mut gate = self.gate(rel, pr, None, false).await?;
-        let mut decision = policy::decide(&gate.facts(&self.config.policy));
-        if decision == Decision::Merge && !refreshed {
-            // Decide on fresh facts: what the store holds came from webhooks, which may be
-            // late, lost or forged by timing. Re-read the forge and decide again.
-            if !self.refresh(rel, pr).await? {
-                return Ok(pr.state == PrState::Merged);
+        let mut refreshed = refreshed;
+        // A rebuild on a moved base changes the head: decide again on it (bounded, in case
+        // the base keeps moving).
+        for _ in 0..3 {
+            let mut gate = self.gate(rel, pr, None, false).await?;
+            let mut decision = policy::decide(&gate.facts(&self.config.policy));
+            if decision == Decision::Merge && !refreshed {
+                // Decide on fresh facts: what the store holds came from webhooks, which may
+                // be late, lost or forged by timing. Re-read the forge and decide again.
+                if !self.refresh(rel, pr).await? {
+                    return Ok(pr.state == PrState::Merged);
+                }
+                refreshed = true;
+                gate = self.gate(rel, pr, None, true).await?;
+                decision = policy::decide(&gate.facts(&self.config.policy));
             }
-            gate = self.gate(rel, pr, None, true).await?;
-            decision = policy::decide(&gate.facts(&self.config.policy));
-        }
-        let facts = gate.facts(&self.config.policy);
-        let counted: Vec<String> = gate
-            .approvals
-            .iter()
-            .filter(|a| policy::check_approval(&facts, a).is_ok())
-            .map(|a| a.user.clone())
-            .collect();
-        let head = gate.head.clone();
-        if pr.state == PrState::Scheduled {
-            // The forge was asked to merge when its pipeline succeeds. While the policy still
-            // allows it, leave it to the forge (its merge webhook moves the release on) unless
-            // a check failed, which cancels the forge's merge: then try again ourselves. When
-            // the policy no longer allows it, take the scheduled merge back.
-            let failed = gate
-                .checks
+            let facts = gate.facts(&self.config.policy);
+            let counted: Vec<String> = gate
+                .approvals
                 .iter()
-                .any(|c| c.state == policy::CheckState::Failure);
+                .filter(|a| policy::check_approval(&facts, a).is_ok())
+                .map(|a| a.user.clone())
+                .collect();
+            let head = gate.head.clone();
+            if pr.state == PrState::Scheduled {
+                // The forge was asked to merge when its pipeline succeeds. While the policy
+                // still allows it, leave it to the forge (its merge webhook moves the release
+                // on) unless a check failed, which cancels the forge's merge: then try again
+                // ourselves. When the policy no longer allows it, take the scheduled merge back.
+                let failed = gate
+                    .checks
+                    .iter()
+                    .any(|c| c.state == policy::CheckState::Failure);
+                match decision {
+                    Decision::Merge if !failed => return Ok(false),
+                    Decision::Merge => {}
+                    _ => {
+                        self.forge
+                            .cancel_scheduled_merge(
+                                &self.settings.deployment_repo,
+                                pr.pr_number.unwrap_or_default(),
+                            )
+                            .await?;
+                    }
+                }
+                pr.state = PrState::Open;
+                self.store.save_release_pr(pr).await?;
+            }
             match decision {
-                Decision::Merge if !failed => return Ok(false),
-                Decision::Merge => {}
-                _ => {
-                    self.forge
-                        .cancel_scheduled_merge(
-                            &self.settings.deployment_repo,
-                            pr.pr_number.unwrap_or_default(),
-                        )
-                        .await?;
+                Decision::Merge => {
+                    // The base moved under the release in a way that touches it: build it
+                    // again on the base as it is, then decide on the new head.
+                    if self.rebuild_if_base_moved(rel, pr).await? {
+                        continue;
+                    }
+                    match self.merge(rel, pr, &gate, &counted).await? {
+                        Merged::Yes => return Ok(true),
+                        Merged::No => return Ok(false),
+                        // The base moved between the look and the merge.
+                        Merged::Conflict => {
+                            if self.rebuild_if_base_moved(rel, pr).await? {
+                                continue;
+                            }
+                            return Ok(false);
+                        }
+                    }
+                }
+                Decision::Wait(reasons) | Decision::Block(reasons) => {
+                    self.not_yet(rel, pr, &reasons, &counted, &head).await?;
+                    return Ok(false);
                 }
             }
-            pr.state = PrState::Open;
-            self.store.save_release_pr(pr).await?;
         }
-        match decision {
-            Decision::Merge => self.merge(rel, pr, &gate, &counted).await,
-            Decision::Wait(reasons) | Decision::Block(reasons) => {
-                self.not_yet(rel, pr, &reasons, &counted, &head).await?;
-                Ok(false)
-            }
-        }
+        Ok(false)
     }
 
     async fn merge(
@@ -275,7 +333,7 @@ impl Bot {
         pr: &mut ReleasePr,
         gate: &Gate,
         approvers: &[String],
-    ) -> Result<bool, BotError> {
+    ) -> Result<Merged, BotError> {
         let head = gate.head.as_str();
         if rel.state != ReleaseState::Merging {
             self.transition(
@@ -305,7 +363,7 @@ impl Bot {
                 self.store.save_release_pr(pr).await?;
                 self.update_status(&rel, pr, &texts::scheduled_status(head))
                     .await?;
-                return Ok(false);
+                return Ok(Merged::No);
             }
             Err(e) => {
                 self.transition(
@@ -318,10 +376,10 @@ impl Bot {
                 .await?;
                 self.update_status(&rel, pr, &texts::merge_failed_status(&e.to_string()))
                     .await?;
-                return if e.is_retryable() {
-                    Err(e.into())
-                } else {
-                    Ok(false)
+                return match e {
+                    e if e.is_retryable() => Err(e.into()),
+                    ForgeError::Conflict(_) => Ok(Merged::Conflict),
+                    _ => Ok(Merged::No),
                 };
             }
         };
@@ -340,7 +398,7 @@ impl Bot {
         self.update_status(&rel, pr, &texts::merged_status(&sha, approvers))
             .await?;
         self.after_merge(&rel, pr).await?;
-        Ok(true)
+        Ok(Merged::Yes)
     }
 
     /// After one environment merged: the next one starts from `AwaitingApproval`.
@@ -624,8 +682,8 @@ impl Bot {
             let oid = repo.fetch_commit(&pr.branch, &built)?;
             repo.reset_branch(&pr.branch, oid, &head)?;
             let now = self.now();
-            self.store.record_head(pr, &built, now, None).await?;
-            self.new_head(pr, &built, Some(now)).await?;
+            self.store.record_head(pr, &built, now, None, None).await?;
+            self.new_head(pr, &built, Some(now), false).await?;
             if let Some(number) = pr.pr_number {
                 self.post_note_once(
                     number,

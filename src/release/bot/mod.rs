@@ -17,6 +17,7 @@ mod commands;
 mod merge;
 pub mod model;
 mod notes;
+mod rebuild;
 mod record;
 mod roles;
 pub mod texts;

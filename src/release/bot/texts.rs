@@ -269,6 +269,29 @@ pub fn release_notes(notes: &str, records: &str) -> String {
     )
 }
 
+/// Told when the branch was built again on a base that moved under it.
+pub fn rebuilt_on_base(base: &str, was: &str, head: &str, changed: &[String]) -> String {
+    let mut text = format!(
+        "🔁 The base branch moved (now at {}), so the release branch was built again on it: head {} (was {}). The values edits are the same, the documents were rendered again and the release's history row is at the end of the history.",
+        short(base),
+        short(head),
+        short(was)
+    );
+    if changed.is_empty() {
+        text.push_str(" Every values file comes out the same as approved, so approvals carry over; required checks run again on the new head.");
+    } else {
+        text.push_str(&format!(
+            " The base changed {} as well, so the change is not the one approved: approvals given before no longer count. Please review and `/approve` again.",
+            changed
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    text
+}
+
 /// The timeout ran out before the release was approved.
 pub fn approval_timed_out(version: &str, environment: &str, timeout: &str) -> String {
     format!(
@@ -400,6 +423,13 @@ mod tests {
             failed_after_merge("mvp-v1", "conflict: tag mvp-v1 exists on another commit"),
             rebuilt_after_foreign_commits(OLD, HEAD),
             approval_timed_out("mvp-v1", "production", "72h"),
+            rebuilt_on_base(HEAD, OLD, HEAD, &[]),
+            rebuilt_on_base(
+                HEAD,
+                OLD,
+                HEAD,
+                &["apps/podinfo/values-production.yaml".into()],
+            ),
             note_marker("reply:7:abc"),
         ];
         insta::assert_snapshot!("replies", all.join("\n\n---\n\n"));

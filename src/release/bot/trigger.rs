@@ -60,37 +60,15 @@ impl Bot {
         let repo = &p.repo.full_name;
         let app = self.open_app_repo(repo).await?;
         let commit = app.fetch_commit(&p.branch, &p.after)?;
-        let (dir, file) = match trigger.rsplit_once('/') {
-            Some((d, f)) => (d, f),
-            None => ("", trigger),
-        };
-        let files = app.read_dir(commit, dir)?;
-        if !files.iter().any(|(name, _)| name == file) {
+        let dir = trigger.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let Some(tmp) = self.trigger_dir(&app, commit)? else {
             return Ok(()); // the trigger was deleted
-        }
-        let tmp = tempfile::tempdir().map_err(|e| BotError::Io(e.to_string()))?;
-        for (name, content) in &files {
-            let target = if name == file {
-                tmp.path().join("promotion-trigger.yaml")
-            } else {
-                tmp.path().join(name)
-            };
-            std::fs::write(target, content).map_err(|e| BotError::Io(e.to_string()))?;
-        }
+        };
         let info = AppRepoInfo {
             head_commit: Some(p.after.clone()),
             tags: app.remote_tags()?,
         };
-        let deploy = self
-            .forge
-            .git_access(&self.settings.deployment_repo)
-            .await?;
-        let deploy_access = deploy.token.map(|t| {
-            (
-                deploy.username,
-                secrecy::ExposeSecret::expose_secret(&t).to_string(),
-            )
-        });
+        let deploy_access = self.deploy_access().await?;
         let prepared = prepare_with_app(
             &self.config,
             tmp.path(),
@@ -147,6 +125,48 @@ impl Bot {
             Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e, rejected_before).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The trigger directory at `commit`, copied to a scratch directory with the trigger under
+    /// its usual name; `None` when the commit has no trigger.
+    pub(super) fn trigger_dir(
+        &self,
+        app: &crate::git::DeployRepo,
+        commit: git2::Oid,
+    ) -> Result<Option<tempfile::TempDir>, BotError> {
+        let trigger = self.settings.trigger_path.as_str();
+        let (dir, file) = match trigger.rsplit_once('/') {
+            Some((d, f)) => (d, f),
+            None => ("", trigger),
+        };
+        let files = app.read_dir(commit, dir)?;
+        if !files.iter().any(|(name, _)| name == file) {
+            return Ok(None);
+        }
+        let tmp = tempfile::tempdir().map_err(|e| BotError::Io(e.to_string()))?;
+        for (name, content) in &files {
+            let target = if name == file {
+                tmp.path().join("promotion-trigger.yaml")
+            } else {
+                tmp.path().join(name)
+            };
+            std::fs::write(target, content).map_err(|e| BotError::Io(e.to_string()))?;
+        }
+        Ok(Some(tmp))
+    }
+
+    /// The bot's credentials for the deployment repository's git remote, if it uses any.
+    pub(super) async fn deploy_access(&self) -> Result<Option<(&'static str, String)>, BotError> {
+        let deploy = self
+            .forge
+            .git_access(&self.settings.deployment_repo)
+            .await?;
+        Ok(deploy.token.map(|t| {
+            (
+                deploy.username,
+                secrecy::ExposeSecret::expose_secret(&t).to_string(),
+            )
+        }))
     }
 
     /// A service is released only from the application repositories that own it.

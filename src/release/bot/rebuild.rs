@@ -1,0 +1,174 @@
+//! Releases never block each other: when the base branch moves under a release pull request in
+//! a way that touches what the release writes (another release merged and appended to the
+//! history, a person changed a values file), the bot builds its branch again on the current
+//! base (the same edits, documents rendered again, its history row at the end, the manifest
+//! signed over the files as they will be) and pushes it with a lease. Approvals carry over only
+//! when the rebuilt change is the same change: the base did not touch the values files it
+//! edits, so it replaces and writes exactly what was approved.
+
+use serde_json::json;
+
+use super::{Bot, BotError, texts};
+use crate::git::{AppRepoInfo, DeployRepo};
+use crate::release::state::AuditEvent;
+use crate::store::BranchRecord;
+use crate::store::forge_releases::{ForgeRelease, ReleasePr};
+
+/// What moving to the current base would change.
+enum BaseCheck {
+    /// The base did not move, or moved only in files the release does not write.
+    Current,
+    /// The release must be built again on this base.
+    Moved { base: git2::Oid },
+}
+
+impl Bot {
+    /// Builds `pr`'s branch again on the current base when the base moved under it in a way
+    /// that touches what it writes. True when the branch was rebuilt (its head changed).
+    pub(super) async fn rebuild_if_base_moved(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+    ) -> Result<bool, BotError> {
+        let Some(built) = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+        else {
+            return Ok(false);
+        };
+        // A head someone else pushed is the gate's business, not the base's.
+        if pr.head_commit.as_deref().is_some_and(|h| h != built) {
+            return Ok(false);
+        }
+        let access = self.deploy_access().await?;
+        let (repo, base) = crate::release::open_deploy_repo(&self.config, access.clone())?;
+        let built_oid = repo.fetch_commit(&pr.branch, &built)?;
+        let BaseCheck::Moved { base } = base_check(&repo, built_oid, base)? else {
+            return Ok(false);
+        };
+        let app = self.open_app_repo(&rel.app_repo).await?;
+        let app_commit = app.fetch_any_commit(&rel.app_commit)?;
+        let Some(dir) = self.trigger_dir(&app, app_commit)? else {
+            return Err(BotError::Io(format!(
+                "the trigger of release {} is gone from {}@{}",
+                rel.version_tag,
+                rel.app_repo,
+                texts::short(&rel.app_commit)
+            )));
+        };
+        let record = self
+            .store
+            .find_release(&rel.version_tag)
+            .await?
+            .ok_or_else(|| BotError::Io(format!("release {} vanished", rel.version_tag)))?;
+        let recorded = self.store.recorded_versions().await?;
+        let info = AppRepoInfo {
+            head_commit: Some(rel.app_commit.clone()),
+            tags: app.remote_tags()?,
+        };
+        let prepared =
+            crate::release::replan(&self.config, dir.path(), info, access, &record, &recorded)?;
+        let Some(env) = prepared
+            .plan
+            .environments
+            .iter()
+            .find(|e| e.environment == pr.environment)
+        else {
+            return Ok(false);
+        };
+        let author = &prepared.author;
+        let commit = prepared.repo.build_commit(
+            base,
+            &prepared.plan.files_for(env),
+            (&author.0, &author.1),
+            prepared.released_at,
+            &env.commit_message,
+        )?;
+        // The same change: the same edits of the same files, so every values file it replaces
+        // and every one it writes is byte for byte what was approved.
+        let old_base = repo
+            .repo()
+            .find_commit(built_oid)
+            .and_then(|c| c.parent_id(0))
+            .map_err(crate::git::GitError::from)?;
+        let changed: Vec<String> = env
+            .changes
+            .iter()
+            .filter(|c| {
+                let read = |at| repo.read_file(at, &c.values_file).ok().flatten();
+                read(old_base) != read(base) || read(built_oid) != read(commit)
+            })
+            .map(|c| c.values_file.clone())
+            .collect();
+        let same = changed.is_empty();
+        prepared.repo.reset_branch(&pr.branch, commit, &built)?;
+        let commit = commit.to_string();
+        self.store
+            .record_branch(
+                pr.release_id,
+                &BranchRecord {
+                    environment: pr.environment.clone(),
+                    branch: pr.branch.clone(),
+                    commit_id: commit.clone(),
+                    pushed: true,
+                },
+            )
+            .await?;
+        self.audit(
+            rel,
+            AuditEvent::ReleaseRebuilt,
+            self.bot_login(),
+            json!({"environment": pr.environment, "base": base.to_string(), "was": built, "head": commit, "same_change": same, "changed": changed}),
+        )
+        .await?;
+        let now = self.now();
+        self.store
+            .record_head(pr, &commit, now, None, same.then_some(built.as_str()))
+            .await?;
+        self.new_head(pr, &commit, Some(now), false).await?;
+        if let Some(number) = pr.pr_number {
+            self.post_note_once(
+                number,
+                &format!("rebased:{commit}"),
+                &texts::rebuilt_on_base(&base.to_string(), &built, &commit, &changed),
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+}
+
+/// Whether the base moved under the commit `built` in a way that touches a file it writes: a
+/// file whose version on the new base is neither the one `built` started from nor the one it
+/// writes (a file already written the same way, such as this release's documents merged from
+/// another environment, is no conflict).
+fn base_check(repo: &DeployRepo, built: git2::Oid, base: git2::Oid) -> Result<BaseCheck, BotError> {
+    let git = repo.repo();
+    let commit = git.find_commit(built).map_err(crate::git::GitError::from)?;
+    let old_base = commit.parent_id(0).map_err(crate::git::GitError::from)?;
+    if old_base == base {
+        return Ok(BaseCheck::Current);
+    }
+    let old_tree = git
+        .find_commit(old_base)
+        .and_then(|c| c.tree())
+        .map_err(crate::git::GitError::from)?;
+    let diff = git
+        .diff_tree_to_tree(
+            Some(&old_tree),
+            Some(&commit.tree().map_err(crate::git::GitError::from)?),
+            None,
+        )
+        .map_err(crate::git::GitError::from)?;
+    for delta in diff.deltas() {
+        let Some(path) = delta.new_file().path().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        let now = repo.read_file(base, path)?;
+        if now != repo.read_file(old_base, path)? && now != repo.read_file(built, path)? {
+            return Ok(BaseCheck::Moved { base });
+        }
+    }
+    Ok(BaseCheck::Current)
+}
