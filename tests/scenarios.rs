@@ -114,6 +114,7 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(fo
         assert!(release.body.contains("mvp-v1"), "{}", release.body);
     }
     assert_eq!(w.release_state().await, "Completed");
+    approval_records_verify(&w).await;
     let store = w.store().await;
     let id = store.find_release("mvp-v1").await.unwrap().unwrap().id;
     let events: Vec<String> = store
@@ -1029,4 +1030,92 @@ async fn gitlab_merges_a_scheduled_release_itself_and_the_bot_does_not_race_it()
         .collect();
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0]["by_hand"], false, "{merged:?}");
+}
+
+/// The annotated tag of a finished release carries a signed approval record per environment,
+/// which verifies with the tool and with the README's recipe as written, and stops verifying
+/// when changed; the forge release's notes carry the same records.
+async fn approval_records_verify(w: &World) {
+    use release_coordinator::signing;
+    let (message, notes) = {
+        let st = w.fake.lock();
+        let app = &st.repos[APP];
+        let git = app.git();
+        let tag = git
+            .find_reference("refs/tags/mvp-v1")
+            .unwrap()
+            .peel_to_tag()
+            .unwrap();
+        let release = app.releases.iter().find(|r| r.tag == "mvp-v1").unwrap();
+        (
+            String::from_utf8_lossy(tag.message_bytes().unwrap()).to_string(),
+            release.body.clone(),
+        )
+    };
+    let key_file = w.root.join("config/release-signing.pem.pub");
+    let key = signing::load_public_key(&key_file).unwrap();
+    let records = signing::record_blocks(&message);
+    assert_eq!(records.len(), 2, "one record per environment:\n{message}");
+    assert_eq!(signing::record_blocks(&notes), records, "{notes}");
+    for (record, (env, approvers)) in records.iter().zip([
+        ("staging", vec!["alice"]),
+        ("production", vec!["alice", "bob"]),
+    ]) {
+        signing::verify_manifest(record, &key).expect("the record verifies");
+        let r: serde_json::Value = serde_json::from_str(record).unwrap();
+        assert_eq!(r["environment"], env);
+        assert_eq!(r["release"], "mvp-v1");
+        let who: Vec<&str> = r["approvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(who, approvers, "{r:#}");
+        assert!(r["approvers"][0]["roles"].as_array().unwrap().iter().any(|x| x == "qa-lead"));
+        assert_eq!(r["checks"][0]["name"], "ci/build");
+        assert_eq!(r["checks"][0]["conclusion"], "success");
+        assert_eq!(r["policy_sha256"].as_str().unwrap().len(), 64);
+    }
+    // The tool, on the tag as `git cat-file tag` shows it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tag.txt"), &message).unwrap();
+    std::fs::copy(&key_file, dir.path().join("release-signing.pem.pub")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_release-coordinator");
+    let verify = |file: &str| {
+        std::process::Command::new(bin)
+            .current_dir(dir.path())
+            .args(["verify", "--key", "release-signing.pem.pub", file])
+            .output()
+            .unwrap()
+    };
+    let out = verify("tag.txt");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.matches("valid signature").count(), 2, "{stdout}");
+    // The README's recipe without the tool, as written there.
+    let readme = String::from_utf8(manifest("README.md")).unwrap();
+    let recipe = readme
+        .split("Without this tool (every value in a record")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("\n```").next())
+        .expect("the README has the recipe");
+    let out = std::process::Command::new("bash")
+        .current_dir(dir.path())
+        .args(["-euo", "pipefail", "-c", recipe])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.matches("Signature Verified Successfully").count(), 2, "{stdout}");
+    // A record someone changed does not verify.
+    std::fs::write(
+        dir.path().join("forged.txt"),
+        message.replacen("\"user\":\"alice\"", "\"user\":\"mallory\"", 1),
+    )
+    .unwrap();
+    let out = verify("forged.txt");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID"));
 }

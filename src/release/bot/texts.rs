@@ -453,6 +453,23 @@ mod tests {
     }
 
     #[test]
+    fn tag_message_release_notes_and_help() {
+        let block = crate::signing::record_block(&serde_json::json!({
+            "kind": "release-coordinator/approval-record/v1",
+            "environment": "staging",
+            "signature": "c2lnbmF0dXJl",
+        }));
+        insta::assert_snapshot!("tag_message", tag_message("mvp-v1", &block));
+        insta::assert_snapshot!(
+            "release_notes",
+            release_notes("# Release mvp-v1\n\n- BookingFlow\n", &block)
+        );
+        assert_eq!(tag_message("v1", ""), "Release v1\n\nRelease-Coordinator-Version: v1\n");
+        assert_eq!(release_notes("notes", ""), "notes");
+        insta::assert_snapshot!("help", crate::commands::help_text());
+    }
+
+    #[test]
     fn the_status_comment_lists_every_command() {
         let body = status_comment("v", "e", None, "");
         for c in Command::ALL {
