@@ -671,6 +671,16 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
             "promotion-trigger.yaml:7:5: no service deploys to environment `moon` (configured: production, staging)",
         ),
         (
+            "environment the policy does not name",
+            Box::new(|w| {
+                let policy = w.config.with_file_name("release-policy.yaml");
+                let text = fs::read_to_string(&policy).unwrap();
+                let kept = text.split("  production:").next().unwrap().to_string();
+                fs::write(&policy, kept).unwrap();
+            }),
+            "promotion-trigger.yaml:7:5: environment `production` is not in the release policy (release-policy.yaml names staging)",
+        ),
+        (
             "coverage below policy",
             Box::new(|w| {
                 w.edit("milestone-status.json", |t| t.replace("91.3", "80.5"));

@@ -223,6 +223,12 @@ async fn a_late_success_does_not_undo_a_newer_failure(forge: Flavor) {
     w.settle().await;
     w.fake.resend(success).await;
     w.settle().await;
+    // Already before any merge decision re-reads the forge, the stored state is the failure.
+    assert!(
+        w.status_comment(1).contains("check `ci/build` failed"),
+        "{}",
+        w.status_comment(1)
+    );
     w.comment(1, "carol", "/unhold").await;
     assert!(
         !w.pull(1).unwrap().merged,
@@ -261,6 +267,37 @@ async fn a_commit_status_named_like_a_required_check_does_not_count(forge: Flavo
         );
     }
     w.checks_pass(1, &["ci/build"]).await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+
+    // A check that commit statuses satisfy counts only from the creators the policy names.
+    let w = World::with_policy(
+        forge,
+        "roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n    requiredChecks:\n      - {name: security-scan, statusCreators: [scanner-bot]}\n  production:\n    requiredApprovals: 1\n",
+    )
+    .await;
+    w.push_trigger(&trigger_files()).await;
+    let head = w.head(1);
+    w.fake
+        .post_status(DEPLOY, &head, "security-scan", "success", "mallory")
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(!w.pull(1).unwrap().merged, "mallory's status counted");
+    assert!(
+        w.status_comment(1).contains(
+            "check `security-scan` was reported only by a commit status by @mallory, which does not count"
+        ),
+        "{}",
+        w.status_comment(1)
+    );
+    w.fake
+        .post_status(DEPLOY, &head, "security-scan", "success", "scanner-bot")
+        .await;
+    w.settle().await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
     assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
 }
 
@@ -358,6 +395,15 @@ async fn a_merge_whose_answer_was_lost_is_recorded_as_made(forge: Flavor) {
         times: 1,
         carried_out: true,
     });
+    // The forge's own word of the merge (its webhook) is lost too: the bot learns of the merge
+    // only by reading the pull request again.
+    w.fake.lock().lose_kinds.push(
+        match forge {
+            Flavor::Github => "pull_request",
+            Flavor::Gitlab => "Merge Request Hook",
+        }
+        .into(),
+    );
     w.comment(1, "alice", "/approve").await;
     assert!(w.pull(1).unwrap().merged);
     // The retry found it merged: recorded like a merge the bot made, and production opened.

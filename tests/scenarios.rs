@@ -1072,7 +1072,13 @@ async fn approval_records_verify(w: &World) {
             .map(|a| a["user"].as_str().unwrap())
             .collect();
         assert_eq!(who, approvers, "{r:#}");
-        assert!(r["approvers"][0]["roles"].as_array().unwrap().iter().any(|x| x == "qa-lead"));
+        assert!(
+            r["approvers"][0]["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "qa-lead")
+        );
         assert_eq!(r["checks"][0]["name"], "ci/build");
         assert_eq!(r["checks"][0]["conclusion"], "success");
         assert_eq!(r["policy_sha256"].as_str().unwrap().len(), 64);
@@ -1091,7 +1097,11 @@ async fn approval_records_verify(w: &World) {
     };
     let out = verify("tag.txt");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.matches("valid signature").count(), 2, "{stdout}");
     // The README's recipe without the tool, as written there.
     let readme = String::from_utf8(manifest("README.md")).unwrap();
@@ -1107,8 +1117,16 @@ async fn approval_records_verify(w: &World) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.matches("Signature Verified Successfully").count(), 2, "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("Signature Verified Successfully").count(),
+        2,
+        "{stdout}"
+    );
     // A record someone changed does not verify.
     std::fs::write(
         dir.path().join("forged.txt"),
@@ -1116,6 +1134,11 @@ async fn approval_records_verify(w: &World) {
     )
     .unwrap();
     let out = verify("forged.txt");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID"));
 }

@@ -244,6 +244,8 @@ pub struct State {
     webhook: Option<(String, String)>,
     /// Webhooks not sent (lost on purpose), to test that the bot does not depend on them.
     pub lose_webhooks: usize,
+    /// The next webhook of each of these kinds is not sent (lost on purpose).
+    pub lose_kinds: Vec<String>,
     pub delivered: Vec<String>,
     /// The login API calls are made as (the bot).
     pub token_login: String,
@@ -934,6 +936,10 @@ pub async fn deliver(state: &Shared, client: &reqwest::Client, kind: &str, paylo
         let mut st = state.lock().unwrap();
         if st.lose_webhooks > 0 {
             st.lose_webhooks -= 1;
+            return;
+        }
+        if let Some(i) = st.lose_kinds.iter().position(|k| k == kind) {
+            st.lose_kinds.remove(i);
             return;
         }
         let id = st.id();

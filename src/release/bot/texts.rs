@@ -464,7 +464,10 @@ mod tests {
             "release_notes",
             release_notes("# Release mvp-v1\n\n- BookingFlow\n", &block)
         );
-        assert_eq!(tag_message("v1", ""), "Release v1\n\nRelease-Coordinator-Version: v1\n");
+        assert_eq!(
+            tag_message("v1", ""),
+            "Release v1\n\nRelease-Coordinator-Version: v1\n"
+        );
         assert_eq!(release_notes("notes", ""), "notes");
         insta::assert_snapshot!("help", crate::commands::help_text());
     }
