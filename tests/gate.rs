@@ -38,17 +38,7 @@ async fn an_edit_never_approves_even_an_approvers_own_comment(forge: Flavor) {
     w.push_trigger(&trigger_files()).await;
     let old = w.comment(1, "alice", "Looking at it after CI.").await;
     // Someone with no role pushes a change, then edits the approver's old comment.
-    w.fake
-        .push_to_pull(
-            DEPLOY,
-            1,
-            (
-                "apps/podinfo/values-staging.yaml",
-                b"image:\n  tag: sneaky\n",
-            ),
-            "mallory",
-        )
-        .await;
+    w.push_to_release_branch(1, "mallory", "sneaky").await;
     w.settle().await;
     w.fake.edit_comment(DEPLOY, old, "/approve").await;
     w.settle().await;
@@ -85,17 +75,7 @@ async fn an_approval_found_late_binds_to_the_head_of_its_time(forge: Flavor) {
         .await;
     w.settle().await;
     // Then erin pushes a change (people's commits are allowed here), and CI passes on it.
-    w.fake
-        .push_to_pull(
-            DEPLOY,
-            1,
-            (
-                "apps/podinfo/values-staging.yaml",
-                b"image:\n  tag: erins\n",
-            ),
-            "erin",
-        )
-        .await;
+    w.push_to_release_branch(1, "erin", "erins").await;
     w.settle().await;
     w.checks_pass(1, &["ci/build"]).await;
     // Reconcile finds the approval: it was given before erin's push, so it is for the old head.
@@ -119,17 +99,7 @@ async fn whoever_pushes_to_a_release_branch_cannot_approve_it(forge: Flavor) {
     // it and approves it.
     let w = World::new(forge).await;
     w.push_trigger(&trigger_files()).await;
-    w.fake
-        .push_to_pull(
-            DEPLOY,
-            1,
-            (
-                "apps/podinfo/values-staging.yaml",
-                b"image:\n  tag: alices\n",
-            ),
-            "alice",
-        )
-        .await;
+    w.push_to_release_branch(1, "alice", "alices").await;
     w.settle().await;
     w.checks_pass(1, &["ci/build"]).await;
     w.comment(1, "alice", "/approve").await;
@@ -150,17 +120,7 @@ async fn whoever_pushes_to_a_release_branch_cannot_approve_it(forge: Flavor) {
     // Where the operator allows people's commits, the pusher is excluded like the requester.
     let w = World::with_policy(forge, ALLOWING).await;
     w.push_trigger(&trigger_files()).await;
-    w.fake
-        .push_to_pull(
-            DEPLOY,
-            1,
-            (
-                "apps/podinfo/values-staging.yaml",
-                b"image:\n  tag: alices\n",
-            ),
-            "alice",
-        )
-        .await;
+    w.push_to_release_branch(1, "alice", "alices").await;
     w.settle().await;
     w.checks_pass(1, &["ci/build"]).await;
     w.comment(1, "alice", "/approve").await;
@@ -500,14 +460,7 @@ async fn a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies(fo
     w.checks_pass(1, &["ci/build"]).await;
     let built = w.head(1);
     // Someone changes the same values file on main, elsewhere in it, while the release waits.
-    let values = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let blob = git
-            .revparse_single("main:apps/podinfo/values-staging.yaml")
-            .unwrap();
-        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     w.fake
         .push(
             DEPLOY,
@@ -573,14 +526,7 @@ async fn a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies(fo
         manifest.contains(&digest),
         "the manifest names the merged file's digest {digest}:\n{manifest}"
     );
-    let history = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let blob = git
-            .revparse_single("main:releases/release-history.csv")
-            .unwrap();
-        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let history = w.deploy_text("main:releases/release-history.csv");
     assert_eq!(history.matches("mvp-v1,").count(), 1, "{history}");
 }
 
@@ -661,14 +607,7 @@ async fn fifty_releases_in_flight_to_one_environment_all_merge(forge: Flavor) {
         "not merged: {not_merged:?}; {}",
         w.status_comment(not_merged[0])
     );
-    let history = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let blob = git
-            .revparse_single("main:releases/release-history.csv")
-            .unwrap();
-        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let history = w.deploy_text("main:releases/release-history.csv");
     assert_eq!(
         history.lines().count(),
         N + 1,

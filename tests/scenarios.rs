@@ -65,14 +65,7 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(fo
         "{}",
         w.status_comment(1)
     );
-    let main_values = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let main = git
-            .revparse_single("main:apps/podinfo/values-staging.yaml")
-            .unwrap();
-        String::from_utf8(main.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let main_values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     assert!(
         main_values.contains("tag: mvp-v1"),
         "the merge changed main"
@@ -272,17 +265,7 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
     // alice approves; then someone pushes to the release branch: her approval is for the old head.
     w.comment(1, "alice", "/approve").await;
     let old_head = w.head(1);
-    w.fake
-        .push_to_pull(
-            DEPLOY,
-            1,
-            (
-                "apps/podinfo/values-staging.yaml",
-                b"image:\n  tag: sneaky\n",
-            ),
-            "mallory",
-        )
-        .await;
+    w.push_to_release_branch(1, "mallory", "sneaky").await;
     w.settle().await;
     w.checks_pass(1, &["ci/build"]).await;
     assert!(
@@ -328,14 +311,7 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
     assert!(!w.pull(1).unwrap().merged, "approved another head");
     w.comment(1, "alice", "/approve").await;
     assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
-    let main_values = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let blob = git
-            .revparse_single("main:apps/podinfo/values-staging.yaml")
-            .unwrap();
-        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let main_values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     assert!(!main_values.contains("sneaky"), "{main_values}");
     assert!(main_values.contains("tag: mvp-v1"));
 }
@@ -632,14 +608,7 @@ async fn an_edited_approval_is_re_read_and_a_hotfix_on_the_base_is_built_on(forg
         replies.contains("The base changed `apps/podinfo/values-staging.yaml` as well"),
         "{replies}"
     );
-    let body = {
-        let st = w.fake.lock();
-        let git = st.repos[DEPLOY].git();
-        let blob = git
-            .revparse_single("release/mvp-v1/staging:apps/podinfo/values-staging.yaml")
-            .unwrap();
-        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
-    };
+    let body = w.deploy_text("release/mvp-v1/staging:apps/podinfo/values-staging.yaml");
     assert!(body.contains("tag: mvp-v1"), "{body}");
     assert_eq!(w.release_state().await, "AwaitingApproval");
 }

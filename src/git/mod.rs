@@ -320,24 +320,7 @@ impl DeployRepo {
             return Ok(oid);
         }
         self.fetch(branch, 1, None)?;
-        if self.repo.find_commit(oid).is_ok() {
-            return Ok(oid);
-        }
-        self.read_from_remote(
-            self.remote
-                .git(&self.path)
-                .args([
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    "--depth=1",
-                ])
-                .arg(self.remote.transport_url())
-                .arg(commit),
-            commit.to_string(),
-        )?;
-        Ok(oid)
+        self.fetch_any_commit(commit)
     }
 
     /// Makes sure `commit` is in the cache, fetching it by itself when it is not.

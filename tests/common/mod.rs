@@ -232,6 +232,27 @@ impl World {
         self.settle().await;
     }
 
+    /// Someone pushes a commit to a release branch, setting the staging values to `tag`.
+    pub async fn push_to_release_branch(&self, pr: u64, who: &str, tag: &str) -> String {
+        let values = format!("image:\n  tag: {tag}\n");
+        self.fake
+            .push_to_pull(
+                DEPLOY,
+                pr,
+                ("apps/podinfo/values-staging.yaml", values.as_bytes()),
+                who,
+            )
+            .await
+    }
+
+    /// A file of the deployment repository as text, by `<rev>:<path>`.
+    pub fn deploy_text(&self, spec: &str) -> String {
+        let st = self.fake.lock();
+        let git = st.repos[DEPLOY].git();
+        let blob = git.revparse_single(spec).unwrap();
+        String::from_utf8(blob.as_blob().unwrap().content().to_vec()).unwrap()
+    }
+
     pub fn head(&self, pr: u64) -> String {
         let st = self.fake.lock();
         let repo = &st.repos[DEPLOY];
