@@ -23,6 +23,12 @@ on_both_forges!(
     the_trigger_adds_the_roles_it_names,
     a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies,
     fifty_releases_in_flight_to_one_environment_all_merge,
+    an_edited_comment_gives_no_command,
+    a_hold_found_by_re_reading_holds,
+    a_push_whose_webhook_was_lost_leaves_its_pusher_unknown,
+    a_merge_by_hand_is_signed_as_what_it_was,
+    a_merge_reads_memberships_afresh_even_after_reconcile,
+    a_tag_or_release_someone_else_made_is_not_adopted,
 );
 
 /// The demo's policy, with people's commits allowed on staging (so that what is tested is the
@@ -56,7 +62,7 @@ async fn an_edit_never_approves_even_an_approvers_own_comment(forge: Flavor) {
         w.status_comment(1)
     );
     assert!(
-        replies(&w, 1).contains("an edited comment does not approve"),
+        replies(&w, 1).contains("`/approve` in an edited comment is not carried out"),
         "{}",
         replies(&w, 1)
     );
@@ -612,5 +618,222 @@ async fn fifty_releases_in_flight_to_one_environment_all_merge(forge: Flavor) {
         history.lines().count(),
         N + 1,
         "a header and a row each:\n{history}"
+    );
+}
+
+async fn an_edited_comment_gives_no_command(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    let hold = w.comment(1, "carol", "/hold").await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "held");
+    // mallory edits carol's `/hold` into `/unhold`: the edit's webhook names carol.
+    w.fake.edit_comment(DEPLOY, hold, "/unhold").await;
+    w.settle().await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "an edit lifted the hold: {}",
+        w.status_comment(1)
+    );
+    assert!(
+        replies(&w, 1).contains("`/unhold` in an edited comment is not carried out"),
+        "{}",
+        replies(&w, 1)
+    );
+    assert!(w.status_comment(1).contains("on hold by @carol"));
+}
+
+async fn a_hold_found_by_re_reading_holds(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    // carol's `/hold` webhook is lost; alice approves: the re-read before the merge finds it.
+    w.fake.lock().lose_webhooks = 1;
+    w.comment(1, "carol", "/hold").await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "merged past a hold: {}",
+        w.status_comment(1)
+    );
+    assert!(w.status_comment(1).contains("on hold by @carol"));
+    // And a reconcile pass keeps it.
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let store = w.store().await;
+    let id = store.find_release("mvp-v1").await.unwrap().unwrap().id;
+    assert_eq!(
+        store.release_prs(id).await.unwrap()[0].held_by.as_deref(),
+        Some("carol")
+    );
+    w.comment(1, "carol", "/unhold").await;
+    assert!(w.pull(1).unwrap().merged, "{}", w.status_comment(1));
+}
+
+async fn a_push_whose_webhook_was_lost_leaves_its_pusher_unknown(forge: Flavor) {
+    let w = World::with_policy(forge, ALLOWING).await;
+    w.push_trigger(&trigger_files()).await;
+    // alice (an approver) pushes, and both her webhooks are lost; erin pushes on top.
+    w.fake.lock().lose_webhooks = 2;
+    w.push_to_release_branch(1, "alice", "alices").await;
+    w.settle().await;
+    w.push_to_release_branch(1, "erin", "erins").await;
+    w.settle().await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "alice approved her own commit: {}",
+        w.status_comment(1)
+    );
+    assert!(
+        w.status_comment(1).contains("is not known"),
+        "{}",
+        w.status_comment(1)
+    );
+}
+
+async fn a_merge_by_hand_is_signed_as_what_it_was(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    // mallory merges by hand, unapproved, and the forge's webhook of it is lost.
+    w.fake.lock().lose_kinds.push(
+        match forge {
+            Flavor::Github => "pull_request",
+            Flavor::Gitlab => "Merge Request Hook",
+        }
+        .into(),
+    );
+    w.fake.merge_by_hand(DEPLOY, 1, "mallory").await;
+    w.settle().await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let store = w.store().await;
+    let id = store.find_release("mvp-v1").await.unwrap().unwrap().id;
+    let records = store.approval_records(id).await.unwrap();
+    assert_eq!(records[0]["merged_by"], "mallory", "{:#}", records[0]);
+    assert_eq!(records[0]["policy_met"], false, "{:#}", records[0]);
+    assert!(
+        records[0]["unmet"][0]
+            .as_str()
+            .unwrap()
+            .contains("0 of 1 required approvals"),
+        "{:#}",
+        records[0]
+    );
+    let merged: Vec<serde_json::Value> = audit_events(&w)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "ReleaseMerged")
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(merged[0]["by_hand"], true, "{merged:?}");
+    assert_eq!(merged[0]["policy_met"], false, "{merged:?}");
+}
+
+async fn a_merge_reads_memberships_afresh_even_after_reconcile(forge: Flavor) {
+    let w = World::new(forge).await;
+    w.fake.add_team_member("acme/product", "frank");
+    w.push_trigger(&trigger_files()).await;
+    w.comment(1, "frank", "/approve").await;
+    assert!(!w.pull(1).unwrap().merged, "no checks yet");
+    // frank leaves the team; the check's webhook is lost, so a reconcile pass decides.
+    w.fake
+        .lock()
+        .teams
+        .get_mut("acme/product")
+        .unwrap()
+        .remove("frank");
+    w.fake.lock().lose_webhooks = 1;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "merged on a membership read before: {}",
+        w.status_comment(1)
+    );
+}
+
+async fn a_tag_or_release_someone_else_made_is_not_adopted(forge: Flavor) {
+    let w = World::new(forge).await;
+    let app_commit = w
+        .push_trigger(&with_trigger(|t| {
+            t.replace("  - deploy-to-production\n", "")
+        }))
+        .await;
+    // mallory tags the application commit with the release's version first.
+    {
+        let st = w.fake.lock();
+        let git = st.repos[APP].git();
+        let target = git
+            .find_object(git2::Oid::from_str(&app_commit).unwrap(), None)
+            .unwrap();
+        let sig = git2::Signature::now("mallory", "mallory@example.com").unwrap();
+        git.tag("mvp-v1", &target, &sig, "FORGED", false).unwrap();
+    }
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged);
+    assert_eq!(
+        w.release_state().await,
+        "Failed",
+        "the forged tag was adopted"
+    );
+    assert!(
+        replies(&w, 1).contains("already exists in acme/shop and is not the bot's"),
+        "{}",
+        replies(&w, 1)
+    );
+    // Her tag removed, a release she made of the tag is not adopted either.
+    {
+        let mut st = w.fake.lock();
+        let app = st.repo(APP).unwrap();
+        app.git()
+            .find_reference("refs/tags/mvp-v1")
+            .unwrap()
+            .delete()
+            .unwrap();
+        app.releases.push(fake_forge::Release {
+            id: 999_999,
+            tag: "mvp-v1".into(),
+            name: "Release mvp-v1".into(),
+            body: "FORGED release notes".into(),
+        });
+    }
+    w.comment(1, "alice", "/retry").await;
+    assert_eq!(w.release_state().await, "Failed");
+    assert!(
+        replies(&w, 1).contains("a release of mvp-v1 that the bot did not make exists"),
+        "{}",
+        replies(&w, 1)
+    );
+}
+
+/// GitLab's approvals API dates no approval: one found by re-reading (its webhook lost) does not
+/// outrank a later `/approve cancel`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_an_undated_approval_does_not_outrank_a_later_withdrawal() {
+    let w = World::new(Flavor::Gitlab).await;
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "carol", "/hold").await;
+    w.fake.lock().lose_webhooks = 1;
+    w.fake
+        .review(DEPLOY, 1, User::human("alice"), "APPROVED")
+        .await;
+    w.settle().await;
+    w.comment(1, "alice", "/approve cancel").await;
+    w.comment(1, "carol", "/unhold").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "the withdrawn approval came back: {}",
+        w.status_comment(1)
     );
 }

@@ -669,7 +669,7 @@ async fn a_clashing_tag_fails_the_release_visibly_and_retry_finishes_it(forge: F
     let replies = w.bot_comments(1).join("\n");
     assert!(
         replies.contains(
-            "Release mvp-v1 failed after merging: the tag mvp-v1 already exists in acme/shop on another commit"
+            "Release mvp-v1 failed after merging: the tag mvp-v1 already exists in acme/shop and is not the bot's"
         ),
         "{replies}"
     );

@@ -377,6 +377,7 @@ async fn create_pull(
             user: user.clone(),
             auto_merge: false,
             updated_at: now,
+            merged_by: None,
         };
         repo.pulls.push(pull.clone());
         (
@@ -463,7 +464,7 @@ async fn merge_pull(
         }
         let squash = body.merge_method.as_deref() == Some("squash");
         let merged = repo
-            .merge_pull(n, squash, ("GitHub", "noreply@github.com"))
+            .merge_pull(n, squash, ("GitHub", "noreply@github.com"), &user)
             .map_err(|why| error(StatusCode::METHOD_NOT_ALLOWED, why))?;
         let p = repo.pull(n).unwrap().clone();
         (

@@ -233,6 +233,7 @@ async fn create_merge_request(
             user: user.clone(),
             auto_merge: false,
             updated_at: now,
+            merged_by: None,
         };
         repo.pulls.push(pull.clone());
         let st = &*st;
@@ -349,6 +350,7 @@ async fn merge(
             iid,
             flag(&p, "squash"),
             ("GitLab", "noreply@gitlab.example.com"),
+            &user,
         )
         .map_err(|_| error(StatusCode::NOT_ACCEPTABLE, "Branch cannot be merged"))?;
         let pull = repo.pull(iid).unwrap().clone();

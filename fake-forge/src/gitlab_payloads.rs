@@ -85,6 +85,13 @@ pub fn merge_request(st: &State, r: &Repo, p: &Pull) -> Value {
     set(&mut v, "merge_commit_sha", json!(p.merge_commit_sha));
     set(&mut v, "squash_commit_sha", Value::Null);
     set(&mut v, "merge_when_pipeline_succeeds", json!(p.auto_merge));
+    let merger = p
+        .merged_by
+        .as_deref()
+        .map(|m| author(st, m))
+        .unwrap_or(Value::Null);
+    set(&mut v, "merged_by", merger.clone());
+    set(&mut v, "merge_user", merger);
     set(&mut v, "author", author(st, &p.user));
     set(
         &mut v,

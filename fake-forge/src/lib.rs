@@ -82,6 +82,8 @@ pub struct Pull {
     pub auto_merge: bool,
     /// When it last changed (opened, pushed to, approved, merged).
     pub updated_at: OffsetDateTime,
+    /// Who merged it.
+    pub merged_by: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +188,7 @@ impl Repo {
         number: u64,
         squash: bool,
         committer: (&str, &str),
+        merged_by: &str,
     ) -> Result<Oid, &'static str> {
         let pull = self.pull(number).ok_or("Not found")?.clone();
         if !pull.open {
@@ -220,6 +223,7 @@ impl Repo {
         p.merged = true;
         p.auto_merge = false;
         p.merge_commit_sha = Some(merged.to_string());
+        p.merged_by = Some(merged_by.to_string());
         Ok(merged)
     }
 }
@@ -739,8 +743,13 @@ impl FakeForge {
                 let mut st = self.lock();
                 let actor = st.token_login.clone();
                 let r = st.repo(repo).unwrap();
-                r.merge_pull(number, false, ("GitLab", "noreply@gitlab.example.com"))
-                    .expect("the scheduled merge goes through");
+                r.merge_pull(
+                    number,
+                    false,
+                    ("GitLab", "noreply@gitlab.example.com"),
+                    &actor,
+                )
+                .expect("the scheduled merge goes through");
                 let pull = r.pull(number).unwrap().clone();
                 let st = &*st;
                 gitlab_payloads::merge_request_hook(
@@ -793,7 +802,7 @@ impl FakeForge {
             let at = st.tick();
             let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
-            r.merge_pull(number, false, (who, "someone@example.com"))
+            r.merge_pull(number, false, (who, "someone@example.com"), who)
                 .expect("the merge by hand goes through");
             if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
                 p.updated_at = at;

@@ -97,6 +97,11 @@ pub fn pull(r: &Repo, p: &Pull) -> Value {
     set(&mut v, "updated_at", timestamp(p.updated_at));
     set(
         &mut v,
+        "merged_by",
+        p.merged_by.as_deref().map(login).unwrap_or(Value::Null),
+    );
+    set(
+        &mut v,
         "state",
         json!(if p.open { "open" } else { "closed" }),
     );

@@ -173,6 +173,8 @@ pub struct ChangeRequest {
     pub base_branch: String,
     pub state: ChangeState,
     pub merge_commit: Option<String>,
+    /// Who merged it, where the forge says.
+    pub merged_by: Option<String>,
     pub url: String,
 }
 

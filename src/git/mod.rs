@@ -147,9 +147,9 @@ impl std::fmt::Debug for DeployRepo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagPush {
     Created,
-    /// The tag was there already, on the same commit.
+    /// This tag was there already (an earlier attempt pushed it).
     Existed,
-    /// The tag is there on another commit (given).
+    /// Another tag of that name is there (its object id).
     Clash(String),
 }
 
@@ -462,8 +462,8 @@ impl DeployRepo {
     }
 
     /// Makes the annotated tag `name` on `commit` (in the cache) and pushes it, only if the
-    /// remote has no such tag yet. A tag already there is fine when it points at `commit` (an
-    /// earlier attempt pushed it); on another commit it is a [`TagPush::Clash`].
+    /// remote has no such tag yet. A tag already there is fine when it is this very tag object
+    /// (an earlier attempt pushed it); any other is a [`TagPush::Clash`].
     pub fn push_tag(
         &self,
         name: &str,
@@ -493,31 +493,25 @@ impl DeployRepo {
         if !stdout.lines().any(|l| l.starts_with('!')) && out.status.success() {
             return Ok(TagPush::Created);
         }
-        // Refused: see what the remote's tag points at (peeled to its commit).
+        // Refused: see which tag object the remote has under that name. Only the very object
+        // this push made counts as ours (every attempt makes the same one); a tag someone else
+        // made, even on the same commit, is a clash.
         let listed = self.read_from_remote(
             self.remote
                 .git(&self.path)
                 .args(["ls-remote", "--tags"])
                 .arg(self.remote.transport_url())
-                .arg(format!("refs/tags/{name}"))
-                .arg(format!("refs/tags/{name}^{{}}")),
+                .arg(format!("refs/tags/{name}")),
             format!("refs/tags/{name}"),
         )?;
         let listed = String::from_utf8_lossy(&listed.stdout).to_string();
-        let mut peeled = None;
-        let mut direct = None;
-        for line in listed.lines() {
-            let Some((oid, refname)) = line.split_once('\t') else {
-                continue;
-            };
-            if refname.ends_with("^{}") {
-                peeled = Some(oid.to_string());
-            } else {
-                direct = Some(oid.to_string());
-            }
-        }
-        match peeled.or(direct) {
-            Some(theirs) if theirs == commit.to_string() => Ok(TagPush::Existed),
+        let theirs = listed
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(_, refname)| *refname == format!("refs/tags/{name}"))
+            .map(|(oid, _)| oid.to_string());
+        match theirs {
+            Some(theirs) if theirs == tag.to_string() => Ok(TagPush::Existed),
             Some(theirs) => Ok(TagPush::Clash(theirs)),
             None => Err(GitError::Push {
                 remote: self.remote.display(),

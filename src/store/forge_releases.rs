@@ -37,6 +37,10 @@ impl ForgeRelease {
     }
 }
 
+/// The pusher recorded for a head whose pusher is not known (its push webhook was lost, or a
+/// bot other than this one pushed it). NULL is the bot itself.
+pub const UNKNOWN_PUSHER: &str = "?";
+
 /// One head in a release branch's push history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadRecord {
@@ -369,7 +373,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let heads = self.heads(pr).await?;
         if let Some(last) = heads.last().filter(|h| h.commit == commit) {
-            if last.pusher.is_none() && pusher.is_some() {
+            let known = |p: Option<&str>| p.is_some_and(|p| p != UNKNOWN_PUSHER);
+            if last.pusher.as_deref() == Some(UNKNOWN_PUSHER) && known(pusher) {
                 sqlx::query("UPDATE pr_heads SET pusher = ? WHERE id = ?")
                     .bind(pusher)
                     .bind(last.id)
@@ -423,13 +428,29 @@ impl Store {
             .await?
             .into_iter()
             .filter_map(|h| h.pusher)
+            .filter(|p| p != UNKNOWN_PUSHER)
             .collect();
         pushers.sort();
         pushers.dedup();
         Ok(pushers)
     }
 
-    /// Who pushed `commit` to the branch: `None` when not known.
+    /// Whether the branch holds a push of someone not known since the bot last pushed it: a
+    /// push whose webhook was lost (seen only as a head that appeared, or as the `before` of a
+    /// later push), or one by another bot.
+    pub async fn unknown_pusher_since_built(&self, pr: &ReleasePr) -> Result<bool, StoreError> {
+        let mut unknown = false;
+        for h in self.heads(pr).await? {
+            match h.pusher.as_deref() {
+                None => unknown = false,
+                Some(UNKNOWN_PUSHER) => unknown = true,
+                Some(_) => {}
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Who pushed the latest record of `commit`, if a person the bot knows.
     pub async fn head_pusher(
         &self,
         pr: &ReleasePr,
@@ -441,7 +462,8 @@ impl Store {
             .into_iter()
             .rev()
             .find(|h| h.commit == commit)
-            .and_then(|h| h.pusher))
+            .and_then(|h| h.pusher)
+            .filter(|p| p != UNKNOWN_PUSHER))
     }
 
     /// Records a run of a check, unless a newer run (by the forge's order) is recorded.

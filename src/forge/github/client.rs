@@ -282,6 +282,8 @@ struct PullBody {
     merged_at: Option<String>,
     #[serde(default)]
     merge_commit_sha: Option<String>,
+    #[serde(default)]
+    merged_by: Option<User>,
     head: RefBody,
     base: RefBody,
 }
@@ -305,6 +307,7 @@ impl From<PullBody> for ChangeRequest {
                 _ => ChangeState::Closed,
             },
             merge_commit: if merged { p.merge_commit_sha } else { None },
+            merged_by: p.merged_by.map(|u| u.login),
             head_branch: p.head.branch,
             head_commit: p.head.sha,
             base_branch: p.base.branch,
@@ -374,6 +377,8 @@ struct MergeResult {
 #[derive(Deserialize)]
 struct ReleaseBody {
     html_url: String,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 type Empty = serde_json::Value;
@@ -671,13 +676,20 @@ impl Forge for GithubForge {
             .await;
         match created.map_err(map_err) {
             Ok(r) => Ok(r.html_url),
-            // Already published (by an earlier attempt): that one is the release.
+            // Already published: by an earlier attempt (the same notes) it is the release;
+            // anyone else's release of the tag is not adopted.
             Err(ForgeError::Rejected(_)) => {
                 let r: ReleaseBody = self
                     .client
                     .get(format!("/repos/{repo}/releases/tags/{tag}"), None::<&()>)
                     .await
                     .map_err(map_err)?;
+                if r.body.as_deref().unwrap_or_default().trim() != body.trim() {
+                    return Err(ForgeError::Conflict(format!(
+                        "a release of {tag} that the bot did not make exists ({})",
+                        r.html_url
+                    )));
+                }
                 Ok(r.html_url)
             }
             Err(e) => Err(e),

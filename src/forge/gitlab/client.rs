@@ -75,6 +75,10 @@ struct MergeRequestBody {
     merge_when_pipeline_succeeds: bool,
     #[serde(default)]
     head_pipeline: Option<PipelineBody>,
+    #[serde(default)]
+    merged_by: Option<UserBody>,
+    #[serde(default)]
+    merge_user: Option<UserBody>,
 }
 
 impl MergeRequestBody {
@@ -102,6 +106,7 @@ impl MergeRequestBody {
             base_branch: self.target_branch,
             state,
             merge_commit,
+            merged_by: self.merge_user.or(self.merged_by).map(|u| u.username),
             url: self.web_url,
         }
     }
@@ -143,6 +148,10 @@ struct PipelineBody {
     #[serde(default)]
     id: u64,
     status: String,
+    /// `push`, `merge_request_event`, ...; `external` for the pipeline GitLab makes for
+    /// commit statuses posted through the API, which is not the project's CI.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +172,8 @@ struct IdOnly {
 struct ReleaseBody {
     #[serde(default, rename = "_links")]
     links: Option<ReleaseLinks>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +187,9 @@ struct MemberBody {
     username: String,
     #[serde(default)]
     state: Option<String>,
+    /// Project and group access tokens are bot users that are members too.
+    #[serde(default)]
+    bot: bool,
 }
 
 #[derive(Deserialize)]
@@ -370,7 +384,7 @@ impl GitlabForge {
         Ok(Some(
             members
                 .into_iter()
-                .filter(|m| m.state.as_deref().is_none_or(|s| s == "active"))
+                .filter(|m| !m.bot && m.state.as_deref().is_none_or(|s| s == "active"))
                 .map(|m| m.username.to_ascii_lowercase())
                 .collect(),
         ))
@@ -571,7 +585,10 @@ impl Forge for GitlabForge {
             .await?;
         let mut checks = Vec::new();
         let mut jobs = std::collections::BTreeSet::new();
-        if let Some(p) = pipelines.first() {
+        if let Some(p) = pipelines
+            .iter()
+            .find(|p| p.source.as_deref() != Some("external"))
+        {
             checks.push(Check {
                 name: "pipeline".into(),
                 state: check_state(&p.status),
@@ -814,16 +831,24 @@ impl Forge for GitlabForge {
             .await;
         let release = match created {
             Ok(r) => r,
-            // 409 "Release already exists": a retry after the release was made.
+            // 409 "Release already exists": a retry after the release was made (the same
+            // notes); anyone else's release of the tag is not adopted.
             Err(ForgeError::Conflict(_)) => {
-                self.query(
-                    ProjectReleaseByTag::builder()
-                        .project(repo)
-                        .tag(tag)
-                        .build()
-                        .map_err(built)?,
-                )
-                .await?
+                let existing: ReleaseBody = self
+                    .query(
+                        ProjectReleaseByTag::builder()
+                            .project(repo)
+                            .tag(tag)
+                            .build()
+                            .map_err(built)?,
+                    )
+                    .await?;
+                if existing.description.as_deref().unwrap_or_default().trim() != body.trim() {
+                    return Err(ForgeError::Conflict(format!(
+                        "a release of {tag} that the bot did not make exists"
+                    )));
+                }
+                existing
             }
             Err(e) => return Err(e),
         };

@@ -235,6 +235,8 @@ struct PipelineAttributes {
     id: u64,
     sha: String,
     status: String,
+    #[serde(default)]
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +258,12 @@ pub(crate) fn check_state(status: &str) -> CheckState {
 }
 
 fn pipeline(p: PipelinePayload) -> Option<Event> {
+    // The pipeline GitLab makes for commit statuses posted through the API is not the
+    // project's CI (anyone with Developer access can post one); the bot reads those statuses
+    // with their creators instead.
+    if p.object_attributes.source.as_deref() == Some("external") {
+        return None;
+    }
     // The pipeline itself under one stable name (its own `name` is a description such as
     // "Pipeline for branch: main"), then each job by its name, the newest run of a retried job.
     let mut jobs: std::collections::BTreeMap<String, (u64, CheckState)> = Default::default();

@@ -17,7 +17,7 @@ use crate::events::{self, PullRequestAction, ReviewState};
 use crate::forge::{ChangeState, ReviewInfo};
 use crate::policy::{self, ActKind, ApprovalAct};
 use crate::release::state::{AuditEvent, ReleaseState};
-use crate::store::forge_releases::{ForgeRelease, ReleasePr};
+use crate::store::forge_releases::{ForgeRelease, ReleasePr, UNKNOWN_PUSHER};
 
 impl Bot {
     pub(super) async fn on_review(&self, r: &events::Review) -> Result<(), BotError> {
@@ -40,9 +40,12 @@ impl Bot {
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
             return Ok(());
         };
-        let at = r.at.unwrap_or_else(|| self.now());
         match r.state {
             ReviewState::Approved => {
+                // An approval the forge does not date (GitLab's approvals API) is taken to be
+                // as old as it can be, so that any act known to come later (a withdrawal)
+                // outranks it, never the other way round.
+                let at = r.at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 // GitHub says which commit a review was given on; GitLab's approvals do not,
                 // so the push history does, from the time of the approval.
                 let head = if r.commit.is_empty() {
@@ -75,6 +78,7 @@ impl Bot {
                 }
             }
             ReviewState::ChangesRequested | ReviewState::Dismissed => {
+                let at = r.at.unwrap_or_else(|| self.now());
                 if r.state == ReviewState::Dismissed {
                     self.withdraw_source(pr, &r.source, &r.author, at).await?;
                 } else {
@@ -152,9 +156,24 @@ impl Bot {
         let Some(pr) = self.store.release_pr_by_branch(&p.branch).await? else {
             return Ok(());
         };
-        let pusher = (!p.pusher.login.eq_ignore_ascii_case(self.bot_login()))
-            .then_some(p.pusher.login.as_str());
+        // The bot's own pushes are the bot's; another bot's cannot be put down to a person.
+        let pusher = if p.pusher.login.eq_ignore_ascii_case(self.bot_login()) {
+            None
+        } else if p.pusher.is_bot {
+            Some(UNKNOWN_PUSHER)
+        } else {
+            Some(p.pusher.login.as_str())
+        };
         let since = p.pushed_at.unwrap_or_else(|| self.now());
+        // A push on top of a head the bot never saw: someone pushed in between, unknown who.
+        let known = self.store.heads(&pr).await?;
+        if known.last().is_some_and(|h| h.commit != p.before)
+            && !known.iter().any(|h| h.commit == p.before)
+        {
+            self.store
+                .record_head(&pr, &p.before, since, Some(UNKNOWN_PUSHER), None)
+                .await?;
+        }
         self.store
             .record_head(&pr, &p.after, since, pusher, None)
             .await?;
@@ -181,7 +200,10 @@ impl Bot {
         // When it is not known when the head moved, it is taken to have moved now: approvals
         // given in between bind to the earlier head, never to one they did not see.
         let since = since.unwrap_or_else(|| self.now());
-        self.store.record_head(pr, head, since, None, None).await?;
+        // Who pushed it is known only from its push webhook (which fills this in).
+        self.store
+            .record_head(pr, head, since, Some(UNKNOWN_PUSHER), None)
+            .await?;
         let old = pr.head_commit.replace(head.to_string());
         self.store.save_release_pr(pr).await?;
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
@@ -272,9 +294,20 @@ impl Bot {
         let cr = self.forge.change_request(repo, number).await?;
         match cr.state {
             ChangeState::Merged => {
-                let by = self.bot_login().to_string();
-                self.merged_found(pr, &cr.head_commit, cr.merge_commit.as_deref(), &by, false)
-                    .await?;
+                // Who merged it, as the forge says (not known: not taken to be the bot).
+                let by = cr
+                    .merged_by
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_string());
+                let by_hand = !by.eq_ignore_ascii_case(self.bot_login());
+                self.merged_found(
+                    pr,
+                    &cr.head_commit,
+                    cr.merge_commit.as_deref(),
+                    &by,
+                    by_hand,
+                )
+                .await?;
                 return Ok(false);
             }
             ChangeState::Closed => {
@@ -327,6 +360,11 @@ impl Bot {
                 continue;
             }
             self.apply_comment(pr, &CommentFacts::of_note(note)).await?;
+        }
+        // A command found on the way (a `/hold` whose webhook was lost) changed the stored
+        // pull request: decide on that, not on the copy read before.
+        if let Some(stored) = self.store.release_pr_by_number(number).await? {
+            *pr = stored;
         }
         let reviews = self.forge.reviews(repo, number).await?;
         let listed: BTreeSet<&str> = reviews.iter().map(|r| r.source.as_str()).collect();
@@ -421,11 +459,17 @@ impl Bot {
         let merged = pr.merge_commit.clone().unwrap_or_else(|| head.to_string());
         self.sign_approval_record(&rel, pr, &gate, &merged, actor)
             .await?;
+        let unmet: Vec<String> = match policy::decide(&gate.facts(&self.config.policy)) {
+            policy::Decision::Merge => Vec::new(),
+            policy::Decision::Wait(r) | policy::Decision::Block(r) => {
+                r.iter().map(ToString::to_string).collect()
+            }
+        };
         self.audit(
             &rel,
             AuditEvent::ReleaseMerged,
             actor,
-            json!({"environment": pr.environment, "merge_commit": pr.merge_commit, "by_hand": by_hand, "found": true}),
+            json!({"environment": pr.environment, "merge_commit": pr.merge_commit, "by_hand": by_hand, "found": true, "policy_met": unmet.is_empty(), "unmet": unmet}),
         )
         .await?;
         if pr.pr_number.is_some() {
@@ -444,12 +488,19 @@ fn head_at(
     match at {
         None if heads.len() == 1 => Some(heads[0].commit.clone()),
         None => None,
-        Some(at) if heads.iter().any(|h| h.since == at) => None,
-        Some(at) => heads
-            .iter()
-            .rev()
-            .find(|h| h.since < at)
-            .map(|h| h.commit.clone()),
+        // The forges date to the second: compare whole seconds, and a head that changed in
+        // the approval's second leaves it unbound.
+        Some(at) => {
+            let second = |t: OffsetDateTime| t.unix_timestamp();
+            if heads.iter().any(|h| second(h.since) == second(at)) {
+                return None;
+            }
+            heads
+                .iter()
+                .rev()
+                .find(|h| second(h.since) < second(at))
+                .map(|h| h.commit.clone())
+        }
     }
 }
 

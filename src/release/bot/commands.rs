@@ -116,20 +116,22 @@ impl Bot {
                     continue;
                 }
             };
+            // An edit is not its author's act (GitHub lets anyone with write access edit any
+            // comment, and the edit's webhook names the comment's author): edited text gives no
+            // command. An approval it gave before stays until the text takes it back.
+            if c.edited_at.is_some() && command != Command::Help {
+                if command == Command::Approve && self.store.source_approved(&pr, &source).await? {
+                    continue;
+                }
+                replies.push(texts::edited_command(login, command));
+                continue;
+            }
             if let Some(who_may) = self.may_give(&rel, &pr, login, command).await? {
                 replies.push(texts::command_refused(login, command, who_may));
                 continue;
             }
             match command {
                 Command::Approve => {
-                    let given_before = self.store.source_approved(&pr, &source).await?;
-                    if c.edited_at.is_some() && !given_before {
-                        replies.push(texts::approval_refused(
-                            login,
-                            "an edited comment does not approve; write `/approve` in a new comment",
-                        ));
-                        continue;
-                    }
                     let head = self.head_at(&pr, c.created_at).await?;
                     let act = ApprovalAct {
                         user: login.to_string(),

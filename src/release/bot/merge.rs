@@ -223,7 +223,7 @@ impl Bot {
         let roles = self.roles_of(&users, &needed, fresh).await?;
         let pushers = self.store.pushers(pr).await?;
         let head_pusher_unknown =
-            head != built && self.store.head_pusher(pr, &head).await?.is_none();
+            head != built && self.store.unknown_pusher_since_built(pr).await?;
         let mut requesters = vec![rel.requester.clone()];
         requesters.extend(rel.trigger_author.clone());
         Ok(Gate {
@@ -257,10 +257,11 @@ impl Bot {
         for _ in 0..3 {
             let mut gate = self.gate(rel, pr, None, false).await?;
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
-            if decision == Decision::Merge && !refreshed {
+            if decision == Decision::Merge {
                 // Decide on fresh facts: what the store holds came from webhooks, which may
-                // be late, lost or forged by timing. Re-read the forge and decide again.
-                if !self.refresh(rel, pr).await? {
+                // be late, lost or forged by timing. Re-read the forge (unless this pass just
+                // did) and the memberships, and decide again.
+                if !refreshed && !self.refresh(rel, pr).await? {
                     return Ok(pr.state == PrState::Merged);
                 }
                 refreshed = true;
@@ -516,25 +517,33 @@ impl Bot {
             let app = self.open_app_repo(&rel.app_repo).await?;
             let commit = app.fetch_any_commit(&rel.app_commit)?;
             let deployment = &self.config.orchestration.deployment;
+            // Dated with the release, so that every attempt makes the same tag object: a tag
+            // found on the remote is this one, or someone else's.
+            let dated = self
+                .store
+                .find_release(&rel.version_tag)
+                .await?
+                .map(|r| r.created_at)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             match app.push_tag(
                 &tag,
                 commit,
                 &message,
                 (&deployment.author_name, &deployment.author_email),
-                self.now(),
+                dated,
             )? {
                 TagPush::Created | TagPush::Existed => {}
-                // The tag exists on another commit: nothing the bot may fix on its own.
+                // Someone else's tag of that name: nothing the bot may fix on its own.
                 TagPush::Clash(other) => {
                     let why = format!(
-                        "the tag {tag} already exists in {} on another commit ({})",
+                        "the tag {tag} already exists in {} and is not the bot's (it is {})",
                         rel.app_repo,
                         texts::short(&other)
                     );
                     return self.fail(&rel, &why).await;
                 }
             }
-            let url = self
+            let url = match self
                 .forge
                 .ensure_release(
                     &rel.app_repo,
@@ -542,7 +551,12 @@ impl Bot {
                     &format!("Release {}", rel.version_tag),
                     &texts::release_notes(&rel.summary.release_notes, &blocks),
                 )
-                .await?;
+                .await
+            {
+                Ok(url) => url,
+                Err(ForgeError::Conflict(why)) => return self.fail(&rel, &why).await,
+                Err(e) => return Err(e.into()),
+            };
             self.store.mark_tagged(rel.release_id, Some(&url)).await?;
             url
         };

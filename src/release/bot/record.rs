@@ -58,6 +58,14 @@ impl Bot {
                 _ => None,
             })
             .collect();
+        // Whether what was decided allowed this merge: a merge by hand (or one the forge made)
+        // may not have been, and the record says so rather than vouch for it.
+        let unmet: Vec<String> = match policy::decide(&facts) {
+            policy::Decision::Merge => Vec::new(),
+            policy::Decision::Wait(r) | policy::Decision::Block(r) => {
+                r.iter().map(ToString::to_string).collect()
+            }
+        };
         let record = json!({
             "kind": RECORD_KIND,
             "release": rel.version_tag,
@@ -68,6 +76,8 @@ impl Bot {
             "built_head": facts.built_head,
             "merged_commit": merged_commit,
             "merged_by": merged_by,
+            "policy_met": unmet.is_empty(),
+            "unmet": unmet,
             "base": self.config.orchestration.deployment.base_branch,
             "application": {"repository": rel.app_repo, "commit": rel.app_commit},
             "requested_by": facts.requesters,

@@ -183,6 +183,14 @@ pub fn approval_refused(login: &str, why: &str) -> String {
     format!("@{login}, your approval does not count: {why}.")
 }
 
+/// A command found in an edited comment: not carried out.
+pub fn edited_command(login: &str, command: Command) -> String {
+    format!(
+        "@{login}, `{}` in an edited comment is not carried out (anyone with write access can edit a comment); write it in a new comment.",
+        command.usage().0
+    )
+}
+
 pub fn approval_withdrawn(login: &str) -> String {
     format!("@{login}, your approval is withdrawn.")
 }
@@ -408,6 +416,7 @@ mod tests {
         let all = [
             approval_refused("mallory", "you hold no approver role in the release policy"),
             approval_withdrawn("alice"),
+            edited_command("carol", Command::Unhold),
             command_refused(
                 "mallory",
                 Command::Hold,
