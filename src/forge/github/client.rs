@@ -502,9 +502,19 @@ impl Forge for GithubForge {
     }
 
     async fn reviews(&self, repo: &str, number: u64) -> Result<Vec<ReviewInfo>, ForgeError> {
-        let reviews: Vec<ReviewBody> = self
-            .get_cached(format!("/repos/{repo}/pulls/{number}/reviews?per_page=100"))
-            .await?;
+        let mut reviews: Vec<ReviewBody> = Vec::new();
+        for page in 1u32.. {
+            let batch: Vec<ReviewBody> = self
+                .get_cached(format!(
+                    "/repos/{repo}/pulls/{number}/reviews?per_page=100&page={page}"
+                ))
+                .await?;
+            let n = batch.len();
+            reviews.extend(batch);
+            if n < 100 {
+                break;
+            }
+        }
         Ok(reviews
             .into_iter()
             .filter_map(|r| {
