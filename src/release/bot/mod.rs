@@ -8,17 +8,21 @@
 //! before it is made or safe to repeat.
 //!
 //! The work is split by concern: [`trigger`] (a push to an application repository),
-//! [`commands`] (comments), [`approvals`] (reviews, heads, checks, re-reading the forge),
-//! [`merge`] (deciding and merging, finishing the release), [`notes`] (what the bot posts),
-//! [`roles`] (who holds which policy role), with every text in [`texts`].
+//! [`commands`] (comments), [`approvals`] (reviews, heads, checks), [`refresh`] (re-reading
+//! the forge), [`merge`] (deciding and merging), [`rebuild`] (building a branch again on a moved
+//! base, `/retry`), [`finish`] (tag, release, failure, abort, timeout), [`record`] (the signed
+//! approval record), [`notes`] (what the bot posts), [`roles`] (who holds which policy role),
+//! with every text in [`texts`] and the stored types in [`model`].
 
 mod approvals;
 mod commands;
+mod finish;
 mod merge;
 pub mod model;
 mod notes;
 mod rebuild;
 mod record;
+mod refresh;
 mod roles;
 pub mod texts;
 mod trigger;

@@ -137,6 +137,56 @@ impl Bot {
         }
         Ok(true)
     }
+
+    /// `/retry`: a failed release tries its failed step again; a release branch that someone
+    /// else pushed to is reset to the commit the bot built (with a lease, so a push racing
+    /// the reset is not overwritten).
+    pub(super) async fn retry(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        actor: &str,
+    ) -> Result<(), BotError> {
+        let built = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+            .unwrap_or_default();
+        let head = pr.head_commit.clone().unwrap_or_default();
+        if pr.state.is_open() && !built.is_empty() && head != built {
+            let access = self
+                .forge
+                .git_access(&self.settings.deployment_repo)
+                .await?;
+            let token = access.token.map(|t| {
+                (
+                    access.username,
+                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
+                )
+            });
+            let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
+            let oid = repo.fetch_commit(&pr.branch, &built)?;
+            repo.reset_branch(&pr.branch, oid, &head)?;
+            let now = self.now();
+            self.store.record_head(pr, &built, now, None, None).await?;
+            self.new_head(pr, &built, Some(now), false).await?;
+            if let Some(number) = pr.pr_number {
+                self.post_note_once(
+                    number,
+                    &format!("rebuilt:{head}"),
+                    &texts::rebuilt_after_foreign_commits(&built, &head),
+                )
+                .await?;
+            }
+        }
+        self.audit(
+            rel,
+            AuditEvent::ReleaseRetried,
+            actor,
+            json!({"environment": pr.environment, "state": rel.state.as_str()}),
+        )
+        .await
+    }
 }
 
 /// Whether the base moved under the commit `built` in a way that touches a file it writes: a
