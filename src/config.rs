@@ -681,6 +681,49 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
             format!("`{}` is not a valid branch name", c.deployment.base_branch),
         ));
     }
+    // Tokens never travel in clear: every place the bot sends one must be https (or this
+    // machine).
+    let clear = |url: &str| crate::git::in_clear(url);
+    let token_for_git = c.deployment.token_env.is_some()
+        || c.forges.github.is_some()
+        || c.forges
+            .gitlab
+            .as_ref()
+            .is_some_and(|g| g.deployment_repo.is_some());
+    if token_for_git && clear(&c.deployment.repo) {
+        d.push(src.at(
+            route!["deployment", "repo"],
+            format!(
+                "`{}` is plain http: the bot's token would cross the network unencrypted; use https",
+                crate::git::redact_url(&c.deployment.repo)
+            ),
+        ));
+    }
+    if let Some(g) = &c.forges.github {
+        for (key, url) in [("apiUrl", &g.api_url), ("cloneUrlBase", &g.clone_url_base)] {
+            if clear(url) {
+                d.push(src.at(
+                    route!["forges", "github", key],
+                    format!("`{url}` is plain http: the bot's token would cross the network unencrypted; use https"),
+                ));
+            }
+        }
+    }
+    if let Some(g) = &c.forges.gitlab {
+        for (key, url) in [
+            ("url", Some(&g.url)),
+            ("cloneUrlBase", g.clone_url_base.as_ref()),
+        ] {
+            if let Some(url) = url
+                && clear(url)
+            {
+                d.push(src.at(
+                    route!["forges", "gitlab", key],
+                    format!("`{url}` is plain http: the bot's token would cross the network unencrypted; use https"),
+                ));
+            }
+        }
+    }
     if let Some(g) = &c.forges.gitlab {
         if g.webhook_token_env.is_empty() {
             d.push(src.at(
@@ -943,6 +986,37 @@ mod tests {
         assert_eq!(d.0.len(), 1, "{d}");
         assert_eq!((d.0[0].line, d.0[0].column), (9, 16), "{d}");
         assert!(d.0[0].message.contains("leaves the repository"));
+    }
+
+    #[test]
+    fn a_token_never_goes_to_a_plain_http_remote() {
+        let config = BASE.replace(
+            "  repo: ../deploy\n",
+            "  repo: http://git.example.com/acme/deploy.git\n  tokenEnv: RC_TOKEN\n",
+        );
+        let (c, src) = orchestration(&config);
+        let d = validate_orchestration(&c, &src);
+        let text = d.to_string();
+        assert!(
+            text.contains("is plain http: the bot's token would cross the network unencrypted"),
+            "{text}"
+        );
+        assert_eq!((d.0[0].line, d.0[0].column), (2, 9), "{d}");
+        let gitlab = "forges:\n  gitlab:\n    webhookTokenEnv: [GL_HOOK]\n    url: http://gitlab.internal\n    tokenEnv: GL\n    deploymentRepo: acme/deploy\n";
+        let (c, src) = orchestration(&format!("{BASE}{gitlab}"));
+        let text = validate_orchestration(&c, &src).to_string();
+        assert!(
+            text.contains("`http://gitlab.internal` is plain http"),
+            "{text}"
+        );
+        // This machine is fine (a local fake forge).
+        let local = "forges:\n  gitlab:\n    webhookTokenEnv: [GL_HOOK]\n    url: http://127.0.0.1:9100\n    tokenEnv: GL\n    deploymentRepo: acme/deploy\n";
+        let (c, src) = orchestration(&format!("{BASE}{local}"));
+        assert!(
+            !validate_orchestration(&c, &src)
+                .to_string()
+                .contains("plain http")
+        );
     }
 
     #[test]

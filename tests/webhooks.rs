@@ -459,10 +459,34 @@ async fn gitlab_deliveries_are_checked_by_token_and_recognized_by_idempotency_ke
         "Note Hook",
         "note_hook_merge_request.json",
         Some("gitlab-token-before-rotation"),
-        uuid,
+        uuid.clone(),
     )
     .await;
     assert_eq!(status, 202);
+    // The same UUID, event and body again is a redelivery; recursive webhooks share the UUID
+    // between different events, so another event under it is a delivery of its own.
+    let (status, text) = send(
+        "Note Hook",
+        "note_hook_merge_request.json",
+        Some(GITLAB_TOKEN),
+        uuid.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "already received: not processed again")
+    );
+    let (status, _) = send(
+        "Merge Request Hook",
+        "merge_request_hook.json",
+        Some(GITLAB_TOKEN),
+        uuid,
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "a different event under the same UUID is stored"
+    );
     for token in [None, Some("wrong"), Some("gitlab-webhook-token-valu")] {
         let (status, text) = send(
             "Note Hook",
@@ -480,7 +504,7 @@ async fn gitlab_deliveries_are_checked_by_token_and_recognized_by_idempotency_ke
             "{token:?}"
         );
     }
-    assert_eq!(server.store().await.delivery_counts().await.unwrap().0, 5);
+    assert_eq!(server.store().await.delivery_counts().await.unwrap().0, 6);
     assert!(
         !server.stderr().contains(GITLAB_TOKEN),
         "tokens never reach the log"

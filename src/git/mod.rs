@@ -91,7 +91,9 @@ impl Remote {
         let mut cmd = Command::new("git");
         cmd.arg("--git-dir").arg(git_dir);
         cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
-        if let Some(token) = &self.token {
+        // A token never travels in clear: over plain http (to anything but this machine) it is
+        // not sent, and the configuration check refuses such a remote before it gets here.
+        if let Some(token) = self.token.as_ref().filter(|_| !in_clear(&self.url)) {
             // Passed through the environment, not the command line, so `ps` does not show it.
             let basic = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{token}", self.basic_user));
@@ -104,6 +106,26 @@ impl Remote {
         }
         cmd
     }
+}
+
+/// Whether `url` is plain `http://` to a host other than this machine (where a credential
+/// would cross a network unencrypted).
+pub fn in_clear(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    !(host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()))
 }
 
 pub fn is_url(s: &str) -> bool {
@@ -602,6 +624,41 @@ impl AppRepoInfo {
             .map(String::from)
             .collect();
         Ok(AppRepoInfo { head_commit, tags })
+    }
+}
+
+#[cfg(test)]
+mod in_clear_tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_off_this_machine_is_in_clear() {
+        for url in [
+            "http://git.example.com/acme/deploy.git",
+            "http://user@10.0.0.5:8080/deploy.git",
+            "HTTP://example.com/x",
+        ] {
+            assert!(in_clear(&url.replace("HTTP://", "http://")), "{url}");
+        }
+        for url in [
+            "https://github.com/acme/deploy.git",
+            "http://127.0.0.1:9100/acme/deploy.git",
+            "http://localhost/x",
+            "http://[::1]:8080/x",
+            "/srv/git/deploy.git",
+            "git@github.com:acme/deploy.git",
+        ] {
+            assert!(!in_clear(url), "{url}");
+        }
+        let remote = Remote::new("http://git.example.com/d.git", Some("secret-token".into()));
+        let cmd = remote.git(Path::new("/tmp/x"));
+        assert!(
+            !cmd.get_envs().any(|(k, _)| k == "GIT_CONFIG_VALUE_0"),
+            "no credential over plain http"
+        );
+        let remote = Remote::new("https://git.example.com/d.git", Some("secret-token".into()));
+        let cmd = remote.git(Path::new("/tmp/x"));
+        assert!(cmd.get_envs().any(|(k, _)| k == "GIT_CONFIG_VALUE_0"));
     }
 }
 

@@ -249,9 +249,15 @@ fn commit_message(spec: &ReleaseSpec, env: &str, changes: &[ValuesChange]) -> St
         spec.version, spec.milestone_id
     );
     for c in changes {
+        // An empty value is shown as such, not as a gap.
+        let old = if c.old_tag.is_empty() {
+            "\"\""
+        } else {
+            c.old_tag.as_str()
+        };
         m.push_str(&format!(
-            "- {}: {} -> {} ({})\n",
-            c.service, c.old_tag, c.tag, c.values_file
+            "- {}: {old} -> {} ({})\n",
+            c.service, c.tag, c.values_file
         ));
     }
     m.push_str(&format!(
@@ -437,4 +443,50 @@ fn documents(
 fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     items.filter(|i| seen.insert(i.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_message_shows_an_empty_old_value_as_such() {
+        let spec = ReleaseSpec {
+            version: "v2.14.0".into(),
+            version_reason: "version_tag in the trigger".into(),
+            milestone_id: "m".into(),
+            trace_id: "t".into(),
+            environments: vec![],
+            git_tag: None,
+            notify: vec![],
+            manual_approval_required: false,
+            manual_approval_reasons: vec![],
+            qa_coverage: None,
+            qa_features: vec![],
+            features: vec![],
+            sprints: vec![],
+            agents: vec![],
+            claimed_sign_off: None,
+            extra_roles: vec![],
+            app_commit: None,
+        };
+        let change = |old: &str| ValuesChange {
+            service: "node-exporter".into(),
+            environment: "staging".into(),
+            image: "quay.io/prometheus/node-exporter".into(),
+            values_file: "apps/ne/values.yaml".into(),
+            tag_path: "image.tag".into(),
+            old_tag: old.into(),
+            tag: "v2.14.0".into(),
+            new_content: vec![],
+            values_sha256: String::new(),
+            diff: String::new(),
+        };
+        let m = commit_message(&spec, "staging", &[change(""), change("v2.13.0")]);
+        assert!(
+            m.contains("- node-exporter: \"\" -> v2.14.0 (apps/ne/values.yaml)\n"),
+            "{m}"
+        );
+        assert!(m.contains("- node-exporter: v2.13.0 -> v2.14.0"), "{m}");
+    }
 }

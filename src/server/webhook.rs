@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest;
 use sha2::Sha256;
 use time::OffsetDateTime;
 
@@ -242,7 +243,8 @@ async fn store_delivery(
 }
 
 /// A verified GitLab delivery. Its id is `Idempotency-Key` (the same across GitLab's retries),
-/// or `X-Gitlab-Event-UUID` from GitLab versions before 17.4.
+/// or, from GitLab versions before 17.4, `X-Gitlab-Event-UUID` with the event name and a
+/// digest of the body.
 pub struct GitlabDelivery {
     pub delivery_id: String,
     pub kind: String,
@@ -267,10 +269,17 @@ impl FromRequest<AppState> for GitlabDelivery {
             return Err(Rejection::BadToken);
         }
         let kind = header(&parts.headers, "x-gitlab-event")?.to_string();
-        let delivery_id = header(&parts.headers, "idempotency-key")
-            .or_else(|_| header(&parts.headers, "x-gitlab-event-uuid"))
-            .map_err(|_| Rejection::MissingHeader("idempotency-key"))?
-            .to_string();
+        let delivery_id = match header(&parts.headers, "idempotency-key") {
+            Ok(key) => key.to_string(),
+            // Before 17.4 GitLab sends only the event UUID, which recursive webhooks share
+            // between different events: a redelivery is the same UUID, event and body.
+            Err(_) => {
+                let uuid = header(&parts.headers, "x-gitlab-event-uuid")
+                    .map_err(|_| Rejection::MissingHeader("idempotency-key"))?;
+                let digest = sha2::Sha256::digest(&body);
+                format!("{uuid}:{kind}:{}", hex::encode(&digest[..16]))
+            }
+        };
         let event = gitlab_payload::parse(&kind, &body)?;
         Ok(GitlabDelivery {
             delivery_id,
