@@ -310,8 +310,34 @@ pub fn check_version_tag(v: &str) -> Result<(), String> {
             "`{v}` is not a valid version tag: it may not start with `.` or `-`, end with `.` or `.lock`, or contain `..`"
         ));
     }
+    // A tag named like `HEAD` or a usual branch makes `git checkout <version>` and friends
+    // ambiguous (git warns and picks one); git itself treats the `*HEAD` names specially.
+    if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(v)) {
+        return Err(format!(
+            "`{v}` is not a valid version tag: it would shadow git's `{v}` (reserved: {})",
+            RESERVED_NAMES.join(", ")
+        ));
+    }
+    if !git2::Reference::is_valid_name(&format!("refs/tags/{v}")) {
+        return Err(format!(
+            "`{v}` is not a valid version tag: git refuses it as a tag name"
+        ));
+    }
     Ok(())
 }
+
+/// Names a version may not take: git's own refs and the usual default branches.
+const RESERVED_NAMES: [&str; 9] = [
+    "HEAD",
+    "FETCH_HEAD",
+    "ORIG_HEAD",
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "main",
+    "master",
+    "trunk",
+];
 
 #[cfg(test)]
 mod tests {
@@ -488,8 +514,18 @@ mod tests {
             "a.lock",
             "v1+build",
             "-v1",
+            "main",
+            "HEAD",
+            "head",
+            "Master",
+            "ORIG_HEAD",
         ] {
             assert!(check_version_tag(bad).is_err(), "{bad}");
         }
+        assert!(
+            check_version_tag("main")
+                .unwrap_err()
+                .contains("would shadow git's `main`")
+        );
     }
 }

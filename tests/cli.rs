@@ -641,6 +641,18 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
             "promotion-trigger.yaml:3:14: `../../etc` is not a valid version tag",
         ),
         (
+            "version named like a branch",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("version_tag: mvp-v1", "version_tag: main")
+                });
+                w.edit("milestone-status.json", |t| {
+                    t.replace("\"version_tag\": \"mvp-v1\",", "")
+                });
+            }),
+            "promotion-trigger.yaml:3:14: `main` is not a valid version tag: it would shadow git's `main`",
+        ),
+        (
             "values path escapes the repository",
             Box::new(|w| {
                 let text = fs::read_to_string(&w.config)
