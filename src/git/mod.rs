@@ -502,17 +502,11 @@ impl DeployRepo {
         let tag = self
             .repo
             .tag_annotation_create(name, &target, &sig, message)?;
-        let out = self
-            .remote
-            .git(&self.path)
-            .args(["push", "--porcelain"])
-            .arg(format!("--force-with-lease=refs/tags/{name}:"))
-            .arg(self.remote.transport_url())
-            .arg(format!("{tag}:refs/tags/{name}"))
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !stdout.lines().any(|l| l.starts_with('!')) && out.status.success() {
+        let (rejected, out) = self.leased_push(
+            format!("refs/tags/{name}:"),
+            format!("{tag}:refs/tags/{name}"),
+        )?;
+        if !rejected && out.status.success() {
             return Ok(TagPush::Created);
         }
         // Refused: see which tag object the remote has under that name. Only the very object
@@ -542,20 +536,36 @@ impl DeployRepo {
         }
     }
 
-    /// Points the remote `branch` back at `commit`, only if it is still at `expected` (a lease:
-    /// a push that raced in between is not overwritten). `commit` must be in the cache.
-    pub fn reset_branch(&self, branch: &str, commit: Oid, expected: &str) -> Result<(), GitError> {
+    /// Pushes one `refspec` with `--force-with-lease=<lease>`; true when the remote refused it
+    /// (a porcelain `!` line), with git's output for the caller to explain other failures.
+    fn leased_push(
+        &self,
+        lease: String,
+        refspec: String,
+    ) -> Result<(bool, std::process::Output), GitError> {
         let out = self
             .remote
             .git(&self.path)
             .args(["push", "--porcelain"])
-            .arg(format!("--force-with-lease=refs/heads/{branch}:{expected}"))
+            .arg(format!("--force-with-lease={lease}"))
             .arg(self.remote.transport_url())
-            .arg(format!("+{commit}:refs/heads/{branch}"))
+            .arg(refspec)
             .output()
             .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if stdout.lines().any(|l| l.starts_with('!')) {
+        let rejected = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with('!'));
+        Ok((rejected, out))
+    }
+
+    /// Points the remote `branch` back at `commit`, only if it is still at `expected` (a lease:
+    /// a push that raced in between is not overwritten). `commit` must be in the cache.
+    pub fn reset_branch(&self, branch: &str, commit: Oid, expected: &str) -> Result<(), GitError> {
+        let (rejected, out) = self.leased_push(
+            format!("refs/heads/{branch}:{expected}"),
+            format!("+{commit}:refs/heads/{branch}"),
+        )?;
+        if rejected {
             return Err(GitError::PushRejected {
                 remote: self.remote.display(),
                 detail: format!("{branch} moved on (it is no longer at {expected})"),
