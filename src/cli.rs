@@ -145,10 +145,19 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Whole seconds: release commits carry the time, and a resumed run must rebuild them exactly.
+/// The release time, in whole seconds as commits carry it. `SOURCE_DATE_EPOCH` (the
+/// reproducible-builds convention) fixes it, so a release's commits can be made again
+/// byte for byte.
 fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond")
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or_else(|| {
+            OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .expect("0 is a valid nanosecond")
+        })
 }
 
 async fn run(command: Command) -> ExitCode {
@@ -464,8 +473,8 @@ pub fn render_plan(plan: &ReleasePlan) -> String {
                 c.service, c.old_tag, c.tag, c.tag_path, c.values_file
             ));
         }
-        for c in &env.changes {
-            out.push_str(&indent(&c.diff));
+        for f in &env.files {
+            out.push_str(&indent(&f.diff));
         }
     }
     out.push_str("\nRelease documents (the same on every branch):\n");

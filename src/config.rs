@@ -778,7 +778,22 @@ fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnost
         ));
     }
     let mut seen = BTreeSet::new();
+    // Several services may share a values file (a main image and a sidecar) but not a value.
+    let mut places: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for (i, s) in c.services.iter().enumerate() {
+        for (env, path) in &s.values {
+            if let Some(other) = places.insert((path.as_str(), s.tag_path.as_str()), &s.name)
+                && other != s.name
+            {
+                d.push(src.at(
+                    route!["services", i, "values", env.as_str()],
+                    format!(
+                        "`{}` in `{path}` is already the tag of service `{other}`; give one of them its own tagPath",
+                        s.tag_path
+                    ),
+                ));
+            }
+        }
         if !seen.insert(s.name.as_str()) {
             d.push(src.at(
                 route!["services", i, "name"],
@@ -986,6 +1001,24 @@ mod tests {
         assert_eq!(d.0.len(), 1, "{d}");
         assert_eq!((d.0[0].line, d.0[0].column), (9, 16), "{d}");
         assert!(d.0[0].message.contains("leaves the repository"));
+    }
+
+    #[test]
+    fn services_may_share_a_values_file_but_not_a_value() {
+        let sidecar = "  - name: booking-metrics\n    image: ghcr.io/acme/metrics\n    tagPath: metrics.image.tag\n    values:\n      staging: apps/booking/values-staging.yaml\n";
+        let (c, src) = orchestration(&format!("{BASE}{sidecar}"));
+        assert!(validate_orchestration(&c, &src).is_empty());
+        let clash = sidecar.replace("metrics.image.tag", "image.tag");
+        let (c, src) = orchestration(&format!("{BASE}{clash}"));
+        let d = validate_orchestration(&c, &src);
+        assert_eq!(d.0.len(), 1, "{d}");
+        assert_eq!((d.0[0].line, d.0[0].column), (14, 16), "{d}");
+        assert!(
+            d.0[0]
+                .message
+                .contains("`image.tag` in `apps/booking/values-staging.yaml` is already the tag of service `booking`"),
+            "{d}"
+        );
     }
 
     #[test]

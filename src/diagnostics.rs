@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use yamlpath::{Component, Route};
@@ -100,12 +101,24 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The text of one input file and the name it is reported under.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceFile {
     /// The path as the user knows it (relative to where they ran the command, or to the
     /// repository for files read from git).
     pub name: String,
     pub text: String,
+    /// The syntax tree positions are found in, parsed once on the first diagnostic: parsing
+    /// it again for each problem made validation quadratic in the file's size.
+    tree: OnceLock<Option<Arc<yamlpath::Document>>>,
+}
+
+impl fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("name", &self.name)
+            .field("bytes", &self.text.len())
+            .finish()
+    }
 }
 
 impl SourceFile {
@@ -113,7 +126,18 @@ impl SourceFile {
         Self {
             name: name.into(),
             text: text.into(),
+            tree: OnceLock::new(),
         }
+    }
+
+    fn tree(&self) -> Option<&yamlpath::Document> {
+        self.tree
+            .get_or_init(|| {
+                yamlpath::Document::new(self.text.clone())
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_deref()
     }
 
     /// Reads a file from disk, refusing anything over [`MAX_INPUT_BYTES`] before reading it.
@@ -143,7 +167,7 @@ impl SourceFile {
             let (line, column) = line_col(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
             Diagnostic::new(&name, line, column, "file is not valid UTF-8 text")
         })?;
-        Ok(Self { name, text })
+        Ok(Self::new(name, text))
     }
 
     fn check_size(name: &str, len: u64) -> Result<(), Diagnostic> {
@@ -175,9 +199,29 @@ impl SourceFile {
         Diagnostic::new(&self.name, line, column, message)
     }
 
+    /// A diagnostic at `word` inside the value at `route` (one name of a list written as
+    /// `a, b` or `[a, b]`), or at the value where the word is not found in it.
+    pub fn at_word(&self, route: &[Seg<'_>], word: &str, message: impl Into<String>) -> Diagnostic {
+        let found = self.tree().and_then(|doc| {
+            let f = doc.query_exact(&to_route(route)).ok().flatten()?;
+            let (start, end) = f.location.byte_span;
+            let span = self.text.get(start..end)?;
+            let is_name = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.');
+            span.match_indices(word)
+                .find(|(i, _)| {
+                    !span[..*i].ends_with(is_name) && !span[i + word.len()..].starts_with(is_name)
+                })
+                .map(|(i, _)| start + i)
+        });
+        match found {
+            Some(offset) => self.at_offset(offset, message),
+            None => self.at(route, message),
+        }
+    }
+
     /// The 1-based position of the value at `route` (see [`SourceFile::at`]).
     pub fn position(&self, route: &[Seg<'_>]) -> (usize, usize) {
-        let Ok(doc) = yamlpath::Document::new(self.text.clone()) else {
+        let Some(doc) = self.tree() else {
             return (1, 1);
         };
         let mut len = route.len();

@@ -2,13 +2,13 @@
 //!
 //! Helm values files carry comments, key order, quoting styles and blank lines that people
 //! care about; a serialize-and-dump round trip would lose them. The edit finds the value with
-//! `yamlpath` (a concrete syntax tree), rewrites only that value's bytes with `yamlpatch`
-//! (keeping its quotes), and then proves the result: the bytes before and after the value are
-//! unchanged, and the document parses to the new value at the path.
+//! `yamlpath` (a concrete syntax tree), replaces only that value's bytes (keeping its quotes),
+//! and then proves the result: the document parses to the new value at the path. Splicing the
+//! span ourselves, rather than through a patch library, keeps a file that ends without a final
+//! newline exactly as it was; several edits of one file compose by applying them in turn.
 
 use std::borrow::Cow;
 
-use yamlpatch::{Op, Patch, Style};
 use yamlpath::{Component, Document, FeatureKind, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,44 +144,20 @@ pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEd
 
     // Keep the value's own quoting; a plain value that would no longer read as a string
     // (`1.10`, `true`, `null`, `a: b`) gets double quotes so Helm still sees a string.
-    let (from, to) = match Style::from_feature(&feature, &doc) {
-        Style::DoubleQuoted => (
-            raw.to_string(),
-            serde_json::to_string(new_value).expect("string serializes"),
-        ),
-        Style::SingleQuoted => (
-            raw.to_string(),
-            format!("'{}'", new_value.replace('\'', "''")),
-        ),
-        Style::PlainScalar if plain_reads_as_string(new_value) => {
-            (raw.to_string(), new_value.to_string())
+    let to = match raw.as_bytes().first() {
+        Some(b'"') => serde_json::to_string(new_value).expect("string serializes"),
+        Some(b'\'') => format!("'{}'", new_value.replace('\'', "''")),
+        Some(b'|' | b'>') => {
+            return Err(rewrite_err("block scalars are not supported".into()));
         }
-        Style::PlainScalar => (
-            raw.to_string(),
-            serde_json::to_string(new_value).expect("string serializes"),
-        ),
-        other => return Err(rewrite_err(format!("unsupported scalar style {other:?}"))),
+        _ if plain_reads_as_string(new_value) => new_value.to_string(),
+        _ => serde_json::to_string(new_value).expect("string serializes"),
     };
-    let patch = Patch {
-        route,
-        operation: Op::RewriteFragment {
-            from: subfeature::Subfeature::new(0, from.as_str()),
-            to: Cow::Owned(to.clone()),
-        },
-    };
-    let edited =
-        yamlpatch::apply_yaml_patches(&doc, &[patch]).map_err(|e| rewrite_err(e.to_string()))?;
-    let new_text = edited.source().to_string();
+    let mut new_text = String::with_capacity(text.len() - (end - start) + to.len());
+    new_text.push_str(&text[..start]);
+    new_text.push_str(&to);
+    new_text.push_str(&text[end..]);
 
-    // The guarantee, checked rather than assumed.
-    let unchanged_around = new_text.len() == text.len() - (end - start) + to.len()
-        && new_text.as_bytes()[..start] == text.as_bytes()[..start]
-        && new_text.as_bytes()[start + to.len()..] == text.as_bytes()[end..];
-    if !unchanged_around {
-        return Err(rewrite_err(
-            "the edit would have changed bytes outside the value".into(),
-        ));
-    }
     let reparsed: yaml_serde::Value =
         yaml_serde::from_str(&new_text).map_err(|e| rewrite_err(e.to_string()))?;
     match lookup(&reparsed, keys) {
@@ -191,6 +167,17 @@ pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEd
                 "the edited file does not read back `{new_value}` as a string"
             )));
         }
+    }
+    // The guarantee, checked rather than assumed: the document reads as it did, but for the
+    // one value (a flow mapping, say, where a new value could have split a key).
+    let mut expected = parsed;
+    if let Some(slot) = lookup_mut(&mut expected, keys) {
+        *slot = yaml_serde::Value::String(new_value.to_string());
+    }
+    if expected != reparsed {
+        return Err(rewrite_err(
+            "the edit would have changed more than the value".into(),
+        ));
     }
     Ok(ScalarEdit {
         text: new_text,
@@ -235,6 +222,14 @@ fn lookup<'v>(
         };
     }
     Ok(here)
+}
+
+fn lookup_mut<'v>(
+    root: &'v mut yaml_serde::Value,
+    keys: &[&str],
+) -> Option<&'v mut yaml_serde::Value> {
+    keys.iter()
+        .try_fold(root, |here, key| here.as_mapping_mut()?.get_mut(*key))
 }
 
 /// Whether `s`, written as a plain YAML scalar, is read back as the same string.
@@ -323,7 +318,33 @@ mod tests {
         assert!(matches!(e, EditError::Empty { .. }), "{e}");
         let e = set_scalar("t: &t v1\nimage:\n  tag: *t\n", &["image", "tag"], "v2").unwrap_err();
         assert!(matches!(e, EditError::Alias { .. }), "{e}");
+        let e = set_scalar("image: {tag: v1}\n", &["image", "tag"], "a, b: c").unwrap();
+        assert_eq!(e.text, "image: {tag: \"a, b: c\"}\n");
         let e = set_scalar("image: plain\n", &["image", "tag"], "v2").unwrap_err();
         assert!(e.to_string().contains("no key `tag` under `image`"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_a_final_newline_keeps_its_last_byte() {
+        let src = "image:\n  tag: v1\n  pullPolicy: Always";
+        let out = set_scalar(src, &["image", "tag"], "v2").unwrap();
+        assert_eq!(out.text, "image:\n  tag: v2\n  pullPolicy: Always");
+        let last = "image:\n  tag: v1";
+        assert_eq!(
+            set_scalar(last, &["image", "tag"], "v2").unwrap().text,
+            "image:\n  tag: v2"
+        );
+    }
+
+    #[test]
+    fn edits_of_one_file_compose() {
+        let src = "image:\n  tag: v1 # main\nmetrics:\n  image:\n    tag: \"v1\" # sidecar\n";
+        let first = set_scalar(src, &["image", "tag"], "v2").unwrap();
+        let both = set_scalar(&first.text, &["metrics", "image", "tag"], "v2").unwrap();
+        assert_eq!(
+            both.text,
+            "image:\n  tag: v2 # main\nmetrics:\n  image:\n    tag: \"v2\" # sidecar\n"
+        );
+        assert_eq!(both.old_value, "v1");
     }
 }

@@ -323,54 +323,81 @@ fn release_push_opens_one_branch_per_environment_with_tags_changed_in_place() {
 
 /// The README's recipe: another implementation (Python's json for RFC 8785 canonical form of
 /// this manifest, openssl for Ed25519) verifies the signature.
+/// The README's verification recipe, as written there.
+fn readme_recipe() -> String {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("python3 - signed-release-manifest.yaml")
+        .expect("the README has the recipe");
+    let len = readme[start..]
+        .find("```")
+        .expect("the recipe's block ends");
+    readme[start..start + len].to_string()
+}
+
 #[test]
-fn the_signature_verifies_with_openssl_and_python() {
-    let w = World::new();
-    assert!(w.release(true).status.success());
-    let manifest_text =
-        w.show("release/mvp-v1/staging:releases/mvp-v1/signed-release-manifest.yaml");
-    // JSON is what any YAML parser gives for this file; we hand Python plain JSON.
-    let value: serde_json::Value = yaml_serde::from_str(&manifest_text).unwrap();
-    let json_path = w.root.join("manifest.json");
-    fs::write(&json_path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
-    let script = "import json,sys,base64\n\
-        m=json.load(open(sys.argv[1]))\n\
-        sig=base64.b64decode(m.pop('signature'))\n\
-        open(sys.argv[2],'wb').write(json.dumps(m,sort_keys=True,separators=(',',':'),ensure_ascii=False).encode())\n\
-        open(sys.argv[3],'wb').write(sig)\n";
-    let input = w.root.join("input.bin");
-    let sig = w.root.join("sig.bin");
-    let py = Command::new("python3")
-        .args(["-c", script])
-        .arg(&json_path)
-        .arg(&input)
-        .arg(&sig)
-        .output()
+fn the_readme_recipe_verifies_manifests_with_whole_fractional_and_absent_numbers() {
+    let recipe = readme_recipe();
+    for coverage in [Some("90"), Some("91.3"), Some("100.0"), None] {
+        let w = World::new();
+        w.edit("milestone-status.json", |t| {
+            let line = "  \"qa_coverage\": 91.3,\n";
+            match coverage {
+                Some(c) => t.replace(line, &format!("  \"qa_coverage\": {c},\n")),
+                None => t.replace(line, ""),
+            }
+        });
+        w.edit("qa-validation-report.md", |t| match coverage {
+            Some(c) => t.replace("- Overall: 91.3%", &format!("- Overall: {c}%")),
+            None => t.replace("- Overall: 91.3%", ""),
+        });
+        if coverage.is_none() {
+            // Production's policy asks for coverage; staging alone does not.
+            w.edit("promotion-trigger.yaml", |t| {
+                t.replace("  - deploy-to-production\n", "")
+            });
+        }
+        git(&w.app, &["commit", "-qam", "coverage", "--allow-empty"]);
+        let out = w.release(true);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let manifest =
+            w.show("release/mvp-v1/staging:releases/mvp-v1/signed-release-manifest.yaml");
+        assert_eq!(
+            manifest.contains("qa_coverage: null"),
+            coverage.is_none(),
+            "qa_coverage {coverage:?}: {manifest}"
+        );
+        let dir = w.root.join("verify");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("signed-release-manifest.yaml"), &manifest).unwrap();
+        fs::copy(
+            w.root.join("config/release-signing.pem.pub"),
+            dir.join("release-signing.pem.pub"),
+        )
         .unwrap();
-    assert!(py.status.success(), "{}", stderr(&py));
-    let key = w.root.join("config/release-signing.pem.pub");
-    let verify = |data: &Path| {
-        Command::new("openssl")
-            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
-            .arg(&key)
-            .arg("-rawin")
-            .arg("-in")
-            .arg(data)
-            .arg("-sigfile")
-            .arg(&sig)
-            .output()
-            .unwrap()
-    };
-    let good = verify(&input);
-    assert!(good.status.success(), "{}{}", stdout(&good), stderr(&good));
-    fs::write(
-        &input,
-        fs::read_to_string(&input)
-            .unwrap()
-            .replace("mvp-v1", "mvp-v2"),
-    )
-    .unwrap();
-    assert!(!verify(&input).status.success());
+        let run = |dir: &Path| {
+            Command::new("bash")
+                .args(["-euc", &recipe])
+                .current_dir(dir)
+                .output()
+                .unwrap()
+        };
+        let good = run(&dir);
+        assert!(
+            good.status.success(),
+            "qa_coverage {coverage:?}: {}{}",
+            stdout(&good),
+            stderr(&good)
+        );
+        // The recipe can fail: a manifest changed after signing does not verify.
+        fs::write(
+            dir.join("signed-release-manifest.yaml"),
+            manifest.replace("mvp-v1", "mvp-v2"),
+        )
+        .unwrap();
+        assert!(!run(&dir).status.success());
+    }
 }
 
 #[test]
@@ -387,6 +414,41 @@ fn a_reused_version_is_refused_and_nothing_changes() {
         stderr(&again)
     );
     assert_eq!(w.remote_refs(), refs);
+}
+
+#[test]
+fn a_rerun_from_another_store_is_refused_in_the_same_second_and_the_next() {
+    for (first, second) in [
+        (1_790_000_000, 1_790_000_000),
+        (1_790_000_000, 1_790_000_001),
+    ] {
+        let w = World::new();
+        let dir = w.trigger_dir();
+        let run = |at: i64, store: &str| {
+            Command::new(BIN)
+                .args(["release", "--push", "--config"])
+                .arg(&w.config)
+                .arg("--trigger-dir")
+                .arg(&dir)
+                .args(["--store", store])
+                .env("SOURCE_DATE_EPOCH", at.to_string())
+                .current_dir(&w.root)
+                .output()
+                .unwrap()
+        };
+        let made = run(first, "sqlite://store.db");
+        assert!(made.status.success(), "{}", stderr(&made));
+        let refs = w.remote_refs();
+        let again = run(second, "sqlite://other.db");
+        assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+        assert!(
+            stderr(&again).contains("branch release/mvp-v1/")
+                && stderr(&again).contains("already exists in the deployment repository"),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(w.remote_refs(), refs);
+    }
 }
 
 #[test]
@@ -519,6 +581,112 @@ fn plan_shows_decisions_and_diffs_and_writes_nothing() {
 }
 
 #[test]
+fn edits_of_one_values_file_compose_and_plan_diffs_apply_to_the_base() {
+    let w = World::new();
+    // A second image in podinfo's chart (`redis.tag`), released as its own service.
+    let text = fs::read_to_string(&w.config).unwrap().replace(
+        "  - name: guestbook\n",
+        "  - name: podinfo-redis\n    image: docker.io/redis\n    tagPath: redis.tag\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n  - name: guestbook\n",
+    );
+    fs::write(&w.config, text).unwrap();
+    w.edit("promotion-trigger.yaml", |t| {
+        t.replace(
+            "tag-docker: podinfo, guestbook",
+            "tag-docker: podinfo, podinfo-redis, guestbook",
+        )
+    });
+    // A values file that ends without a newline, with the tag not on its last line.
+    let work = w.root.join("work");
+    git(
+        &w.root,
+        &["clone", "-q", w.deploy.to_str().unwrap(), "work"],
+    );
+    let gb = work.join("apps/guestbook/values-staging.yaml");
+    let trimmed = fs::read_to_string(&gb).unwrap().trim_end().to_string();
+    fs::write(&gb, &trimmed).unwrap();
+    git(&work, &["commit", "-qam", "no final newline"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+
+    let json = w.run(&[
+        "plan",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--trigger-dir",
+        w.trigger_dir().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let out = w.release(true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    git(&work, &["fetch", "-q", "origin"]);
+
+    for env in plan["environments"].as_array().unwrap() {
+        let name = env["environment"].as_str().unwrap();
+        let files = env["files"].as_array().unwrap();
+        // podinfo's file once, with both of its tags changed.
+        let podinfo = format!("apps/podinfo/values-{name}.yaml");
+        let f = files
+            .iter()
+            .find(|f| f["path"] == podinfo.as_str())
+            .unwrap();
+        assert_eq!(
+            files
+                .iter()
+                .filter(|f| f["path"] == podinfo.as_str())
+                .count(),
+            1
+        );
+        let diff = f["diff"].as_str().unwrap();
+        assert!(
+            diff.contains("+  tag: mvp-v1\n") && diff.contains("-  tag: 8.8.0\n"),
+            "{diff}"
+        );
+        let shas: Vec<&str> = env["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["values_file"] == podinfo.as_str())
+            .map(|c| c["values_sha256"].as_str().unwrap())
+            .collect();
+        assert_eq!(shas, vec![f["sha256"].as_str().unwrap(); 2]);
+
+        // Every diff the plan shows applies to the base tree and gives the branch's tree.
+        git(&work, &["checkout", "-q", "--detach", "origin/main"]);
+        let patch: String = files
+            .iter()
+            .chain(plan["documents"].as_array().unwrap())
+            .map(|f| f["diff"].as_str().unwrap())
+            .collect();
+        fs::write(w.root.join("plan.patch"), patch).unwrap();
+        git(
+            &work,
+            &[
+                "apply",
+                "--index",
+                w.root.join("plan.patch").to_str().unwrap(),
+            ],
+        );
+        let branch = format!("origin/release/mvp-v1/{name}");
+        let left = git(&work, &["diff", "--cached", "--stat", &branch]);
+        // The documents carry the time they were rendered; everything else is identical.
+        let other: Vec<&str> = left
+            .lines()
+            .filter(|l| l.contains('|') && !l.contains("releases/"))
+            .collect();
+        assert!(other.is_empty(), "{left}");
+        git(&work, &["reset", "-q", "--hard"]);
+
+        let on_branch = git(&work, &["show", &format!("{branch}:{podinfo}")]);
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(on_branch.as_bytes()));
+        assert_eq!(sha, f["sha256"].as_str().unwrap());
+    }
+    let gb_now = w.show("release/mvp-v1/staging:apps/guestbook/values-staging.yaml");
+    assert_eq!(gb_now, trimmed.replace("tag: v5", "tag: mvp-v1"));
+}
+
+#[test]
 fn validate_reports_every_problem_as_file_line_column() {
     let w = World::new();
     let ok = w.run(&["validate", w.trigger_dir().to_str().unwrap()]);
@@ -589,6 +757,19 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
             "unknown field",
             Box::new(|w| w.edit("promotion-trigger.yaml", |t| t + "colour: red\n")),
             "promotion-trigger.yaml:12:1: colour: unknown field `colour`, expected one of `milestone_id`",
+        ),
+        (
+            "unknown tag-docker service",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace(
+                        "tag-docker: podinfo, guestbook",
+                        "tag-docker: podinfo, gestbook",
+                    )
+                })
+            }),
+            // Line 9 is `  - tag-docker: podinfo, gestbook`: the column is the misspelt name's.
+            "promotion-trigger.yaml:9:26: service `gestbook` is not configured",
         ),
         (
             "unknown JSON field",

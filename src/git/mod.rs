@@ -451,10 +451,12 @@ impl DeployRepo {
             .output()
             .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection.
+        // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection. `=` (up to
+        // date) is one too: each branch must not exist yet, and git checks that lease only
+        // for refs it would change, so a branch already at this very commit would pass.
         let rejected: Vec<String> = stdout
             .lines()
-            .filter(|l| l.starts_with('!'))
+            .filter(|l| l.starts_with('!') || l.starts_with('='))
             .map(|l| {
                 let parts: Vec<&str> = l.split('\t').collect();
                 let to = parts
@@ -580,20 +582,41 @@ impl DeployRepo {
         Ok(())
     }
 
-    /// A unified diff between two versions of a file.
-    pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> Result<String, GitError> {
+    /// A unified diff between two versions of a file, in the form `git apply` takes: a file
+    /// the base does not have (`old` is `None`) is a new-file diff from `/dev/null`.
+    pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> Result<String, GitError> {
         let mut opts = git2::DiffOptions::new();
         opts.context_lines(2);
-        let old_opt = (!old.is_empty()).then_some(old);
         let mut patch = git2::Patch::from_buffers(
-            old_opt.unwrap_or(&[]),
-            old_opt.map(|_| Path::new(path)),
+            old.unwrap_or(&[]),
+            Some(Path::new(path)),
             new,
             Some(Path::new(path)),
             Some(&mut opts),
         )?;
-        let buf = patch.to_buf()?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        let text = String::from_utf8_lossy(&patch.to_buf()?).into_owned();
+        if old.is_some() || text.is_empty() {
+            return Ok(text);
+        }
+        // libgit2 compares buffers, not trees, so it writes an edit of an empty file; the
+        // header says what it is instead.
+        let mut out = String::with_capacity(text.len() + 32);
+        for line in text.split_inclusive('\n') {
+            if let Some(rest) = line.strip_prefix("index ") {
+                let new_id = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|ids| ids.split_once(".."))
+                    .map(|(_, n)| n)
+                    .unwrap_or_default();
+                out.push_str(&format!("new file mode 100644\nindex 0000000..{new_id}\n"));
+            } else if line.starts_with("--- ") {
+                out.push_str("--- /dev/null\n");
+            } else {
+                out.push_str(line);
+            }
+        }
+        Ok(out)
     }
 }
 

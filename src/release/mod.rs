@@ -414,6 +414,20 @@ pub async fn execute(
                 if !refs.iter().all(|(b, _)| theirs(b).is_some()) {
                     return Err(refused.into());
                 }
+                // The same commits can come from a run this store knows nothing of: another
+                // store, within the same second (commits carry whole seconds). Only a run that
+                // recorded these very commits before pushing may resume.
+                let built_here = |b: &str, ours: &git2::Oid| {
+                    existing
+                        .iter()
+                        .any(|e| e.branch == b && e.commit_id == ours.to_string())
+                };
+                if let Some((branch, _)) = refs.iter().find(|(b, ours)| !built_here(b, ours)) {
+                    return Err(ReleaseError::Refused(format!(
+                        "branch {branch} already exists in the deployment repository, and this store has no record of making it \
+                         (was the release made with another store?); delete that branch or choose a new version_tag"
+                    )));
+                }
             }
             Err(e) => return Err(e.into()),
         }

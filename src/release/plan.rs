@@ -30,9 +30,18 @@ pub struct ValuesChange {
     pub tag_path: String,
     pub old_tag: String,
     pub tag: String,
-    #[serde(skip)]
-    pub new_content: Vec<u8>,
+    /// The digest of the values file as the release writes it: with every change of this
+    /// environment to that file, so two services of one file name the same digest.
     pub values_sha256: String,
+}
+
+/// One values file as a release writes it, with all of its changes composed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ValuesFile {
+    pub path: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub sha256: String,
     pub diff: String,
 }
 
@@ -41,6 +50,7 @@ pub struct EnvironmentPlan {
     pub environment: String,
     pub branch: String,
     pub changes: Vec<ValuesChange>,
+    pub files: Vec<ValuesFile>,
     pub commit_message: String,
 }
 
@@ -66,11 +76,11 @@ pub struct ReleasePlan {
 impl ReleasePlan {
     /// The files of one environment's release commit.
     pub fn files_for(&self, env: &EnvironmentPlan) -> Vec<FileWrite> {
-        env.changes
+        env.files
             .iter()
-            .map(|c| FileWrite {
-                path: c.values_file.clone(),
-                content: c.new_content.clone(),
+            .map(|f| FileWrite {
+                path: f.path.clone(),
+                content: f.content.clone(),
             })
             .chain(self.documents.iter().map(|d| FileWrite {
                 path: d.path.clone(),
@@ -130,6 +140,8 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
     let mut environments = Vec::new();
     for env in &spec.environments {
         let mut changes = Vec::new();
+        // Each values file once: (its bytes at the base, its text with the edits so far).
+        let mut files: Vec<(String, Vec<u8>, String)> = Vec::new();
         for service_name in &env.services {
             let (si, svc) = cfg
                 .orchestration
@@ -143,25 +155,34 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                 cfg.orchestration_src
                     .at(route!["services", si, "imageTag"], msg)
             })?;
-            let Some(old) = p.repo.read_file(p.base_commit, path)? else {
-                problems.push(cfg.orchestration_src.at(
-                    route!["services", si, "values", env.name.as_str()],
-                    format!("`{path}` does not exist in the deployment repository at {base_label}"),
-                ));
-                continue;
-            };
-            let src = match SourceFile::from_bytes(path.clone(), old.clone()) {
-                Ok(s) => s,
-                Err(d) => {
-                    problems.push(d);
-                    continue;
+            let slot = match files.iter().position(|(p, _, _)| p == path) {
+                Some(i) => i,
+                None => {
+                    let Some(old) = p.repo.read_file(p.base_commit, path)? else {
+                        problems.push(cfg.orchestration_src.at(
+                            route!["services", si, "values", env.name.as_str()],
+                            format!(
+                                "`{path}` does not exist in the deployment repository at {base_label}"
+                            ),
+                        ));
+                        continue;
+                    };
+                    let src = match SourceFile::from_bytes(path.clone(), old.clone()) {
+                        Ok(s) => s,
+                        Err(d) => {
+                            problems.push(d);
+                            continue;
+                        }
+                    };
+                    files.push((path.clone(), old, src.text));
+                    files.len() - 1
                 }
             };
             let keys = svc.tag_route();
-            match set_scalar(&src.text, &keys, &tag) {
+            let current = &files[slot].2;
+            match set_scalar(current, &keys, &tag) {
                 Ok(edit) => {
-                    let new_content = edit.text.into_bytes();
-                    let diff = DeployRepo::unified_diff(path, &old, &new_content)?;
+                    files[slot].2 = edit.text;
                     changes.push(ValuesChange {
                         service: svc.name.clone(),
                         environment: env.name.clone(),
@@ -170,9 +191,7 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                         tag_path: svc.tag_path.clone(),
                         old_tag: edit.old_value,
                         tag: tag.clone(),
-                        values_sha256: hex::encode(Sha256::digest(&new_content)),
-                        new_content,
-                        diff,
+                        values_sha256: String::new(),
                     });
                 }
                 Err(e) => {
@@ -189,7 +208,7 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                                 .iter()
                                 .map(|k| crate::diagnostics::Seg::Key(k))
                                 .collect();
-                            src.at(&route, e.to_string())
+                            SourceFile::new(path.clone(), current.clone()).at(&route, e.to_string())
                         }
                     };
                     problems.push(Diagnostic {
@@ -199,11 +218,29 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                 }
             }
         }
+        let files = files
+            .into_iter()
+            .map(|(path, old, text)| {
+                let content = text.into_bytes();
+                Ok(ValuesFile {
+                    diff: DeployRepo::unified_diff(&path, Some(&old), &content)?,
+                    sha256: hex::encode(Sha256::digest(&content)),
+                    path,
+                    content,
+                })
+            })
+            .collect::<Result<Vec<_>, GitError>>()?;
+        for change in &mut changes {
+            if let Some(f) = files.iter().find(|f| f.path == change.values_file) {
+                change.values_sha256 = f.sha256.clone();
+            }
+        }
         let commit_message = commit_message(&spec, &env.name, &changes);
         environments.push(EnvironmentPlan {
             environment: env.name.clone(),
             branch: branch_name(&spec.version, &env.name),
             changes,
+            files,
             commit_message,
         });
     }
@@ -401,12 +438,15 @@ fn documents(
             .expect("writing to memory");
             text.extend(w.into_inner().expect("writing to memory"));
         }
-        (existing, text)
+        text
     };
 
     let mut docs = Vec::new();
-    let mut add = |path: String, content: Vec<u8>, old: &[u8]| -> Result<(), PlanError> {
-        let diff = DeployRepo::unified_diff(&path, old, &content)?;
+    // Each document against what the base holds at its path (another environment of this
+    // release may have merged it already), so the diffs apply to the base tree as shown.
+    let mut add = |path: String, content: Vec<u8>| -> Result<(), PlanError> {
+        let old = p.repo.read_file(p.base_commit, &path)?;
+        let diff = DeployRepo::unified_diff(&path, old.as_deref(), &content)?;
         docs.push(DocFile {
             path,
             content,
@@ -414,28 +454,24 @@ fn documents(
         });
         Ok(())
     };
-    add(format!("{dir}/release-notes.md"), notes.into_bytes(), b"")?;
+    add(format!("{dir}/release-notes.md"), notes.into_bytes())?;
     add(
         format!("{dir}/release-description.txt"),
         description.into_bytes(),
-        b"",
     )?;
     add(
         format!("{dir}/release-metadata.json"),
         (serde_json::to_string_pretty(&metadata).expect("json") + "\n").into_bytes(),
-        b"",
     )?;
     add(
         format!("{dir}/promotion-trigger-confirmed.yaml"),
         confirmed_text.into_bytes(),
-        b"",
     )?;
     add(
         format!("{dir}/signed-release-manifest.yaml"),
         manifest_text.into_bytes(),
-        b"",
     )?;
-    add(HISTORY_FILE.to_string(), history.1, &history.0)?;
+    add(HISTORY_FILE.to_string(), history)?;
     Ok(docs)
 }
 
@@ -478,9 +514,7 @@ mod tests {
             tag_path: "image.tag".into(),
             old_tag: old.into(),
             tag: "v2.14.0".into(),
-            new_content: vec![],
             values_sha256: String::new(),
-            diff: String::new(),
         };
         let m = commit_message(&spec, "staging", &[change(""), change("v2.13.0")]);
         assert!(

@@ -232,8 +232,9 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
                         .iter()
                         .map(|s| s.name.as_str())
                         .collect();
-                    d.push(ts.at(
-                        route!["promotion_targets", i],
+                    d.push(ts.at_word(
+                        route!["promotion_targets", i, "tag-docker"],
+                        name,
                         format!(
                             "service `{name}` is not configured (configured: {})",
                             configured.join(", ")
