@@ -87,9 +87,8 @@ enum Command {
         /// Store URL, overriding `defaults.store`.
         #[arg(long, env = "RC_STORE")]
         store: Option<String>,
-        /// Largest webhook body accepted (GitHub sends at most 25 MiB).
-        #[arg(long, env = "RC_MAX_BODY_BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES)]
-        max_body_bytes: usize,
+        #[command(flatten)]
+        limits: crate::server::DoorLimits,
         /// Seconds between reconcile passes (each re-reads the forge for releases in flight).
         #[arg(long, env = "RC_RECONCILE_SECS", default_value_t = 300)]
         reconcile_every_secs: u64,
@@ -178,9 +177,9 @@ async fn run(command: Command) -> ExitCode {
             config,
             listen,
             store,
-            max_body_bytes,
+            limits,
             reconcile_every_secs,
-        } => serve(&config, listen, store, max_body_bytes, reconcile_every_secs).await,
+        } => serve(&config, listen, store, limits, reconcile_every_secs).await,
         Command::Keygen { out } => match signing::keygen(&out) {
             Ok((id, public)) => {
                 println!(
@@ -218,7 +217,10 @@ fn report(d: &Diagnostics) -> ExitCode {
     for problem in &d.0 {
         eprintln!("{problem}");
     }
-    let n = d.0.len();
+    if d.omitted() > 0 {
+        eprintln!("(the first {} are shown)", d.0.len());
+    }
+    let n = d.total();
     eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
     ExitCode::from(1)
 }
@@ -254,7 +256,7 @@ async fn serve(
     config_path: &Path,
     listen: std::net::SocketAddr,
     store_flag: Option<String>,
-    max_body_bytes: usize,
+    limits: crate::server::DoorLimits,
     reconcile_every_secs: u64,
 ) -> ExitCode {
     use crate::server::ServiceConfig;
@@ -302,7 +304,7 @@ async fn serve(
         ServiceConfig {
             github_webhook_secrets: github_secrets,
             gitlab_webhook_tokens: gitlab_tokens,
-            max_body_bytes,
+            limits,
         },
         listener,
         crate::worker::Pacing {

@@ -57,18 +57,50 @@ impl fmt::Display for Diagnostic {
 }
 
 /// A list of diagnostics, the error type of every "validate this input" operation.
+///
+/// At most [`Diagnostics::SHOWN`] are kept; the rest are only counted. A hostile or broken file
+/// can hold tens of thousands of problems, and nobody reads past the first screen: keeping them
+/// would cost time (each position is a walk of the syntax tree) and make texts too long to post.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(pub Vec<Diagnostic>, usize);
 
 impl Diagnostics {
+    pub const SHOWN: usize = 50;
+
     pub fn push(&mut self, d: Diagnostic) {
-        self.0.push(d);
+        if self.is_full() {
+            self.1 += 1;
+        } else {
+            self.0.push(d);
+        }
+    }
+    /// Pushes the diagnostic `make` builds, building it only when it will be kept.
+    pub fn push_with(&mut self, make: impl FnOnce() -> Diagnostic) {
+        if self.is_full() {
+            self.1 += 1;
+        } else {
+            self.0.push(make());
+        }
+    }
+    pub fn is_full(&self) -> bool {
+        self.0.len() >= Self::SHOWN
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// How many problems were found, kept or not.
+    pub fn total(&self) -> usize {
+        self.0.len() + self.1
+    }
+    /// How many were found beyond the ones kept.
+    pub fn omitted(&self) -> usize {
+        self.1
+    }
     pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
+        self.1 += other.1;
+        for d in other.0 {
+            self.push(d);
+        }
     }
     /// `Ok(value)` when nothing was reported, otherwise every problem found.
     pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
@@ -82,7 +114,7 @@ impl Diagnostics {
 
 impl From<Diagnostic> for Diagnostics {
     fn from(d: Diagnostic) -> Self {
-        Self(vec![d])
+        Self(vec![d], 0)
     }
 }
 
@@ -94,11 +126,12 @@ impl fmt::Display for Diagnostics {
             }
             write!(f, "{d}")?;
         }
+        if self.1 > 0 {
+            write!(f, "\n(and {} more not shown)", self.1)?;
+        }
         Ok(())
     }
 }
-
-impl std::error::Error for Diagnostics {}
 
 /// The text of one input file and the name it is reported under.
 #[derive(Clone)]

@@ -593,3 +593,227 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
         "the API token never reaches the log"
     );
 }
+
+/// The server process's open descriptors.
+fn open_fds(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .count()
+}
+
+/// The server process's peak resident memory, in KiB (`VmHWM`).
+fn peak_rss_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn connect(base: &str) -> std::net::TcpStream {
+    let addr = base.strip_prefix("http://").unwrap();
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s
+}
+
+/// What the server answers on `s` (its status line), or `None` when it closes the connection
+/// without an answer. Bounded by the stream's read timeout.
+fn answer(s: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("no answer and no close within the read timeout: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.lines().next().map(str::to_string)
+}
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_door() {
+    use std::io::Write;
+    let server = Server::start(&["--header-timeout-secs", "1", "--max-connections", "16"]);
+    let before = open_fds(&server.child);
+
+    // Two hundred connections that start a request and stop: the server serves sixteen at a
+    // time and the rest wait in the kernel's backlog, costing the process nothing.
+    let mut idle: Vec<_> = (0..200)
+        .map(|_| {
+            let mut s = connect(&server.base);
+            s.write_all(b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(open_fds(&server.child));
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    // (A few more are the store's connections, opened as the worker wakes.)
+    assert!(
+        most <= before + 16 + 4,
+        "{most} descriptors open, {before} before the flood"
+    );
+    // The first ones were served, and closed at the header timeout.
+    assert_eq!(answer(&mut idle[0]).as_deref().unwrap_or(""), "");
+
+    // A client that sends a header byte at a time keeps its connection no longer than one
+    // that sends nothing.
+    let mut drip = connect(&server.base);
+    let dripped = std::thread::spawn({
+        let mut drip = drip.try_clone().unwrap();
+        move || {
+            for b in b"POST /webhooks/github HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(400) {
+                if drip.write_all(&[*b]).is_err() {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        }
+    });
+    // Once the idle clients give up, the door serves everyone again.
+    drop(idle);
+    assert_eq!(answer(&mut drip), None);
+    assert!(dripped.join().unwrap(), "the dripping client was cut off");
+    let mut probe = connect(&server.base);
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(answer(&mut probe).as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use std::io::Write;
+    let server = Server::start(&["--body-timeout-secs", "1"]);
+    let mut s = connect(&server.base);
+    s.write_all(
+        b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: d\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 1000\r\n\r\n{\"ref\":",
+    )
+    .unwrap();
+    assert_eq!(
+        answer(&mut s).as_deref(),
+        Some("HTTP/1.1 408 Request Timeout")
+    );
+
+    // Headers past the 64 KiB buffer are refused, not buffered.
+    let mut s = connect(&server.base);
+    let huge = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let _ = s.write_all(huge.as_bytes());
+    assert_eq!(
+        answer(&mut s).as_deref(),
+        Some("HTTP/1.1 431 Request Header Fields Too Large")
+    );
+}
+
+#[test]
+fn unsigned_large_bodies_cost_no_memory() {
+    use std::io::Write;
+    let server = Server::start(&[]);
+    let base = server.base.clone();
+    // Twenty-four clients without the secret, each sending 24 MiB as fast as loopback goes.
+    let statuses: Vec<Option<String>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..24)
+            .map(|i| {
+                let base = base.clone();
+                scope.spawn(move || {
+                    let mut s = connect(&base);
+                    let len = 24 * 1024 * 1024;
+                    let head = format!(
+                        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: flood-{i}\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {len}\r\n\r\n",
+                        "0".repeat(64)
+                    );
+                    s.write_all(head.as_bytes()).unwrap();
+                    let chunk = vec![b'x'; 64 * 1024];
+                    for _ in 0..len / chunk.len() {
+                        // Refused early (busy): the server stops reading.
+                        if s.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    answer(&mut s)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| s.as_deref() == Some("HTTP/1.1 401 Unauthorized"))
+        .count();
+    assert!(unauthorized >= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(
+            s.as_deref(),
+            Some("HTTP/1.1 401 Unauthorized" | "HTTP/1.1 503 Service Unavailable") | None
+        )),
+        "{statuses:?}"
+    );
+    let peak = peak_rss_kib(&server.child);
+    assert!(peak < 60 * 1024, "peak resident memory {peak} KiB");
+}
+
+#[tokio::test]
+async fn signed_bodies_larger_than_memory_are_checked_from_a_file_and_stored() {
+    let server = Server::start(&["--memory-body-bytes", "1024", "--max-large-bodies", "1"]);
+    let client = reqwest::Client::new();
+    let (kind, path) = fixtures()
+        .into_iter()
+        .find(|(k, _)| k == "issue_comment")
+        .unwrap();
+    let body = std::fs::read(&path).unwrap();
+    assert!(body.len() > 1024);
+    let (status, text) = server
+        .deliver(
+            &client,
+            &kind,
+            "wrong",
+            body.clone(),
+            Some(sign("guess", &body)),
+        )
+        .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            401,
+            "the signature does not match any configured webhook secret"
+        )
+    );
+    let (status, text) = server.signed(&client, &kind, "large-1", body.clone()).await;
+    assert_eq!(status, 202, "{text}");
+    let stored = server.store().await.delivery_counts().await.unwrap().0;
+    assert_eq!(stored, 1);
+
+    // No slot for a large body: answered at once, to be redelivered.
+    let busy = Server::start(&["--memory-body-bytes", "1024", "--max-large-bodies", "0"]);
+    let resp = client
+        .post(format!("{}/webhooks/github", busy.base))
+        .header("X-GitHub-Event", kind.as_str())
+        .header("X-GitHub-Delivery", "large-2")
+        .header("X-Hub-Signature-256", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(busy.store().await.delivery_counts().await.unwrap().0, 0);
+}

@@ -178,6 +178,30 @@ pub struct ChangeRequest {
     pub url: String,
 }
 
+/// The longest comment, pull request or release body GitHub takes, in characters (GitLab's
+/// limit is higher); every text the bot writes is cut to fit rather than refused.
+pub const COMMENT_LIMIT: usize = 65_536;
+/// The longest commit status description GitHub takes (GitLab's is 255).
+pub const STATUS_LIMIT: usize = 140;
+/// What a text cut to fit ends with.
+pub const TRUNCATED: &str = "\n\n… (cut to fit the forge's size limit)";
+
+/// `text` if it has at most `limit` characters, else its start and [`TRUNCATED`] (or `…` for
+/// limits too short for that note), `limit` characters in all.
+pub fn fit(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit || text.chars().count() <= limit {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let tail = if limit > 4 * TRUNCATED.chars().count() {
+        TRUNCATED
+    } else {
+        "…"
+    };
+    let keep = limit.saturating_sub(tail.chars().count());
+    let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+    std::borrow::Cow::Owned(format!("{}{tail}", &text[..end]))
+}
+
 pub struct NewChangeRequest<'a> {
     pub head_branch: &'a str,
     pub base_branch: &'a str,
@@ -336,4 +360,20 @@ pub trait Forge: Send + Sync {
         name: &str,
         body: &str,
     ) -> Result<String, ForgeError>;
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_cut_at_a_character_to_the_limit() {
+        assert_eq!(fit("short", 10), "short");
+        let long = "é".repeat(100);
+        let cut = fit(&long, 80);
+        assert_eq!(cut.chars().count(), 80);
+        assert!(cut.ends_with(TRUNCATED), "{cut}");
+        let status = fit(&long, 10);
+        assert_eq!(status, format!("{}…", "é".repeat(9)));
+    }
 }

@@ -57,53 +57,61 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
     let (s, ss) = (&inputs.status, &inputs.status_src);
 
     if s.status != MilestoneState::Reached {
-        d.push(ss.at(
-            route!["status"],
-            format!(
-                "milestone `{}` is `{}`; only a `reached` milestone can be promoted",
-                s.milestone_id, s.status
-            ),
-        ));
+        d.push_with(|| {
+            ss.at(
+                route!["status"],
+                format!(
+                    "milestone `{}` is `{}`; only a `reached` milestone can be promoted",
+                    s.milestone_id, s.status
+                ),
+            )
+        });
     }
     if t.milestone_id != s.milestone_id {
-        d.push(ts.at(
-            route!["milestone_id"],
-            format!(
-                "milestone_id `{}` does not match `{}` in {}",
-                t.milestone_id,
-                s.milestone_id,
-                file_name(&ss.name)
-            ),
-        ));
+        d.push_with(|| {
+            ts.at(
+                route!["milestone_id"],
+                format!(
+                    "milestone_id `{}` does not match `{}` in {}",
+                    t.milestone_id,
+                    s.milestone_id,
+                    file_name(&ss.name)
+                ),
+            )
+        });
     }
     if t.trace_id != s.trace_id {
-        d.push(ts.at(
-            route!["trace_id"],
-            format!(
-                "trace_id `{}` does not match `{}` in {}",
-                t.trace_id,
-                s.trace_id,
-                file_name(&ss.name)
-            ),
-        ));
+        d.push_with(|| {
+            ts.at(
+                route!["trace_id"],
+                format!(
+                    "trace_id `{}` does not match `{}` in {}",
+                    t.trace_id,
+                    s.trace_id,
+                    file_name(&ss.name)
+                ),
+            )
+        });
     }
     if let Some(v) = &t.version_tag {
         if let Err(e) = check_version_tag(v) {
-            d.push(ts.at(route!["version_tag"], e));
+            d.push_with(|| ts.at(route!["version_tag"], e));
         } else if let Some(sv) = s.version_tag.as_ref().filter(|sv| *sv != v) {
-            d.push(ts.at(
-                route!["version_tag"],
-                format!(
-                    "version_tag `{v}` does not match `{sv}` in {}",
-                    file_name(&ss.name)
-                ),
-            ));
+            d.push_with(|| {
+                ts.at(
+                    route!["version_tag"],
+                    format!(
+                        "version_tag `{v}` does not match `{sv}` in {}",
+                        file_name(&ss.name)
+                    ),
+                )
+            });
         }
     }
     if let Some(sv) = &s.version_tag
         && let Err(e) = check_version_tag(sv)
     {
-        d.push(ss.at(route!["version_tag"], e));
+        d.push_with(|| ss.at(route!["version_tag"], e));
     }
     let acts = t.promotion_targets.iter().any(|p| {
         matches!(
@@ -114,7 +122,7 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
         )
     });
     if !acts {
-        d.push(ts.at(
+        d.push_with(|| ts.at(
             route!["promotion_targets"],
             "promotion_targets has no deploy or tagging target; add `deploy-to-<environment>`, `tag-git` or `tag-docker: <service>`",
         ));
@@ -123,17 +131,21 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
     for (i, p) in t.promotion_targets.iter().enumerate() {
         match p {
             PromotionTarget::DeployTo(env) if !envs.insert(env.as_str()) => {
-                d.push(ts.at(
-                    route!["promotion_targets", i],
-                    format!("`deploy-to-{env}` is listed twice"),
-                ));
+                d.push_with(|| {
+                    ts.at(
+                        route!["promotion_targets", i],
+                        format!("`deploy-to-{env}` is listed twice"),
+                    )
+                });
             }
             PromotionTarget::TagGit(Some(tag)) => {
                 if let Err(e) = check_version_tag(tag) {
-                    d.push(ts.at(
-                        route!["promotion_targets", i],
-                        e.replace("version tag", "git tag"),
-                    ));
+                    d.push_with(|| {
+                        ts.at(
+                            route!["promotion_targets", i],
+                            e.replace("version tag", "git tag"),
+                        )
+                    });
                 }
             }
             _ => {}
@@ -145,15 +157,17 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
         .count()
         > 1
     {
-        d.push(ts.at(
-            route!["promotion_targets"],
-            "more than one `tag-git` target; a release has one git tag",
-        ));
+        d.push_with(|| {
+            ts.at(
+                route!["promotion_targets"],
+                "more than one `tag-git` target; a release has one git tag",
+            )
+        });
     }
     if t.manual_approval_required == Some(true)
         && t.signed_by.as_deref().is_none_or(|s| s.trim().is_empty())
     {
-        d.push(ts.at(
+        d.push_with(|| ts.at(
             route!["manualApprovalRequired"],
             "manualApprovalRequired is true, so signedBy is required: name who signs off this promotion",
         ));
@@ -161,15 +175,17 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
     if let Some((m, ms)) = &inputs.matrix
         && m.trace_id != s.trace_id
     {
-        d.push(ms.at(
-            route!["trace_id"],
-            format!(
-                "trace_id `{}` does not match `{}` in {}",
-                m.trace_id,
-                s.trace_id,
-                file_name(&ss.name)
-            ),
-        ));
+        d.push_with(|| {
+            ms.at(
+                route!["trace_id"],
+                format!(
+                    "trace_id `{}` does not match `{}` in {}",
+                    m.trace_id,
+                    s.trace_id,
+                    file_name(&ss.name)
+                ),
+            )
+        });
     }
     if let (Some((q, qs)), Some(status_cov)) = (&inputs.qa, s.qa_coverage)
         && let Some(overall) = q.overall
@@ -186,10 +202,12 @@ pub fn check_inputs(inputs: &AppInputs) -> Diagnostics {
     if let Some(c) = s.qa_coverage
         && !(0.0..=100.0).contains(&c)
     {
-        d.push(ss.at(
-            route!["qa_coverage"],
-            format!("qa_coverage {c} is not a percentage from 0 to 100"),
-        ));
+        d.push_with(|| {
+            ss.at(
+                route!["qa_coverage"],
+                format!("qa_coverage {c} is not a percentage from 0 to 100"),
+            )
+        });
     }
     d
 }
@@ -232,14 +250,16 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
                         .iter()
                         .map(|s| s.name.as_str())
                         .collect();
-                    d.push(ts.at_word(
-                        route!["promotion_targets", i, "tag-docker"],
-                        name,
-                        format!(
-                            "service `{name}` is not configured (configured: {})",
-                            configured.join(", ")
-                        ),
-                    ));
+                    d.push_with(|| {
+                        ts.at_word(
+                            route!["promotion_targets", i, "tag-docker"],
+                            name,
+                            format!(
+                                "service `{name}` is not configured (configured: {})",
+                                configured.join(", ")
+                            ),
+                        )
+                    });
                 }
             }
             only_services
@@ -261,17 +281,24 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
     let qa = s
         .qa_coverage
         .or(inputs.qa.as_ref().and_then(|(q, _)| q.overall));
+    let mut decided = BTreeSet::new();
     for (i, p) in t.promotion_targets.iter().enumerate() {
         let Some(env) = p.environment() else { continue };
+        // A repeated target is reported once, above; each environment is decided once.
+        if !decided.insert(env) {
+            continue;
+        }
         if !known_envs.contains(env) {
             let list: Vec<&str> = known_envs.iter().copied().collect();
-            d.push(ts.at(
-                route!["promotion_targets", i],
-                format!(
-                    "no service deploys to environment `{env}` (configured: {})",
-                    list.join(", ")
-                ),
-            ));
+            d.push_with(|| {
+                ts.at(
+                    route!["promotion_targets", i],
+                    format!(
+                        "no service deploys to environment `{env}` (configured: {})",
+                        list.join(", ")
+                    ),
+                )
+            });
             continue;
         }
         if let Some((mi, m)) = milestone
@@ -279,14 +306,16 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             && !allowed.iter().any(|a| a == env)
         {
             let _ = mi;
-            d.push(ts.at(
-                route!["promotion_targets", i],
-                format!(
-                    "milestone `{}` may only be promoted to {} (milestones.yaml)",
-                    m.id,
-                    allowed.join(", ")
-                ),
-            ));
+            d.push_with(|| {
+                ts.at(
+                    route!["promotion_targets", i],
+                    format!(
+                        "milestone `{}` may only be promoted to {} (milestones.yaml)",
+                        m.id,
+                        allowed.join(", ")
+                    ),
+                )
+            });
             continue;
         }
         let services: Vec<String> = cfg
@@ -302,7 +331,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             .map(|svc| svc.name.clone())
             .collect();
         if services.is_empty() {
-            d.push(ts.at(
+            d.push_with(|| ts.at(
                 route!["promotion_targets", i],
                 format!("none of the services named by `tag-docker` has a values file for environment `{env}`"),
             ));
@@ -312,7 +341,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         // has no approvers, checks or coverage to enforce, so it cannot be released to.
         let Some(policy) = cfg.policy.environment(env).cloned() else {
             let named: Vec<&str> = cfg.policy.environments.keys().map(String::as_str).collect();
-            d.push(ts.at(
+            d.push_with(|| ts.at(
                 route!["promotion_targets", i],
                 format!(
                     "environment `{env}` is not in the release policy (release-policy.yaml names {}); the operator must add it, or a `default` entry",
@@ -323,11 +352,11 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         };
         if let Some(min) = policy.qa_coverage_above {
             match qa {
-                Some(c) if c < min => d.push(inputs.status_src.at(
+                Some(c) if c < min => d.push_with(|| inputs.status_src.at(
                     route!["qa_coverage"],
                     format!("QA coverage {c}% is below the {min}% that environment `{env}` requires (release-policy.yaml)"),
                 )),
-                None => d.push(inputs.status_src.at(
+                None => d.push_with(|| inputs.status_src.at(
                     route![],
                     format!("environment `{env}` requires QA coverage above {min}%, but no qa_coverage is given"),
                 )),
@@ -429,12 +458,14 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
                     (r.version, r.reason)
                 }
                 Err(e) => {
-                    d.push(ts.at(
-                        route!["milestone_id"],
-                        format!(
-                            "no version_tag given and the version resolver cannot make one: {e}"
-                        ),
-                    ));
+                    d.push_with(|| {
+                        ts.at(
+                            route!["milestone_id"],
+                            format!(
+                                "no version_tag given and the version resolver cannot make one: {e}"
+                            ),
+                        )
+                    });
                     (String::new(), String::new())
                 }
             }
@@ -446,10 +477,12 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         if let PromotionTarget::TagGit(tag) = p {
             let tag = tag.clone().unwrap_or_else(|| version.clone());
             if tag != version && ctx.app.tags.contains(&tag) {
-                d.push(ts.at(
-                    route!["promotion_targets", i],
-                    format!("git tag `{tag}` already exists in the application repository"),
-                ));
+                d.push_with(|| {
+                    ts.at(
+                        route!["promotion_targets", i],
+                        format!("git tag `{tag}` already exists in the application repository"),
+                    )
+                });
             }
             git_tag = Some(tag);
         }
@@ -499,14 +532,14 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
     };
     for (i, role) in t.approval_roles.iter().enumerate() {
         if !cfg.policy.roles.contains_key(role) {
-            d.push(ts.at(route!["approvalRoles", i], unknown_role(role)));
+            d.push_with(|| ts.at(route!["approvalRoles", i], unknown_role(role)));
         } else if !extra_roles.contains(role) {
             extra_roles.push(role.clone());
         }
     }
     if let Some(role) = &t.signed_by {
         if !cfg.policy.roles.contains_key(role) {
-            d.push(ts.at(route!["signedBy"], unknown_role(role)));
+            d.push_with(|| ts.at(route!["signedBy"], unknown_role(role)));
         } else if !extra_roles.contains(role) {
             extra_roles.push(role.clone());
         }

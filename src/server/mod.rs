@@ -3,6 +3,7 @@
 //! The routes only verify, parse and store (see [`webhook`]); the worker does the work. The
 //! store is shared with the worker and the reconcile loop.
 
+pub mod door;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -18,8 +19,7 @@ use crate::store::Store;
 use crate::store::deliveries::DeliveryWriter;
 use webhook::{GithubVerifier, GitlabVerifier};
 
-/// GitHub's own limit for a webhook payload.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub use door::{DEFAULT_MAX_BODY_BYTES, DoorLimits};
 
 /// What the routes share.
 #[derive(Clone)]
@@ -32,7 +32,8 @@ pub struct Inner {
     pub writer: DeliveryWriter,
     pub github: Option<GithubVerifier>,
     pub gitlab: Option<GitlabVerifier>,
-    pub max_body_bytes: usize,
+    /// Reads bodies within the door's limits.
+    pub bodies: door::BodyReader,
     /// Notified when a delivery was stored, to wake the worker.
     pub stored: Arc<Notify>,
     /// Whether an event is for the worker at all (see `bot::concerns_the_bot`).
@@ -55,7 +56,7 @@ pub struct ServiceConfig {
     pub github_webhook_secrets: Option<Vec<SecretString>>,
     /// `X-Gitlab-Token` values accepted (several during a rotation).
     pub gitlab_webhook_tokens: Option<Vec<SecretString>>,
-    pub max_body_bytes: usize,
+    pub limits: DoorLimits,
 }
 
 impl AppState {
@@ -75,7 +76,7 @@ impl AppState {
                     .gitlab_webhook_tokens
                     .as_deref()
                     .map(GitlabVerifier::new),
-                max_body_bytes: config.max_body_bytes,
+                bodies: door::BodyReader::new(config.limits.clone()),
                 stored,
                 interest,
             }),
@@ -132,16 +133,13 @@ pub fn start(
     let interest: Interest = Arc::new(move |forge, e| {
         forge == kind && crate::release::bot::concerns_the_bot(&settings, e)
     });
+    let limits = config.limits.clone();
     let state = AppState::new(store.clone(), config, interest);
     let stored = state.stored.clone();
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
-            tracing::error!(error = %e, "the server stopped");
-        }
-    });
+    let server = tokio::spawn(door::serve(listener, router(state), limits));
     let worker = tokio::spawn(crate::worker::run(bot, store, stored, pacing));
     Running {
         addr,

@@ -4,7 +4,6 @@
 //! delivery is committed, and the worker acts on it afterwards. A delivery that fails any check
 //! is answered with the reason (GitHub shows it in the delivery log) and nothing is stored.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,9 +39,14 @@ impl GithubVerifier {
         }
     }
 
-    /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under one of the
-    /// secrets. The comparison is constant-time (`verify_slice`).
-    pub fn verify(&self, body: &[u8], header: &[u8]) -> bool {
+    /// The keyed MACs for one body, to be fed its chunks as they arrive.
+    pub fn start(&self) -> Vec<Hmac<Sha256>> {
+        self.macs.clone()
+    }
+
+    /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 the fed `macs` computed, under one
+    /// of the secrets. The comparison is constant-time (`verify_slice`).
+    pub fn finish(macs: Vec<Hmac<Sha256>>, header: &[u8]) -> bool {
         let Some(hex_sig) = header.strip_prefix(b"sha256=") else {
             return false;
         };
@@ -50,9 +54,15 @@ impl GithubVerifier {
         if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
             return false;
         }
-        self.macs
-            .iter()
-            .any(|m| m.clone().chain_update(body).verify_slice(&sig).is_ok())
+        macs.into_iter()
+            .fold(false, |found, m| found | m.verify_slice(&sig).is_ok())
+    }
+
+    /// Whether `header` is the signature of the whole `body`.
+    pub fn verify(&self, body: &[u8], header: &[u8]) -> bool {
+        let mut macs = self.start();
+        macs.iter_mut().for_each(|m| m.update(body));
+        Self::finish(macs, header)
     }
 }
 
@@ -95,6 +105,10 @@ pub enum Rejection {
     TooLarge(usize),
     #[error("the body could not be read")]
     Unreadable,
+    #[error("the body did not arrive within {0} seconds")]
+    SlowBody(u64),
+    #[error("too many large deliveries are being received at once; redeliver it later")]
+    Busy,
     #[error("the signature does not match any configured webhook secret")]
     BadSignature,
     #[error("the X-Gitlab-Token does not match any configured webhook token")]
@@ -109,6 +123,12 @@ impl IntoResponse for Rejection {
             Rejection::NotConfigured(_) => StatusCode::NOT_FOUND,
             Rejection::BadSignature | Rejection::BadToken => StatusCode::UNAUTHORIZED,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Rejection::Busy => {
+                let headers = [(axum::http::header::RETRY_AFTER, "5")];
+                return (StatusCode::SERVICE_UNAVAILABLE, headers, self.to_string())
+                    .into_response();
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         if status == StatusCode::UNAUTHORIZED {
@@ -135,30 +155,6 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rej
     Ok(s)
 }
 
-/// The body, refused when it is (or announces itself) larger than `limit`.
-async fn read_body(
-    parts: &axum::http::request::Parts,
-    body: axum::body::Body,
-    limit: usize,
-) -> Result<Bytes, Rejection> {
-    if let Some(len) = parts
-        .headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > limit
-    {
-        return Err(Rejection::TooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            Rejection::TooLarge(limit)
-        } else {
-            Rejection::Unreadable
-        }
-    })
-}
-
 impl FromRequest<AppState> for GithubDelivery {
     type Rejection = Rejection;
 
@@ -168,15 +164,23 @@ impl FromRequest<AppState> for GithubDelivery {
             .as_ref()
             .ok_or(Rejection::NotConfigured("GitHub"))?;
         let (parts, body) = req.into_parts();
-        let body = read_body(&parts, body, state.max_body_bytes).await?;
-        // The signature first: nothing about an unauthenticated request is looked at further.
         let signature = parts
             .headers
             .get("x-hub-signature-256")
             .ok_or(Rejection::BadSignature)?;
-        if !verifier.verify(&body, signature.as_bytes()) {
+        // The signature is computed as the body streams in; nothing about an unauthenticated
+        // request is looked at further, and a large one never was in memory.
+        let mut macs = verifier.start();
+        let body = state
+            .bodies
+            .read(&parts, body, |chunk| {
+                macs.iter_mut().for_each(|m| m.update(chunk))
+            })
+            .await?;
+        if !GithubVerifier::finish(macs, signature.as_bytes()) {
             return Err(Rejection::BadSignature);
         }
+        let body = body.into_bytes()?;
         let kind = header(&parts.headers, "x-github-event")?.to_string();
         let delivery_id = header(&parts.headers, "x-github-delivery")?.to_string();
         let event = github_payload::parse(&kind, &body)?;
@@ -260,7 +264,7 @@ impl FromRequest<AppState> for GitlabDelivery {
             .as_ref()
             .ok_or(Rejection::NotConfigured("GitLab"))?;
         let (parts, body) = req.into_parts();
-        let body = read_body(&parts, body, state.max_body_bytes).await?;
+        // The token is a header: checked before a byte of the body is read.
         let token = parts
             .headers
             .get("x-gitlab-token")
@@ -268,6 +272,11 @@ impl FromRequest<AppState> for GitlabDelivery {
         if !verifier.verify(token.as_bytes()) {
             return Err(Rejection::BadToken);
         }
+        let body = state
+            .bodies
+            .read(&parts, body, |_| {})
+            .await?
+            .into_bytes()?;
         let kind = header(&parts.headers, "x-gitlab-event")?.to_string();
         let delivery_id = match header(&parts.headers, "idempotency-key") {
             Ok(key) => key.to_string(),

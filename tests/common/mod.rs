@@ -342,7 +342,7 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
             ServiceConfig {
                 github_webhook_secrets: secret,
                 gitlab_webhook_tokens: None,
-                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+                limits: server::DoorLimits::default(),
             },
             "github",
         ),
@@ -350,7 +350,7 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
             ServiceConfig {
                 github_webhook_secrets: None,
                 gitlab_webhook_tokens: secret,
-                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+                limits: server::DoorLimits::default(),
             },
             "gitlab",
         ),

@@ -16,8 +16,8 @@ use super::webhook::User;
 use crate::events::{CheckResult as Check, CheckSource};
 use crate::events::{ForgeKind, ReviewState};
 use crate::forge::{
-    ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod,
-    MergeOutcome, NewChangeRequest, Note, ReviewInfo,
+    COMMENT_LIMIT, ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess,
+    MergeMethod, MergeOutcome, NewChangeRequest, Note, ReviewInfo, STATUS_LIMIT, fit,
 };
 
 /// How the bot authenticates to GitHub.
@@ -447,7 +447,7 @@ impl Forge for GithubForge {
             .client
             .post(
                 format!("/repos/{repo}/pulls"),
-                Some(&json!({"title": new.title, "head": new.head_branch, "base": new.base_branch, "body": new.body, "maintainer_can_modify": false})),
+                Some(&json!({"title": new.title, "head": new.head_branch, "base": new.base_branch, "body": fit(new.body, COMMENT_LIMIT), "maintainer_can_modify": false})),
             )
             .await
             .map_err(map_err)?;
@@ -476,7 +476,7 @@ impl Forge for GithubForge {
             .client
             .post(
                 format!("/repos/{repo}/issues/{number}/comments"),
-                Some(&json!({"body": body})),
+                Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
             .map_err(map_err)?;
@@ -494,7 +494,7 @@ impl Forge for GithubForge {
             .client
             .patch(
                 format!("/repos/{repo}/issues/comments/{note_id}"),
-                Some(&json!({"body": body})),
+                Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
             .map_err(map_err)?;
@@ -635,8 +635,8 @@ impl Forge for GithubForge {
         context: &str,
         description: &str,
     ) -> Result<(), ForgeError> {
-        // GitHub caps the description at 140 characters.
-        let description: String = description.chars().take(140).collect();
+        // GitHub refuses a description over 140 characters.
+        let description = fit(description, STATUS_LIMIT);
         let _: Empty = self
             .client
             .post(
@@ -663,7 +663,7 @@ impl Forge for GithubForge {
             .client
             .post(
                 format!("/repos/{repo}/commits/{commit}/comments"),
-                Some(&json!({"body": body})),
+                Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
             .map_err(map_err)?;
@@ -681,7 +681,7 @@ impl Forge for GithubForge {
             .client
             .post(
                 format!("/repos/{repo}/releases"),
-                Some(&json!({"tag_name": tag, "name": name, "body": body})),
+                Some(&json!({"tag_name": tag, "name": name, "body": fit(body, COMMENT_LIMIT)})),
             )
             .await;
         match created.map_err(map_err) {

@@ -29,8 +29,11 @@ use crate::events::{Actor, CheckSource, CheckState as EventCheckState, ForgeKind
 use crate::forge::gitlab::webhook::check_state;
 use crate::forge::{
     ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod,
-    MergeOutcome, NewChangeRequest, Note, ReviewInfo,
+    MergeOutcome, NewChangeRequest, Note, ReviewInfo, fit,
 };
+
+/// GitLab's limit on notes and descriptions, in characters.
+const TEXT_LIMIT: usize = 1_000_000;
 
 pub struct GitlabForge {
     client: AsyncGitlab,
@@ -448,7 +451,7 @@ impl Forge for GitlabForge {
                     .source_branch(new.head_branch)
                     .target_branch(new.base_branch)
                     .title(new.title)
-                    .description(new.body)
+                    .description(fit(new.body, TEXT_LIMIT))
                     .remove_source_branch(true)
                     .build()
                     .map_err(built)?,
@@ -506,7 +509,7 @@ impl Forge for GitlabForge {
                 CreateMergeRequestNote::builder()
                     .project(repo)
                     .merge_request(number)
-                    .body(body)
+                    .body(fit(body, TEXT_LIMIT))
                     .build()
                     .map_err(built)?,
             )
@@ -527,7 +530,7 @@ impl Forge for GitlabForge {
                     .project(repo)
                     .merge_request(number)
                     .note(note_id)
-                    .body(body)
+                    .body(fit(body, TEXT_LIMIT))
                     .build()
                     .map_err(built)?,
             )
@@ -749,7 +752,7 @@ impl Forge for GitlabForge {
         context: &str,
         description: &str,
     ) -> Result<(), ForgeError> {
-        let description: String = description.chars().take(255).collect();
+        let description = fit(description, 255);
         let _: IdOnly = self
             .query(
                 CreateCommitStatus::builder()
@@ -802,7 +805,7 @@ impl Forge for GitlabForge {
                 CommentOnCommit::builder()
                     .project(repo)
                     .commit(commit)
-                    .note(body)
+                    .note(fit(body, TEXT_LIMIT))
                     .build()
                     .map_err(built)?,
             )
@@ -824,7 +827,7 @@ impl Forge for GitlabForge {
                     .project(repo)
                     .tag_name(tag)
                     .name(name)
-                    .description(body)
+                    .description(fit(body, TEXT_LIMIT))
                     .build()
                     .map_err(built)?,
             )

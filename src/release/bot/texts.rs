@@ -4,6 +4,7 @@
 
 use crate::commands::Command;
 use crate::config::EnvironmentPolicy;
+use crate::forge::{COMMENT_LIMIT, fit};
 use crate::policy::Reason;
 use crate::release::bot::model::Summary;
 
@@ -165,14 +166,28 @@ pub fn pr_body(
 }
 
 /// The comment on a trigger commit the bot could not release.
-pub fn trigger_rejection(problems: &[String]) -> String {
-    let n = problems.len();
-    format!(
-        "{TRIGGER_MARKER}\n**Release Coordinator could not start this release**: {n} problem{} found.\n\n```text\n{}\n```\n\nFix {} and push again.",
+/// The rejection of a trigger: the problems kept (see [`Diagnostics::SHOWN`]) out of `total`.
+///
+/// [`Diagnostics::SHOWN`]: crate::diagnostics::Diagnostics::SHOWN
+pub fn trigger_rejection(problems: &[String], total: usize) -> String {
+    let n = total.max(problems.len());
+    let more = if n > problems.len() {
+        format!(" (the first {} are shown)", problems.len())
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{TRIGGER_MARKER}\n**Release Coordinator could not start this release**: {n} problem{} found{more}.\n\n```text\n",
         if n == 1 { "" } else { "s" },
-        problems.join("\n"),
+    );
+    let foot = format!(
+        "\n```\n\nFix {} and push again.",
         if n == 1 { "it" } else { "them" }
-    )
+    );
+    // However long the messages (they quote the values found), the comment fits the forge
+    // and its code block is closed.
+    let room = COMMENT_LIMIT - head.chars().count() - foot.chars().count();
+    format!("{head}{}{foot}", fit(&problems.join("\n"), room))
 }
 
 pub fn trigger_rejection_status(problems: usize) -> String {
@@ -448,17 +463,34 @@ mod tests {
     fn trigger_rejections() {
         insta::assert_snapshot!(
             "trigger_rejection",
-            trigger_rejection(&[
-                "release/promotion-trigger.yaml:3:14: found unexpected end of stream".into(),
-                "release/promotion-trigger.yaml:9:5: environment `qa` is not in the release policy"
-                    .into(),
-            ])
+            trigger_rejection(
+                &[
+                    "release/promotion-trigger.yaml:3:14: found unexpected end of stream".into(),
+                    "release/promotion-trigger.yaml:9:5: environment `qa` is not in the release policy"
+                        .into(),
+                ],
+                2
+            )
         );
         assert_eq!(
             trigger_rejection_status(2),
             "2 problem(s) in the promotion trigger; see the commit comment"
         );
-        assert!(trigger_rejection(&["x".into()]).contains("1 problem found"));
+        assert!(trigger_rejection(&["x".into()], 1).contains("1 problem found"));
+        let many = trigger_rejection(&["x".into(), "y".into()], 9000);
+        assert!(
+            many.contains("9000 problems found (the first 2 are shown)"),
+            "{many}"
+        );
+        // However long the problems, the comment fits the forge's limit and says so.
+        let long = vec!["z".repeat(40_000), "é".repeat(40_000)];
+        let text = trigger_rejection(&long, 2);
+        assert!(text.chars().count() <= COMMENT_LIMIT, "{}", text.len());
+        assert!(
+            text.contains(&format!("{}\n```\n\nFix them", crate::forge::TRUNCATED)),
+            "{}",
+            &text[text.len() - 200..]
+        );
     }
 
     #[test]

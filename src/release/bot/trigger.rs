@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::model::{Intent, Summary, TriggerOutcome};
 use super::{Bot, BotError, texts};
-use crate::diagnostics::Diagnostics;
 use crate::events;
 use crate::git::AppRepoInfo;
 use crate::release::state::AuditEvent;
@@ -275,25 +274,30 @@ impl Bot {
         self.store
             .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejecting)
             .await?;
+        let total = match e {
+            ReleaseError::Invalid(d) => d.total(),
+            _ => 1,
+        };
         let problems: Vec<String> = match e {
-            ReleaseError::Invalid(Diagnostics(list)) => list
-                .iter()
-                .map(|d| {
-                    // The files were read from a scratch directory; name them as in the repository.
-                    let name = std::path::Path::new(&d.file)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    let name = if name == "promotion-trigger.yaml" {
-                        self.settings.trigger_path.clone()
-                    } else if dir.is_empty() {
-                        name
-                    } else {
-                        format!("{dir}/{name}")
-                    };
-                    format!("{name}:{}:{}: {}", d.line, d.column, d.message)
-                })
-                .collect(),
+            ReleaseError::Invalid(d) => {
+                d.0.iter()
+                    .map(|d| {
+                        // The files were read from a scratch directory; name them as in the repository.
+                        let name = std::path::Path::new(&d.file)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        let name = if name == "promotion-trigger.yaml" {
+                            self.settings.trigger_path.clone()
+                        } else if dir.is_empty() {
+                            name
+                        } else {
+                            format!("{dir}/{name}")
+                        };
+                        format!("{name}:{}:{}: {}", d.line, d.column, d.message)
+                    })
+                    .collect()
+            }
             other => vec![other.to_string()],
         };
         self.forge
@@ -302,7 +306,7 @@ impl Bot {
                 &p.after,
                 true,
                 "release-coordinator",
-                &texts::trigger_rejection_status(problems.len()),
+                &texts::trigger_rejection_status(total),
             )
             .await?;
         let commented = rejected_before
@@ -314,7 +318,7 @@ impl Bot {
                 .is_some();
         if !commented {
             self.forge
-                .comment_on_commit(repo, &p.after, &texts::trigger_rejection(&problems))
+                .comment_on_commit(repo, &p.after, &texts::trigger_rejection(&problems, total))
                 .await?;
         }
         self.store
