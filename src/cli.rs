@@ -92,6 +92,9 @@ enum Command {
         /// Seconds between reconcile passes (each re-reads the forge for releases in flight).
         #[arg(long, env = "RC_RECONCILE_SECS", default_value_t = 300)]
         reconcile_every_secs: u64,
+        /// Longest time one delivery's handling may take before it is stopped and retried.
+        #[arg(long, env = "RC_JOB_TIMEOUT_SECS", default_value_t = 300)]
+        job_timeout_secs: u64,
     },
     /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
     Keygen {
@@ -179,7 +182,15 @@ async fn run(command: Command) -> ExitCode {
             store,
             limits,
             reconcile_every_secs,
-        } => serve(&config, listen, store, limits, reconcile_every_secs).await,
+            job_timeout_secs,
+        } => {
+            let pacing = crate::worker::Pacing {
+                reconcile_every: std::time::Duration::from_secs(reconcile_every_secs),
+                job_limit: std::time::Duration::from_secs(job_timeout_secs.max(1)),
+                ..Default::default()
+            };
+            serve(&config, listen, store, limits, pacing).await
+        }
         Command::Keygen { out } => match signing::keygen(&out) {
             Ok((id, public)) => {
                 println!(
@@ -257,7 +268,7 @@ async fn serve(
     listen: std::net::SocketAddr,
     store_flag: Option<String>,
     limits: crate::server::DoorLimits,
-    reconcile_every_secs: u64,
+    pacing: crate::worker::Pacing,
 ) -> ExitCode {
     use crate::server::ServiceConfig;
     let config = match OperatorConfig::load(config_path) {
@@ -307,10 +318,7 @@ async fn serve(
             limits,
         },
         listener,
-        crate::worker::Pacing {
-            reconcile_every: std::time::Duration::from_secs(reconcile_every_secs),
-            ..Default::default()
-        },
+        pacing,
     );
     // Tests and scripts read this line to find the port.
     println!("listening on http://{}", running.addr);

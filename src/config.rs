@@ -667,7 +667,7 @@ pub fn check_repo_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnostics {
+pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diagnostics {
     let mut d = Diagnostics::default();
     if c.deployment.repo.trim().is_empty() {
         d.push(src.at(

@@ -5,9 +5,10 @@
 //! parser errors and semantic rule violations alike into [`Diagnostic`]s that say where the
 //! problem is and what to change.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::de::DeserializeOwned;
 use yamlpath::{Component, Route};
@@ -143,6 +144,10 @@ pub struct SourceFile {
     /// The syntax tree positions are found in, parsed once on the first diagnostic: parsing
     /// it again for each problem made validation quadratic in the file's size.
     tree: OnceLock<Option<Arc<yamlpath::Document>>>,
+    /// Where each item of a block sequence begins, by the sequence's route: yamlpath lists a
+    /// sequence's items for every lookup of one of them, which made reporting problems in a
+    /// long list quadratic.
+    items: Arc<Mutex<HashMap<String, Arc<Vec<usize>>>>>,
 }
 
 impl fmt::Debug for SourceFile {
@@ -160,6 +165,7 @@ impl SourceFile {
             name: name.into(),
             text: text.into(),
             tree: OnceLock::new(),
+            items: Arc::default(),
         }
     }
 
@@ -252,11 +258,47 @@ impl SourceFile {
         }
     }
 
+    /// Where the value of item `index` of the block sequence at `parent` begins; `None` when
+    /// `parent` is not a block sequence or has no such item (the general lookup then decides).
+    fn block_item(
+        &self,
+        doc: &yamlpath::Document,
+        parent: &[Seg<'_>],
+        index: usize,
+    ) -> Option<usize> {
+        let key = format!("{parent:?}");
+        let cached = self.items.lock().ok()?.get(&key).cloned();
+        let items = match cached {
+            Some(items) => items,
+            None => {
+                let f = doc.query_exact(&to_route(parent)).ok().flatten()?;
+                if f.kind() != yamlpath::FeatureKind::BlockSequence {
+                    return None;
+                }
+                let items = Arc::new(block_items(&self.text, f.location.byte_span));
+                self.items.lock().ok()?.insert(key, items.clone());
+                items
+            }
+        };
+        items.get(index).copied()
+    }
+
     /// The 1-based position of the value at `route` (see [`SourceFile::at`]).
     pub fn position(&self, route: &[Seg<'_>]) -> (usize, usize) {
         let Some(doc) = self.tree() else {
             return (1, 1);
         };
+        if let Some((Seg::Index(i), parent)) = route.split_last()
+            && let Some(offset) = self.block_item(doc, parent, *i)
+        {
+            let before = &self.text.as_bytes()[..offset];
+            let line_start = before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |n| n + 1);
+            let row = before.iter().filter(|b| **b == b'\n').count();
+            return (row + 1, offset - line_start + 1);
+        }
         let mut len = route.len();
         loop {
             let r = to_route(&route[..len]);
@@ -409,6 +451,41 @@ fn remove_positions(message: &str) -> String {
 }
 
 /// 1-based line and column (in characters) of the end of `prefix`.
+/// The offsets of the item values of the block sequence spanning `span` in `text`: the lines
+/// whose first character, in the column of the sequence's first `-`, is a `-` followed by a
+/// space or the line's end. (Anything else in the span, nested content, a comment or a block
+/// scalar's text, is indented further or is not a `-` there.)
+fn block_items(text: &str, (start, end): (usize, usize)) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let line_start = bytes[..start]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |n| n + 1);
+    let column = start - line_start;
+    let mut items = Vec::new();
+    let mut line = line_start;
+    while line < end {
+        let next = bytes[line..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |n| line + n + 1);
+        let dash = line + column;
+        if dash < next
+            && bytes[line..dash].iter().all(|b| *b == b' ')
+            && bytes[dash] == b'-'
+            && matches!(bytes.get(dash + 1), None | Some(b' ' | b'\n' | b'\r'))
+        {
+            let value = bytes[dash + 1..next]
+                .iter()
+                .position(|b| *b != b' ')
+                .map_or(next, |n| dash + 1 + n);
+            items.push(value);
+        }
+        line = next;
+    }
+    items
+}
+
 fn line_col(prefix: &[u8]) -> (usize, usize) {
     let text = String::from_utf8_lossy(prefix);
     let line = text.matches('\n').count() + 1;
@@ -424,6 +501,38 @@ fn line_col(prefix: &[u8]) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where yamlpath alone finds an item (the slow way): its value's start, which for a
+    /// multi-line item is its first line.
+    fn slow(src: &SourceFile, route: &[Seg<'_>]) -> (usize, usize) {
+        let fresh = SourceFile::new("x", src.text.clone());
+        let doc = fresh.tree().unwrap();
+        let f = doc.query_exact(&to_route(route)).unwrap().unwrap();
+        let p = f.location.point_span.0;
+        (p.0 + 1, p.1 + 1)
+    }
+
+    #[test]
+    fn sequence_items_are_found_where_yamlpath_finds_them() {
+        let text = "a: 1\nlist:\n  - one\n  # a comment\n  -   two # trailing\n\n  - {k: v}\n  - k: v\n  - \"q - x\"\n  - |\n    - not an item\n  - [1, 2]\nnested:\n  inner:\n    - x\n    - y\ntop: end\n";
+        let src = SourceFile::new("x", text);
+        for i in 0..7 {
+            let route = [Seg::Key("list"), Seg::Index(i)];
+            assert_eq!(src.position(&route), slow(&src, &route), "item {i}");
+        }
+        for i in 0..2 {
+            let route = [Seg::Key("nested"), Seg::Key("inner"), Seg::Index(i)];
+            assert_eq!(src.position(&route), slow(&src, &route), "inner item {i}");
+        }
+        let top = SourceFile::new("x", "- a\n- b: c\n  d: e\n- f\n");
+        for i in 0..3 {
+            assert_eq!(
+                top.position(&[Seg::Index(i)]),
+                slow(&top, &[Seg::Index(i)]),
+                "top item {i}"
+            );
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod events;
 pub mod forge;
+pub mod fuzzing;
 pub mod git;
 pub mod inputs;
 pub mod policy;

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::release::bot::Bot;
+use crate::release::bot::{Bot, BotError};
 use crate::store::Store;
 
 /// Attempts at handling one delivery before it is given up (and logged).
@@ -26,6 +26,10 @@ pub struct Pacing {
     pub reconcile_every: Duration,
     /// The first retry of a failed delivery; each further one waits four times longer.
     pub retry_base: Duration,
+    /// The longest one delivery's handling may take. Past it the handling is stopped (as if
+    /// the process had stopped there: every step is durable before the next) and tried again
+    /// later, so one stuck release does not hold up the others.
+    pub job_limit: Duration,
 }
 
 impl Default for Pacing {
@@ -33,6 +37,7 @@ impl Default for Pacing {
         Pacing {
             reconcile_every: Duration::from_secs(300),
             retry_base: Duration::from_secs(5),
+            job_limit: Duration::from_secs(300),
         }
     }
 }
@@ -78,22 +83,27 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
         for d in pending {
             let span = tracing::info_span!("delivery", id = %d.delivery_id, kind = %d.kind);
             let error = match &d.event {
-                Ok(event) => match bot.handle(event).instrument(span).await {
-                    Ok(()) => None,
-                    Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
-                        let wait = pacing.retry_base * 4u32.pow(d.attempts as u32);
-                        tracing::warn!(delivery = %d.delivery_id, error = %e, retry_in = ?wait, "handling a delivery failed; it will be tried again");
-                        let at = OffsetDateTime::now_utc() + wait;
-                        if let Err(e) = store.retry_delivery(d.id, &e.to_string(), at).await {
-                            tracing::error!(error = %e, "scheduling a retry failed");
+                Ok(event) => {
+                    match tokio::time::timeout(pacing.job_limit, bot.handle(event).instrument(span))
+                        .await
+                        .unwrap_or_else(|_| Err(BotError::TimedOut(pacing.job_limit)))
+                    {
+                        Ok(()) => None,
+                        Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
+                            let wait = pacing.retry_base * 4u32.pow(d.attempts as u32);
+                            tracing::warn!(delivery = %d.delivery_id, error = %e, retry_in = ?wait, "handling a delivery failed; it will be tried again");
+                            let at = OffsetDateTime::now_utc() + wait;
+                            if let Err(e) = store.retry_delivery(d.id, &e.to_string(), at).await {
+                                tracing::error!(error = %e, "scheduling a retry failed");
+                            }
+                            continue;
                         }
-                        continue;
+                        Err(e) => {
+                            tracing::error!(delivery = %d.delivery_id, error = %e, "handling a delivery failed for the last time");
+                            Some(e.to_string())
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(delivery = %d.delivery_id, error = %e, "handling a delivery failed for the last time");
-                        Some(e.to_string())
-                    }
-                },
+                }
                 Err(e) => Some(format!("stored event does not parse: {e}")),
             };
             done.push((d.id, error));

@@ -11,6 +11,7 @@ use common::*;
 use fake_forge::{Flavor, User};
 
 on_both_forges!(
+    a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit,
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
     a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
     approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
@@ -166,6 +167,38 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(fo
         "{} calls: {requests:#?}",
         requests.len()
     );
+}
+
+async fn a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit(forge: Flavor) {
+    let w = World::new(forge).await;
+    // The pull request is opened, but the answer never comes: the handling is stopped at the
+    // job limit and tried again, which finds the pull request instead of opening another.
+    w.fake.fail(fake_forge::Failure {
+        method: "POST".into(),
+        path_prefix: match forge {
+            Flavor::Github => "/repos/acme/deploy/pulls",
+            Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests",
+        }
+        .into(),
+        status: 0,
+        retry_after: None,
+        times: 1,
+        carried_out: true,
+    });
+    let started = std::time::Instant::now();
+    w.push_trigger(&trigger_files()).await;
+    assert!(
+        started.elapsed() >= common::JOB_LIMIT,
+        "the hang was waited out"
+    );
+    assert_eq!(
+        w.fake.lock().repos[DEPLOY].pulls.len(),
+        1,
+        "staging's, not twice (production waits for staging)"
+    );
+    // The retry finished what the stopped handling began.
+    let status = w.status_comment(1);
+    assert!(status.contains("0 of 1 required approvals"), "{status}");
 }
 
 async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions(forge: Flavor) {

@@ -128,6 +128,9 @@ pub(crate) async fn log_and_fail(
                 done.status()
             );
         }
+        if status == 0 {
+            return std::future::pending().await;
+        }
         let status = StatusCode::from_u16(status).unwrap();
         let message = if retry_after.is_some() {
             "API rate limit exceeded"

@@ -38,7 +38,8 @@ pub struct LoggedRequest {
 }
 
 /// A failure to inject: the next `times` requests matching `method` and a path starting with
-/// `path_prefix` are answered with `status` (and `Retry-After` when given).
+/// `path_prefix` are answered with `status` (and `Retry-After` when given). Status 0 is a forge
+/// that stops answering: the request is held open and never answered.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub method: String,

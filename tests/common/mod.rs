@@ -316,6 +316,9 @@ impl Clock for ForgeTime {
     }
 }
 
+/// How long the bot may spend on one delivery in the scenarios.
+pub const JOB_LIMIT: Duration = Duration::from_secs(5);
+
 pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>, Running) {
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
@@ -364,6 +367,7 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
         release_coordinator::worker::Pacing {
             reconcile_every: Duration::from_secs(3600),
             retry_base: Duration::from_millis(100),
+            job_limit: JOB_LIMIT,
         },
     );
     fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);

@@ -59,6 +59,8 @@ pub enum BotError {
     Release(#[from] ReleaseError),
     #[error("{0}")]
     Io(String),
+    #[error("handling took longer than {} s and was stopped; it is tried again", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 /// A team's members (lower case), when they were read, and in which decision.
