@@ -218,6 +218,14 @@ pub struct DeploymentRepo {
     pub author_name: String,
     #[serde(default = "default_author_email")]
     pub author_email: String,
+    /// Deletes a release branch once its pull request is merged (the pull request keeps its
+    /// commits), so the deployment repository does not pile up thousands of branches.
+    #[serde(default = "default_true")]
+    pub delete_merged_branches: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_base_branch() -> String {

@@ -106,6 +106,15 @@ async fn a_trigger_becomes_a_published_release_through_approved_pull_requests(fo
             .find(|r| r.tag == "mvp-v1")
             .expect("a release");
         assert!(release.body.contains("mvp-v1"), "{}", release.body);
+        // The merged release branches are deleted from the deployment repository.
+        let deploy = st.repos[DEPLOY].git();
+        let left: Vec<String> = deploy
+            .branches(Some(git2::BranchType::Local))
+            .unwrap()
+            .filter_map(|b| Some(b.ok()?.0.name().ok()??.to_string()))
+            .filter(|name| name.starts_with("release/"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
     assert_eq!(w.release_state().await, "Completed");
     approval_records_verify(&w).await;

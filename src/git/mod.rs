@@ -582,6 +582,25 @@ impl DeployRepo {
         Ok(())
     }
 
+    /// Deletes the remote `branch` if it is still at `expected` (a push since is kept). True
+    /// when it was deleted, false when it was already gone or had moved on.
+    pub fn delete_branch(&self, branch: &str, expected: &str) -> Result<bool, GitError> {
+        let (rejected, out) = self.leased_push(
+            format!("refs/heads/{branch}:{expected}"),
+            format!(":refs/heads/{branch}"),
+        )?;
+        if rejected {
+            return Ok(false);
+        }
+        if !out.status.success() {
+            return Err(GitError::Push {
+                remote: self.remote.display(),
+                stderr: clean_stderr(&out.stderr),
+            });
+        }
+        Ok(true)
+    }
+
     /// A unified diff between two versions of a file, in the form `git apply` takes: a file
     /// the base does not have (`old` is `None`) is a new-file diff from `/dev/null`.
     pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> Result<String, GitError> {

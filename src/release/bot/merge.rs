@@ -407,6 +407,7 @@ impl Bot {
         rel: &ForgeRelease,
         pr: &ReleasePr,
     ) -> Result<(), BotError> {
+        self.delete_merged_branch(rel, pr).await;
         let Some(rel) = self.current(rel.release_id).await? else {
             return Ok(());
         };
@@ -483,5 +484,40 @@ impl Bot {
             })
             .unwrap_or_else(|| texts::waiting_status(reasons, approvers, head));
         self.update_status(rel, pr, &text).await
+    }
+
+    /// Deletes a merged release branch (best effort: a branch left behind harms nothing, so a
+    /// failure is logged and the release goes on). Only while it is still at the merged head.
+    async fn delete_merged_branch(&self, rel: &ForgeRelease, pr: &ReleasePr) {
+        if !self.config.orchestration.deployment.delete_merged_branches {
+            return;
+        }
+        let Some(head) = pr.head_commit.clone() else {
+            return;
+        };
+        let deleted = async {
+            let access = self
+                .forge
+                .git_access(&self.settings.deployment_repo)
+                .await?;
+            let token = access.token.map(|t| {
+                (
+                    access.username,
+                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
+                )
+            });
+            let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
+            Ok::<bool, BotError>(repo.delete_branch(&pr.branch, &head)?)
+        }
+        .await;
+        match deleted {
+            Ok(true) => {
+                tracing::info!(release = %rel.version_tag, environment = %pr.environment, branch = %pr.branch, "merged release branch deleted")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(release = %rel.version_tag, branch = %pr.branch, error = %e, "the merged release branch could not be deleted; it stays")
+            }
+        }
     }
 }
