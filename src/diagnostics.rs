@@ -345,7 +345,10 @@ impl SourceFile {
             }
             let message = remove_positions(&text);
             let path = e.path().to_string();
-            Diagnostic::new(&self.name, line, column, with_path(&path, &message))
+            // The YAML parser counts a lone `\r` (and NEL, LS, PS) as a line break; every other
+            // position here, like most editors' line numbers on Unix, counts `\n` only.
+            let offset = yaml_mark_offset(&self.text, line, column);
+            self.at_offset(offset, with_path(&path, &message))
         })
     }
 
@@ -484,6 +487,29 @@ fn block_items(text: &str, (start, end): (usize, usize)) -> Vec<usize> {
         line = next;
     }
     items
+}
+
+/// The byte offset of a 1-based line and column as the YAML parser counts them: `\r\n`, `\r`,
+/// `\n`, NEL, LS and PS each end a line, and columns count characters.
+fn yaml_mark_offset(text: &str, line: usize, column: usize) -> usize {
+    let (mut at_line, mut at_column) = (1, 1);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if at_line > line || (at_line == line && at_column >= column) {
+            return i;
+        }
+        match c {
+            '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                if c == '\r' && chars.peek().is_some_and(|(_, n)| *n == '\n') {
+                    chars.next();
+                }
+                at_line += 1;
+                at_column = 1;
+            }
+            _ => at_column += 1,
+        }
+    }
+    text.len()
 }
 
 fn line_col(prefix: &[u8]) -> (usize, usize) {
