@@ -29,7 +29,7 @@ body="$root/fixtures/github/webhooks/api.github.com/$payload"
 signature=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(b"bench-secret", open(sys.argv[1],"rb").read(), hashlib.sha256).hexdigest())' "$body")
 
 RC_LOG=${RC_LOG:-warn} TOKIO_WORKER_THREADS=${WORKERS:-2} "$bin" serve --config "$work/config/orchestration-config.yaml" --store "sqlite://$work/store.db" \
-  --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+  --listen 127.0.0.1:0 --max-connections-per-ip 0 >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done

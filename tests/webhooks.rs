@@ -797,8 +797,17 @@ async fn signed_bodies_larger_than_memory_are_checked_from_a_file_and_stored() {
             "the signature does not match any configured webhook secret"
         )
     );
+    // A client that announces a large body and sends nothing holds no large-body slot.
+    let mut silent = connect(&server.base);
+    {
+        use std::io::Write;
+        silent
+            .write_all(b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 100000\r\n\r\n")
+            .unwrap();
+    }
     let (status, text) = server.signed(&client, &kind, "large-1", body.clone()).await;
     assert_eq!(status, 202, "{text}");
+    drop(silent);
     let stored = server.store().await.delivery_counts().await.unwrap().0;
     assert_eq!(stored, 1);
 
@@ -816,4 +825,60 @@ async fn signed_bodies_larger_than_memory_are_checked_from_a_file_and_stored() {
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(resp.headers()["retry-after"], "5");
     assert_eq!(busy.store().await.delivery_counts().await.unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[
+        "--max-connections",
+        "8",
+        "--max-connections-per-ip",
+        "4",
+        "--header-timeout-secs",
+        "30",
+    ]);
+    let addr: std::net::SocketAddr = server
+        .base
+        .strip_prefix("http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    // Twenty connections from one address that send nothing: four are served (and wait for
+    // their headers), the rest are closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(from([127, 0, 0, 1]).await);
+    }
+    let mut closed = 0;
+    for c in &mut idle {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), c.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 16, "all but four closed");
+    // Another address is served at once: the slots the first one could not take are free.
+    let mut probe = from([127, 0, 0, 2]).await;
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), probe.read(&mut answer))
+        .await
+        .expect("answered without waiting for the idle connections")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
 }

@@ -10,11 +10,14 @@
 //! - a fixed number of connections are served at once; more wait in the kernel's backlog, so the
 //!   process never runs out of descriptors;
 //! - a body must arrive whole within its own timeout;
+//! - one address may hold only so many connections, so a client cannot take every slot;
 //! - small bodies are read into memory; larger ones stream into an anonymous temporary file while
 //!   the signature is computed over them, so a body with a wrong signature costs no memory, and
 //!   only a few large bodies are read at once (more are answered 503 with `Retry-After`).
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +50,16 @@ pub struct DoorLimits {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, env = "RC_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+    /// Connections served at once from one address; more are closed as soon as they are
+    /// accepted. 0: no limit (behind a proxy, where every client has the proxy's address).
+    #[arg(long, env = "RC_MAX_CONNECTIONS_PER_IP", default_value_t = 32)]
+    pub max_connections_per_ip: usize,
     /// Bodies up to this many bytes are read into memory; larger ones are written to a
     /// temporary file while their signature is checked.
     #[arg(long, env = "RC_MEMORY_BODY_BYTES", default_value_t = 64 * 1024)]
     pub memory_body_bytes: usize,
     /// Bodies larger than `--memory-body-bytes` read at once; more are answered 503.
-    #[arg(long, env = "RC_MAX_LARGE_BODIES", default_value_t = 4)]
+    #[arg(long, env = "RC_MAX_LARGE_BODIES", default_value_t = 16)]
     pub max_large_bodies: usize,
 }
 
@@ -63,19 +70,22 @@ impl Default for DoorLimits {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 256,
+            max_connections_per_ip: 32,
             memory_body_bytes: 64 * 1024,
-            max_large_bodies: 4,
+            max_large_bodies: 16,
         }
     }
 }
 
-/// How long hyper keeps a request's header bytes: enough for any forge's headers, and small
-/// enough that a connection's buffer is bounded (hyper's default is about 400 KB).
-const MAX_HEADER_BUFFER: usize = 64 * 1024;
+/// How long hyper keeps a request's header bytes, and its read buffer: enough for any forge's
+/// headers (about 1 KB), and small enough that a connection's buffers are bounded (hyper's
+/// default is about 400 KB).
+const MAX_HEADER_BUFFER: usize = 16 * 1024;
 
 /// Serves `app` on `listener` within `limits`, until the task is dropped.
 pub async fn serve(listener: TcpListener, app: Router, limits: DoorLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
     let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
     loop {
         let permit = slots
@@ -83,8 +93,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: DoorLimits) {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors (other parts of the process hold some too): wait for some
                 // to be freed rather than spin.
@@ -92,6 +102,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: DoorLimits) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        // One address may hold only so many of the slots: a client opening hundreds of
+        // connections that send nothing would otherwise keep every forge delivery waiting.
+        let Some(address) = AddressSlot::take(&per_ip, peer.ip(), limits.max_connections_per_ip)
+        else {
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
@@ -104,8 +121,47 @@ pub async fn serve(listener: TcpListener, app: Router, limits: DoorLimits) {
             if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "connection ended");
             }
+            drop(address);
             drop(permit);
         });
+    }
+}
+
+/// One connection counted against its address; the count goes down when it is dropped.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip`, unless it holds `limit` already (0: no limit).
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<AddressSlot> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.entry(ip).or_insert(0);
+        if limit > 0 && *held >= limit {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -160,9 +216,6 @@ impl BodyReader {
         let in_memory = self.limits.memory_body_bytes;
         let mut sink = Sink::Memory(Vec::with_capacity(announced.unwrap_or(0).min(in_memory)));
         let mut len = 0usize;
-        if announced.is_some_and(|n| n > in_memory) {
-            sink = self.spool(Vec::new())?;
-        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| Rejection::Unreadable)?;
             let Ok(chunk) = frame.into_data() else {
@@ -179,7 +232,14 @@ impl BodyReader {
                     so_far.extend_from_slice(&chunk);
                     sink = self.spool(so_far)?;
                 }
-                Sink::Memory(buf) => buf.extend_from_slice(&chunk),
+                Sink::Memory(buf) => {
+                    // Grown by doubling, but never past the in-memory limit.
+                    if buf.capacity() < len {
+                        let want = (buf.capacity() * 2).clamp(len, in_memory);
+                        buf.reserve_exact(want - buf.len());
+                    }
+                    buf.extend_from_slice(&chunk)
+                }
                 Sink::File { file, .. } => {
                     file.write_all(&chunk).map_err(|_| Rejection::Unreadable)?
                 }

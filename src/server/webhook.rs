@@ -132,9 +132,28 @@ impl IntoResponse for Rejection {
             _ => StatusCode::BAD_REQUEST,
         };
         if status == StatusCode::UNAUTHORIZED {
-            tracing::warn!("webhook refused: {self}");
+            refused_warning(&self);
         }
         (status, self.to_string()).into_response()
+    }
+}
+
+/// Logs a refused delivery, at most once a second with how many more were refused since: a
+/// client without the secret must not be able to fill the log.
+fn refused_warning(why: &Rejection) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+    if LAST_SECOND.swap(now, Ordering::Relaxed) == now {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let more = UNLOGGED.swap(0, Ordering::Relaxed);
+    if more > 0 {
+        tracing::warn!(unlogged_before = more, "webhook refused: {why}");
+    } else {
+        tracing::warn!("webhook refused: {why}");
     }
 }
 
