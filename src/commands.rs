@@ -84,8 +84,11 @@ pub enum CommandError {
 }
 
 fn suggestion(name: &str) -> String {
+    // No command name is longer than 9 characters, and a distance is at least the difference in
+    // length: a longer word is no typo of one (and is not worth a quadratic comparison).
     let best = Command::ALL
         .iter()
+        .filter(|_| name.chars().count() <= 12)
         .map(|c| c.usage().0.trim_start_matches('/'))
         .map(|u| (strsim_distance(name, u.split(' ').next().unwrap_or(u)), u))
         .min_by_key(|(d, _)| *d);
@@ -113,15 +116,20 @@ fn strsim_distance(a: &str, b: &str) -> usize {
 
 /// Every command line of `comment`, in order, each parsed or with the reason it is not a command.
 pub fn parse_comment(comment: &str) -> Vec<Result<Command, CommandError>> {
+    // In document order and disjoint, so one pass over them keeps up with the lines.
     let ignored = ignored_ranges(comment);
+    let mut next_ignored = 0;
     let mut out = Vec::new();
     let mut offset = 0;
     for line in comment.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
         let text = line.trim();
-        let lead = line.len() - line.trim_start().len();
-        if !text.starts_with('/') || ignored.iter().any(|r| r.contains(&(start + lead))) {
+        let at = start + (line.len() - line.trim_start().len());
+        while ignored.get(next_ignored).is_some_and(|r| r.end <= at) {
+            next_ignored += 1;
+        }
+        if !text.starts_with('/') || ignored.get(next_ignored).is_some_and(|r| r.contains(&at)) {
             continue;
         }
         if let Some(parsed) = parse_line(text) {
