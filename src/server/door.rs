@@ -52,7 +52,7 @@ pub struct DoorLimits {
     pub max_connections: usize,
     /// Connections served at once from one address; more are closed as soon as they are
     /// accepted. 0: no limit (behind a proxy, where every client has the proxy's address).
-    #[arg(long, env = "RC_MAX_CONNECTIONS_PER_IP", default_value_t = 32)]
+    #[arg(long, env = "RC_MAX_CONNECTIONS_PER_IP", default_value_t = 128)]
     pub max_connections_per_ip: usize,
     /// Bodies up to this many bytes are read into memory; larger ones are written to a
     /// temporary file while their signature is checked.
@@ -70,7 +70,7 @@ impl Default for DoorLimits {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 256,
-            max_connections_per_ip: 32,
+            max_connections_per_ip: 128,
             memory_body_bytes: 64 * 1024,
             max_large_bodies: 16,
         }
