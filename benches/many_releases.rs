@@ -8,7 +8,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,6 +23,13 @@ fn main() {
         Some("gitlab") => Flavor::Gitlab,
         _ => Flavor::Github,
     };
+    // RC_LOG=release_coordinator=debug shows what the bot does (on stderr).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RC_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -46,66 +52,9 @@ async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> usize, n: us
     }
 }
 
-/// How many services the configuration lists (`World::build` takes a plain function).
-static SERVICES: AtomicUsize = AtomicUsize::new(0);
-
 async fn run(n: usize, forge: Flavor) {
-    SERVICES.store(n, Ordering::Relaxed);
-    let w = World::build(
-        forge,
-        false,
-        Some("roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n"),
-        |config| {
-            let mut services = String::from("services:\n");
-            for i in 1..=SERVICES.load(Ordering::Relaxed) {
-                services.push_str(&format!(
-                    "  - name: svc-{i}\n    image: ghcr.io/acme/svc-{i}\n    tagPath: image.tag\n    repositories: [acme/shop]\n    values:\n      staging: apps/svc-{i}/values-staging.yaml\n"
-                ));
-            }
-            config.replacen("services:\n", &services, 1)
-        },
-    )
-    .await;
-    let podinfo = manifest(PODINFO);
-    let paths: Vec<String> = (1..=n)
-        .map(|i| format!("apps/svc-{i}/values-staging.yaml"))
-        .collect();
-    let files: Vec<(&str, &[u8])> = paths
-        .iter()
-        .map(|p| (p.as_str(), podinfo.as_slice()))
-        .collect();
-    w.fake
-        .push(DEPLOY, "main", &files, &[], "frank", "Services")
-        .await;
-    w.settle().await;
-
-    let triggers: Vec<Vec<(&str, Vec<u8>)>> = (1..=n)
-        .map(|i| {
-            with_trigger(|t| {
-                t.replace("version_tag: mvp-v1", &format!("version_tag: svc-{i}-v1"))
-                    .replace("  - deploy-to-production\n", "")
-                    .replace("tag-git: mvp-v1", &format!("tag-git: svc-{i}-v1"))
-                    .replace(
-                        "tag-docker: podinfo, guestbook",
-                        &format!("tag-docker: svc-{i}"),
-                    )
-            })
-            .into_iter()
-            .map(|(p, c)| {
-                if p.ends_with("milestone-status.json") {
-                    let text = String::from_utf8(c).unwrap();
-                    (
-                        p,
-                        text.replace("\"mvp-v1\"", &format!("\"svc-{i}-v1\""))
-                            .into_bytes(),
-                    )
-                } else {
-                    (p, c)
-                }
-            })
-            .collect()
-        })
-        .collect();
+    let w = World::with_services(forge, n).await;
+    let triggers: Vec<Vec<(&str, Vec<u8>)>> = (1..=n).map(service_trigger).collect();
 
     let start = Instant::now();
     for files in &triggers {
@@ -149,13 +98,35 @@ async fn run(n: usize, forge: Flavor) {
         let st = w.fake.lock();
         st.repos[DEPLOY].pulls.iter().filter(|p| p.merged).count()
     };
-    wait_until(
-        "pull requests merged",
-        Duration::from_secs(1800),
-        || merged(&w),
-        n,
+    let limit = Duration::from_secs(
+        std::env::var("BENCH_MERGE_LIMIT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1800),
+    );
+    if tokio::time::timeout(
+        limit,
+        wait_until("pull requests merged", limit * 2, || merged(&w), n),
     )
-    .await;
+    .await
+    .is_err()
+    {
+        // Say what the ones left wait for: the bot's last word on each.
+        {
+            let st = w.fake.lock();
+            let repo = &st.repos[DEPLOY];
+            for pull in repo.pulls.iter().filter(|p| !p.merged).take(3) {
+                let last = repo.comments.iter().rev().find(|c| c.number == pull.number);
+                eprintln!(
+                    "#{} not merged; last comment: {}",
+                    pull.number,
+                    last.map(|c| c.body.as_str()).unwrap_or("(none)")
+                );
+            }
+        }
+        eprintln!("{} of {n} merged after {limit:?}", merged(&w));
+        std::process::exit(1);
+    }
     let took = approving.elapsed();
     let branches = {
         let st = w.fake.lock();

@@ -95,6 +95,10 @@ enum Command {
         /// Longest time one delivery's handling may take before it is stopped and retried.
         #[arg(long, env = "RC_JOB_TIMEOUT_SECS", default_value_t = 300)]
         job_timeout_secs: u64,
+        /// Deliveries handled at once (events about one release are always handled one at a
+        /// time, in order).
+        #[arg(long, env = "RC_JOBS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
     },
     /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
     Keygen {
@@ -183,10 +187,12 @@ async fn run(command: Command) -> ExitCode {
             limits,
             reconcile_every_secs,
             job_timeout_secs,
+            jobs,
         } => {
             let pacing = crate::worker::Pacing {
                 reconcile_every: std::time::Duration::from_secs(reconcile_every_secs),
                 job_limit: std::time::Duration::from_secs(job_timeout_secs.max(1)),
+                jobs: jobs.into(),
                 ..Default::default()
             };
             serve(&config, listen, store, limits, pacing).await

@@ -1,23 +1,35 @@
-//! The worker: acts on stored deliveries one at a time, in the order they arrived, and runs the
-//! reconcile pass at start-up and on every tick.
+//! The worker: acts on stored deliveries, and runs the reconcile pass at start-up and on every
+//! tick.
 //!
-//! Timers and webhooks go through the same serial path ([`Bot`] holds one lock), so a tick never
-//! races a delivery. A delivery whose handling fails (the forge answered 500, git could not
-//! reach a remote) is tried again with backoff, `MAX_ATTEMPTS` times in all; releases already
-//! in flight are also made good by the reconcile pass, which re-reads the forge.
+//! Deliveries are handled side by side, at most `Pacing::jobs` at once, each as a job in its
+//! lane (see [`crate::release::bot::Lane`]): one release's events one at a time and in the
+//! order they arrived, independent releases independently, so one slow or failing release
+//! never delays another. Reconcile takes each release's lane in turn, so a tick never races a
+//! delivery about the same release.
+//!
+//! A delivery whose handling fails (the forge answered 500, git could not reach a remote) is
+//! tried again with backoff, `MAX_ATTEMPTS` times in all; releases already in flight are also
+//! made good by the reconcile pass, which re-reads the forge.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
+use crate::events::Event;
 use crate::release::bot::{Bot, BotError};
 use crate::store::Store;
+use crate::store::deliveries::PendingDelivery;
 
 /// Attempts at handling one delivery before it is given up (and logged).
 pub const MAX_ATTEMPTS: i64 = 5;
+
+/// Deliveries read from the store and not yet handled, at most: past it the worker reads no
+/// more until some are done (a flood waits in the store, not in memory).
+const QUEUED_AT_MOST: usize = 1000;
 
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +42,8 @@ pub struct Pacing {
     /// the process had stopped there: every step is durable before the next) and tried again
     /// later, so one stuck release does not hold up the others.
     pub job_limit: Duration,
+    /// Deliveries handled at once.
+    pub jobs: usize,
 }
 
 impl Default for Pacing {
@@ -38,28 +52,66 @@ impl Default for Pacing {
             reconcile_every: Duration::from_secs(300),
             retry_base: Duration::from_secs(5),
             job_limit: Duration::from_secs(300),
+            jobs: 8,
         }
     }
 }
 
+/// What the dispatcher and the queues share.
+struct Shared {
+    bot: Arc<Bot>,
+    store: Store,
+    pacing: Pacing,
+    slots: Semaphore,
+    /// Deliveries queued or being handled (their store ids).
+    taken: Mutex<HashSet<i64>>,
+    /// Per ordering key, the deliveries waiting; a key present has a task working through it.
+    queues: Mutex<HashMap<String, VecDeque<PendingDelivery>>>,
+    /// Told when a delivery is done (room to read more).
+    done: Notify,
+}
+
 pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacing) {
-    if let Err(e) = bot.reconcile().await {
-        tracing::error!(error = %e, "reconcile at start-up failed");
-    }
+    let shared = Arc::new(Shared {
+        bot,
+        store,
+        pacing,
+        slots: Semaphore::new(pacing.jobs.max(1)),
+        taken: Mutex::new(HashSet::new()),
+        queues: Mutex::new(HashMap::new()),
+        done: Notify::new(),
+    });
+    let reconciling = Arc::new(tokio::sync::Mutex::new(()));
+    spawn_reconcile(&shared, &reconciling, "at start-up");
     let mut next_tick = tokio::time::Instant::now() + pacing.reconcile_every;
+    // The newest delivery dispatched: only newer ones (and retries) are read again.
+    let mut seen = 0;
     loop {
-        let pending = match store.pending_deliveries(100).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "reading stored deliveries failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        let taken = lock(&shared.taken).len();
+        let fresh: Vec<PendingDelivery> = if taken >= QUEUED_AT_MOST {
+            Vec::new()
+        } else {
+            match shared
+                .store
+                .pending_deliveries_after(seen, (taken + 100) as i64)
+                .await
+            {
+                Ok(p) => {
+                    let taken = lock(&shared.taken);
+                    p.into_iter().filter(|d| !taken.contains(&d.id)).collect()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading stored deliveries failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
         };
-        if pending.is_empty() {
-            // Sleep until a delivery arrives, a retry is due, or the next reconcile.
+        if fresh.is_empty() {
+            // Sleep until a delivery arrives or one is done, a retry is due, or the next
+            // reconcile.
             let mut wake = next_tick;
-            if let Ok(Some(at)) = store.next_retry_at().await {
+            if let Ok(Some(at)) = shared.store.next_retry_at().await {
                 let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
                 let due = tokio::time::Instant::now()
                     + Duration::try_from(wait).unwrap_or_default()
@@ -68,51 +120,154 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
             }
             tokio::select! {
                 _ = stored.notified() => {}
+                _ = shared.done.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= next_tick {
                         next_tick = tokio::time::Instant::now() + pacing.reconcile_every;
-                        if let Err(e) = bot.reconcile().await {
-                            tracing::error!(error = %e, "reconcile failed");
-                        }
+                        spawn_reconcile(&shared, &reconciling, "on the timer");
                     }
                 }
             }
             continue;
         }
-        let mut done = Vec::with_capacity(pending.len());
-        for d in pending {
-            let span = tracing::info_span!("delivery", id = %d.delivery_id, kind = %d.kind);
-            let error = match &d.event {
-                Ok(event) => {
-                    match tokio::time::timeout(pacing.job_limit, bot.handle(event).instrument(span))
-                        .await
-                        .unwrap_or_else(|_| Err(BotError::TimedOut(pacing.job_limit)))
-                    {
-                        Ok(()) => None,
-                        Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
-                            let wait = pacing.retry_base * 4u32.pow(d.attempts as u32);
-                            tracing::warn!(delivery = %d.delivery_id, error = %e, retry_in = ?wait, "handling a delivery failed; it will be tried again");
-                            let at = OffsetDateTime::now_utc() + wait;
-                            if let Err(e) = store.retry_delivery(d.id, &e.to_string(), at).await {
-                                tracing::error!(error = %e, "scheduling a retry failed");
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::error!(delivery = %d.delivery_id, error = %e, "handling a delivery failed for the last time");
-                            Some(e.to_string())
-                        }
-                    }
+        for d in fresh {
+            seen = seen.max(d.id);
+            lock(&shared.taken).insert(d.id);
+            let key = order_key(&d);
+            let mut queues = lock(&shared.queues);
+            match queues.get_mut(&key) {
+                Some(queue) => queue.push_back(d),
+                None => {
+                    queues.insert(key.clone(), VecDeque::from([d]));
+                    tokio::spawn(work_through(shared.clone(), key));
                 }
-                Err(e) => Some(format!("stored event does not parse: {e}")),
-            };
-            done.push((d.id, error));
-        }
-        if let Err(e) = store
-            .finish_deliveries(&done, OffsetDateTime::now_utc())
-            .await
-        {
-            tracing::error!(error = %e, "recording processed deliveries failed");
+            }
         }
     }
+}
+
+/// Runs a reconcile pass beside the deliveries, unless one is running already.
+fn spawn_reconcile(
+    shared: &Arc<Shared>,
+    running: &Arc<tokio::sync::Mutex<()>>,
+    when: &'static str,
+) {
+    let Ok(guard) = running.clone().try_lock_owned() else {
+        return;
+    };
+    let bot = shared.bot.clone();
+    tokio::spawn(async move {
+        if let Err(e) = bot.reconcile().await {
+            tracing::error!(error = %e, "reconcile {when} failed");
+        }
+        drop(guard);
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deliveries with the same key are handled one after another, in the order they arrived:
+/// events about one pull request, pushes to one branch, checks of one commit. (Which release
+/// an event belongs to is the bot's to say; it keeps the releases' own order.)
+fn order_key(d: &PendingDelivery) -> String {
+    match &d.event {
+        // A push to an application repository is a trigger of its own: it is placed by its
+        // commit (see the bot's lanes). Pushes to one branch of the deployment repository
+        // keep their order.
+        Ok(Event::Push(p)) if p.branch == p.default_branch => {
+            format!("push {} {}", p.repo.full_name.to_ascii_lowercase(), p.after)
+        }
+        Ok(Event::Push(p)) => format!(
+            "push {} {}",
+            p.repo.full_name.to_ascii_lowercase(),
+            p.branch
+        ),
+        Ok(Event::Comment(c)) => {
+            format!("pr {} {}", c.repo.full_name.to_ascii_lowercase(), c.number)
+        }
+        Ok(Event::Review(r)) => {
+            format!("pr {} {}", r.repo.full_name.to_ascii_lowercase(), r.number)
+        }
+        Ok(Event::PullRequest(p)) => {
+            format!("pr {} {}", p.repo.full_name.to_ascii_lowercase(), p.number)
+        }
+        Ok(Event::Check(c)) => format!(
+            "commit {} {}",
+            c.repo.full_name.to_ascii_lowercase(),
+            c.commit
+        ),
+        Ok(Event::Installation(_)) => "installation".to_string(),
+        Err(_) => format!("unreadable {}", d.id),
+    }
+}
+
+/// Handles the deliveries queued under `key` until none is left.
+async fn work_through(shared: Arc<Shared>, key: String) {
+    loop {
+        let next = {
+            let mut queues = lock(&shared.queues);
+            match queues.get_mut(&key).and_then(VecDeque::pop_front) {
+                Some(d) => d,
+                None => {
+                    queues.remove(&key);
+                    return;
+                }
+            }
+        };
+        let span = tracing::info_span!("delivery", id = %next.delivery_id, kind = %next.kind);
+        let id = next.id;
+        handle_one(&shared, next).instrument(span).await;
+        lock(&shared.taken).remove(&id);
+        shared.done.notify_one();
+    }
+}
+
+/// Handles one delivery and records how it went: done, or to be tried again later.
+async fn handle_one(shared: &Shared, d: PendingDelivery) {
+    let error = match &d.event {
+        Ok(event) => match act(shared, event).await {
+            Ok(()) => None,
+            Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
+                let wait = shared.pacing.retry_base * 4u32.pow(d.attempts as u32);
+                tracing::warn!(delivery = %d.delivery_id, error = %e, retry_in = ?wait, "handling a delivery failed; it will be tried again");
+                let at = OffsetDateTime::now_utc() + wait;
+                if let Err(e) = shared.store.retry_delivery(d.id, &e.to_string(), at).await {
+                    tracing::error!(error = %e, "scheduling a retry failed");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(delivery = %d.delivery_id, error = %e, "handling a delivery failed for the last time");
+                Some(e.to_string())
+            }
+        },
+        Err(e) => Some(format!("stored event does not parse: {e}")),
+    };
+    if let Err(e) = shared
+        .store
+        .finish_deliveries(&[(d.id, error)], OffsetDateTime::now_utc())
+        .await
+    {
+        tracing::error!(error = %e, "recording a processed delivery failed");
+    }
+}
+
+/// Acts on one event: finds its lane (see the bot's lanes for the order of locks), takes a
+/// slot, then the lane, and acts within the job limit.
+async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
+    let lane = shared.bot.lane_of(event).await?;
+    tracing::debug!(?lane, "placed");
+    let _slot = shared
+        .slots
+        .acquire()
+        .await
+        .expect("the slots are never closed");
+    let job = shared.bot.enter(&lane).await;
+    tracing::debug!(?lane, "entered");
+    let limit = shared.pacing.job_limit;
+    tokio::time::timeout(limit, job.run(shared.bot.act(event)))
+        .await
+        .unwrap_or(Err(BotError::TimedOut(limit)))
 }

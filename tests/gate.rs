@@ -540,60 +540,9 @@ async fn a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies(fo
 /// environment; all fifty pull requests open before any is approved.
 async fn fifty_releases_in_flight_to_one_environment_all_merge(forge: Flavor) {
     const N: usize = 50;
-    let w = World::build(
-        forge,
-        false,
-        Some("roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n  production:\n    requiredApprovals: 1\n"),
-        |config| {
-            let mut services = String::from("services:\n");
-            for i in 1..=N {
-                services.push_str(&format!(
-                    "  - name: svc-{i}\n    image: ghcr.io/acme/svc-{i}\n    tagPath: image.tag\n    repositories: [acme/shop]\n    values:\n      staging: apps/svc-{i}/values-staging.yaml\n"
-                ));
-            }
-            config.replacen("services:\n", &services, 1)
-        },
-    )
-    .await;
-    let podinfo = manifest(PODINFO);
-    let files: Vec<(String, &[u8])> = (1..=N)
-        .map(|i| {
-            (
-                format!("apps/svc-{i}/values-staging.yaml"),
-                podinfo.as_slice(),
-            )
-        })
-        .collect();
-    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-    w.fake
-        .push(DEPLOY, "main", &files, &[], "frank", "Fifty services")
-        .await;
-    w.settle().await;
+    let w = World::with_services(forge, N).await;
     for i in 1..=N {
-        let files: Vec<(&str, Vec<u8>)> = with_trigger(|t| {
-            t.replace("version_tag: mvp-v1", &format!("version_tag: svc-{i}-v1"))
-                .replace("  - deploy-to-production\n", "")
-                .replace("tag-git: mvp-v1", &format!("tag-git: svc-{i}-v1"))
-                .replace(
-                    "tag-docker: podinfo, guestbook",
-                    &format!("tag-docker: svc-{i}"),
-                )
-        })
-        .into_iter()
-        .map(|(p, c)| {
-            if p.ends_with("milestone-status.json") {
-                let text = String::from_utf8(c).unwrap();
-                (
-                    p,
-                    text.replace("\"mvp-v1\"", &format!("\"svc-{i}-v1\""))
-                        .into_bytes(),
-                )
-            } else {
-                (p, c)
-            }
-        })
-        .collect();
-        w.push_trigger(&files).await;
+        w.push_trigger(&service_trigger(i)).await;
     }
     for n in 1..=N as u64 {
         assert!(

@@ -423,6 +423,12 @@ impl FakeForge {
         let path = self.root.join("git").join(format!("{full_name}.git"));
         std::fs::create_dir_all(&path).unwrap();
         let git = Repository::init_bare(&path).unwrap();
+        // The forge's own housekeeping is not the bot's cost: no `git gc --auto` after every
+        // push the bot makes (a forge repacks on its own schedule, on its own machines).
+        let mut config = git.config().unwrap();
+        config.set_bool("receive.autogc", false).unwrap();
+        config.set_i32("gc.auto", 0).unwrap();
+        config.set_bool("maintenance.auto", false).unwrap();
         git.set_head(&format!("refs/heads/{default_branch}"))
             .unwrap();
         let commit = write_commit(&git, None, files, &[], "Initial commit", "octocat");

@@ -7,8 +7,10 @@
 //! from the base commit's tree with only the changed paths replaced, so a repository of any
 //! size costs the same few object writes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, Weak};
 
 use base64::Engine;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature, Time};
@@ -90,6 +92,8 @@ impl Remote {
     fn git(&self, git_dir: &Path) -> Command {
         let mut cmd = Command::new("git");
         cmd.arg("--git-dir").arg(git_dir);
+        // No housekeeping after every fetch: [`housekeeping`] does it on the reconcile timer.
+        cmd.args(["-c", "maintenance.auto=false", "-c", "gc.auto=0"]);
         cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
         // A token never travels in clear: over plain http (to anything but this machine) it is
         // not sent, and the configuration check refuses such a remote before it gets here.
@@ -154,6 +158,106 @@ pub struct DeployRepo {
     repo: Repository,
     pub remote: Remote,
     pub path: PathBuf,
+    /// Held while a fetch writes into the cache: releases are handled side by side, and two
+    /// fetches into one repository at once fight over its ref and `shallow` locks.
+    writing: Arc<Mutex<()>>,
+}
+
+/// One lock per cache directory, shared by every [`DeployRepo`] open on it in this process.
+fn cache_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> =
+        LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+        return lock;
+    }
+    locks.retain(|_, l| l.strong_count() > 0);
+    let lock = Arc::new(Mutex::new(()));
+    locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+    lock
+}
+
+/// Keeps the caches under `cache_root` (the deployment repository's and, under `apps/`, the
+/// application repositories') lean: `git maintenance run --auto` on each, which packs loose
+/// objects once there are many. Run on the reconcile timer instead of after every fetch.
+pub fn housekeeping(cache_root: &Path) {
+    let dirs = [cache_root.to_path_buf(), cache_root.join("apps")];
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "git") {
+                continue;
+            }
+            let lock = cache_lock(&path);
+            let result = blocking(|| {
+                let _writing = lock.lock().unwrap_or_else(|e| e.into_inner());
+                Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&path)
+                    .args(["maintenance", "run", "--auto", "--quiet"])
+                    .stdin(Stdio::null())
+                    .output()
+            });
+            match result {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    tracing::warn!(cache = %path.display(), error = %clean_stderr(&out.stderr), "cache housekeeping failed")
+                }
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), error = %e, "cache housekeeping could not run git")
+                }
+            }
+        }
+    }
+}
+
+/// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
+#[derive(Default)]
+struct SharedReads {
+    state: Mutex<ReadState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct ReadState {
+    /// Reads begun so far.
+    started: u64,
+    reading: bool,
+    /// The last successful read: its number and what it found.
+    answered: Option<(u64, Vec<(String, Oid)>)>,
+}
+
+/// Per cache directory and set of refs.
+type ReadsByKey = HashMap<(PathBuf, String), Arc<SharedReads>>;
+
+fn shared_reads(path: &Path, key: &str) -> Arc<SharedReads> {
+    static READS: LazyLock<Mutex<ReadsByKey>> = LazyLock::new(Default::default);
+    READS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((path.to_path_buf(), key.to_string()))
+        .or_default()
+        .clone()
+}
+
+/// Runs blocking git work without holding up the async runtime: on a multi-threaded runtime
+/// the thread is handed over for the wait (webhooks keep being answered, other releases keep
+/// moving), elsewhere it simply runs.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Runs a git command (see [`blocking`]).
+fn output(cmd: &mut Command) -> Result<std::process::Output, GitError> {
+    blocking(|| cmd.output()).map_err(|e| GitError::NoGitBinary(e.to_string()))
 }
 
 impl std::fmt::Debug for DeployRepo {
@@ -196,7 +300,18 @@ impl DeployRepo {
                 Repository::init_bare(&path)?
             }
         };
-        Ok(Self { repo, remote, path })
+        let writing = cache_lock(&path);
+        Ok(Self {
+            repo,
+            remote,
+            path,
+            writing,
+        })
+    }
+
+    /// Waits for any other fetch into this cache to end (see `writing`).
+    fn lock_for_writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        blocking(|| self.writing.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn repo(&self) -> &Repository {
@@ -215,10 +330,7 @@ impl DeployRepo {
         // commit (the common case for a busy bot) it saves the fetch, which even with nothing new
         // re-negotiates the shallow boundary and sends a pack.
         if extra_prefix.is_none() {
-            let tip = self
-                .ls_remote(&format!("refs/heads/{branch}"))?
-                .into_iter()
-                .find_map(|(name, oid)| (name == branch).then_some(oid));
+            let tip = self.remote_tip(branch)?;
             if let Some(tip) = tip
                 && self.remote_branch(branch) == Some(tip)
                 && self.repo.find_commit(tip).is_ok()
@@ -226,6 +338,7 @@ impl DeployRepo {
                 return Ok(tip);
             }
         }
+        let _writing = self.lock_for_writing();
         let mut cmd = self.remote.git(&self.path);
         cmd.args([
             "fetch",
@@ -333,16 +446,66 @@ impl DeployRepo {
             .collect())
     }
 
-    /// Makes sure `commit` is in the cache: fetches `branch` shallowly and, when the branch has
-    /// moved past `commit` already, asks for the commit itself (GitHub and GitLab serve any
-    /// reachable commit).
+    /// Makes sure `commit` is in the cache: asks for the commit itself (one round trip; GitHub
+    /// and GitLab serve any reachable commit) and, from a server that serves only branch tips,
+    /// fetches `branch` shallowly.
     pub fn fetch_commit(&self, branch: &str, commit: &str) -> Result<Oid, GitError> {
         let oid = Oid::from_str(commit)?;
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
+        if let Ok(oid) = self.fetch_any_commit(commit) {
+            return Ok(oid);
+        }
         self.fetch(branch, 1, None)?;
         self.fetch_any_commit(commit)
+    }
+
+    /// The commit `branch` points at on the remote now (`None`: no such branch).
+    fn remote_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
+        let refs = self.shared_read(&format!("refs/heads/{branch}"), || {
+            self.ls_remote(&format!("refs/heads/{branch}"))
+        })?;
+        Ok(refs
+            .into_iter()
+            .find_map(|(name, oid)| (name == branch).then_some(oid)))
+    }
+
+    /// Runs `read` of the remote's refs under `key`, shared: callers that ask while a read is
+    /// on its way share the next one, never one that began before they asked. Many releases
+    /// looking at one base branch (or one repository's tags) at once cost one or two reads.
+    fn shared_read(
+        &self,
+        key: &str,
+        read: impl Fn() -> Result<Vec<(String, Oid)>, GitError>,
+    ) -> Result<Vec<(String, Oid)>, GitError> {
+        let reads = shared_reads(&self.path, key);
+        let mut state = blocking(|| reads.state.lock().unwrap_or_else(|e| e.into_inner()));
+        // The first read to begin after now.
+        let wanted = state.started + 1;
+        loop {
+            if let Some((number, refs)) = &state.answered
+                && *number >= wanted
+            {
+                return Ok(refs.clone());
+            }
+            if !state.reading {
+                state.started += 1;
+                state.reading = true;
+                let number = state.started;
+                drop(state);
+                let refs = read();
+                let mut state = reads.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.reading = false;
+                if let Ok(refs) = &refs {
+                    state.answered = Some((number, refs.clone()));
+                }
+                // Those waiting for a read that failed make their own.
+                reads.done.notify_all();
+                return refs;
+            }
+            state = blocking(|| reads.done.wait(state).unwrap_or_else(|e| e.into_inner()));
+        }
     }
 
     /// Makes sure `commit` is in the cache, fetching it by itself when it is not.
@@ -351,6 +514,7 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
+        let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
                 .git(&self.path)
@@ -368,24 +532,29 @@ impl DeployRepo {
         Ok(oid)
     }
 
-    /// The names of the remote's tags, without fetching them.
+    /// The names of the remote's tags, without fetching them (a read shared with others
+    /// asking at the same time, see [`DeployRepo::shared_read`]).
     pub fn remote_tags(&self) -> Result<Vec<String>, GitError> {
-        let out = self.read_from_remote(
-            self.remote
-                .git(&self.path)
-                .args(["ls-remote", "--tags", "--refs"])
-                .arg(self.remote.transport_url()),
-            "refs/tags/*",
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_once('\t')?
-                    .1
-                    .strip_prefix("refs/tags/")
-                    .map(String::from)
-            })
-            .collect())
+        let tags = self.shared_read("refs/tags/*", || {
+            let out = self.read_from_remote(
+                self.remote
+                    .git(&self.path)
+                    .args(["ls-remote", "--tags", "--refs"])
+                    .arg(self.remote.transport_url()),
+                "refs/tags/*",
+            )?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let (oid, name) = l.split_once('\t')?;
+                    Some((
+                        name.strip_prefix("refs/tags/")?.to_string(),
+                        Oid::from_str(oid).ok()?,
+                    ))
+                })
+                .collect())
+        })?;
+        Ok(tags.into_iter().map(|(name, _)| name).collect())
     }
 
     /// The regular files directly in directory `dir` at `commit` (symlinks and submodules are
@@ -421,9 +590,7 @@ impl DeployRepo {
         cmd: &mut Command,
         what: impl Into<String>,
     ) -> Result<std::process::Output, GitError> {
-        let out = cmd
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let out = output(cmd)?;
         if !out.status.success() {
             return Err(GitError::Fetch {
                 remote: self.remote.display(),
@@ -447,9 +614,7 @@ impl DeployRepo {
         for (name, oid) in branches {
             cmd.arg(format!("{oid}:refs/heads/{name}"));
         }
-        let out = cmd
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let out = output(&mut cmd)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection. `=` (up to
         // date) is one too: each branch must not exist yet, and git checks that lease only
@@ -545,15 +710,14 @@ impl DeployRepo {
         lease: String,
         refspec: String,
     ) -> Result<(bool, std::process::Output), GitError> {
-        let out = self
-            .remote
-            .git(&self.path)
-            .args(["push", "--porcelain"])
-            .arg(format!("--force-with-lease={lease}"))
-            .arg(self.remote.transport_url())
-            .arg(refspec)
-            .output()
-            .map_err(|e| GitError::NoGitBinary(e.to_string()))?;
+        let out = output(
+            self.remote
+                .git(&self.path)
+                .args(["push", "--porcelain"])
+                .arg(format!("--force-with-lease={lease}"))
+                .arg(self.remote.transport_url())
+                .arg(refspec),
+        )?;
         let rejected = String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l.starts_with('!'));

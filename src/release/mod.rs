@@ -122,6 +122,17 @@ pub fn open_deploy_repo(
     access: Option<(&'static str, String)>,
 ) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
     let d = &config.orchestration.deployment;
+    let repo = deploy_repo(config, access)?;
+    let base = repo.fetch(&d.base_branch, d.fetch_depth, None)?;
+    Ok((repo, base))
+}
+
+/// The cache of the deployment repository, as it is (nothing fetched).
+pub fn deploy_repo(
+    config: &OperatorConfig,
+    access: Option<(&'static str, String)>,
+) -> Result<DeployRepo, ReleaseError> {
+    let d = &config.orchestration.deployment;
     let url = if is_url(&d.repo) {
         d.repo.clone()
     } else {
@@ -145,9 +156,10 @@ pub fn open_deploy_repo(
         ),
         (None, None) => Remote::new(url, None),
     };
-    let repo = DeployRepo::open(remote, &config.resolve_path(&d.cache_dir))?;
-    let base = repo.fetch(&d.base_branch, d.fetch_depth, None)?;
-    Ok((repo, base))
+    Ok(DeployRepo::open(
+        remote,
+        &config.resolve_path(&d.cache_dir),
+    )?)
 }
 
 /// Reads, validates, decides and plans; writes nothing but the cache's fetched objects.

@@ -108,11 +108,23 @@ impl Store {
 
     /// Deliveries not yet processed and not waiting for a retry, oldest first.
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.pending_deliveries_after(0, limit).await
+    }
+
+    /// [`Store::pending_deliveries`] stored after the one with store id `after`, and every
+    /// retry that is due (a worker that has seen the earlier ones asks only for what is new).
+    pub async fn pending_deliveries_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, forge, delivery_id, kind, event, attempts FROM deliveries \
-             WHERE processed_at IS NULL AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?",
+             WHERE processed_at IS NULL AND (retry_at IS NULL OR retry_at <= ?) \
+             AND (id > ? OR retry_at IS NOT NULL) ORDER BY id LIMIT ?",
         )
         .bind(ts(OffsetDateTime::now_utc()))
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -167,7 +179,7 @@ impl Store {
         done: &[(i64, Option<String>)],
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::IMMEDIATE).await?;
         let at = ts(now);
         // The ones that went well (nearly all) in one statement; the failures with their errors.
         let ok: Vec<i64> = done

@@ -104,7 +104,7 @@ impl Store {
         release: &ForgeRelease,
         environments: &[(String, String)],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::IMMEDIATE).await?;
         let linked = sqlx::query(
             "INSERT INTO forge_releases (release_id, forge, app_repo, app_commit, requester, summary, trigger_author) \
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING",

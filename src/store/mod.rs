@@ -163,6 +163,11 @@ pub fn ts(t: OffsetDateTime) -> String {
         .expect("RFC 3339 formats any UTC time")
 }
 
+/// How write transactions begin: taking the write lock at once, so a transaction that reads
+/// before it writes waits for another writer (up to the busy timeout) instead of failing
+/// when that writer commits first. Jobs run side by side and write at the same time.
+pub(crate) const IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
 /// A time the store wrote.
 pub fn parse_ts(s: &str) -> OffsetDateTime {
     OffsetDateTime::parse(s, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -240,7 +245,7 @@ impl Store {
     /// Records a new release as `Pending`, or returns the one already holding the version.
     /// The unique version column makes this safe against concurrent runs.
     pub async fn reserve_release(&self, new: NewRelease<'_>) -> Result<Reservation, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
         let inserted = sqlx::query(
             "INSERT INTO releases (version_tag, milestone_id, trace_id, state, inputs_digest, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (version_tag) DO NOTHING",
@@ -308,7 +313,7 @@ impl Store {
                 .unwrap_or_default();
             return Err(StoreError::IllegalTransition { version, from, to });
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
         let changed =
             sqlx::query("UPDATE releases SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
                 .bind(to.as_str())
@@ -374,7 +379,7 @@ impl Store {
         detail: serde_json::Value,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
         append_audit(&mut tx, release_id, now, event, actor, &detail).await?;
         tx.commit().await?;
         Ok(())

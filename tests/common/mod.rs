@@ -66,7 +66,7 @@ impl World {
         forge: Flavor,
         app: bool,
         policy: Option<&str>,
-        edit: fn(String) -> String,
+        edit: impl FnOnce(String) -> String,
     ) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
@@ -160,6 +160,40 @@ impl World {
             store_url,
             calls_at_start,
         }
+    }
+
+    /// A world whose configuration lists `n` services, `svc-1` to `svc-n`, each with a staging
+    /// values file in the deployment repository (a copy of podinfo's) and released from the
+    /// application repository; one approval by alice (qa-lead) merges in staging.
+    pub async fn with_services(forge: Flavor, n: usize) -> World {
+        let w = World::build(
+            forge,
+            false,
+            Some("roles:\n  qa-lead:\n    users: [alice]\nenvironments:\n  staging:\n    requiredApprovals: 1\n  production:\n    requiredApprovals: 1\n"),
+            |config| {
+                let mut services = String::from("services:\n");
+                for i in 1..=n {
+                    services.push_str(&format!(
+                        "  - name: svc-{i}\n    image: ghcr.io/acme/svc-{i}\n    tagPath: image.tag\n    repositories: [acme/shop]\n    values:\n      staging: apps/svc-{i}/values-staging.yaml\n"
+                    ));
+                }
+                config.replacen("services:\n", &services, 1)
+            },
+        )
+        .await;
+        let podinfo = manifest(PODINFO);
+        let paths: Vec<String> = (1..=n)
+            .map(|i| format!("apps/svc-{i}/values-staging.yaml"))
+            .collect();
+        let files: Vec<(&str, &[u8])> = paths
+            .iter()
+            .map(|p| (p.as_str(), podinfo.as_slice()))
+            .collect();
+        w.fake
+            .push(DEPLOY, "main", &files, &[], "frank", "Services")
+            .await;
+        w.settle().await;
+        w
     }
 
     pub fn forge(&self) -> Flavor {
@@ -368,6 +402,7 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
             reconcile_every: Duration::from_secs(3600),
             retry_base: Duration::from_millis(100),
             job_limit: JOB_LIMIT,
+            jobs: 8,
         },
     );
     fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);
@@ -432,6 +467,34 @@ pub fn openapi_operations() -> Vec<(String, regex_lite::Regex)> {
         }
     }
     ops
+}
+
+/// The trigger that releases `svc-{i}` of [`World::with_services`] alone, to staging, as
+/// `svc-{i}-v1`.
+pub fn service_trigger(i: usize) -> Vec<(&'static str, Vec<u8>)> {
+    with_trigger(|t| {
+        t.replace("version_tag: mvp-v1", &format!("version_tag: svc-{i}-v1"))
+            .replace("  - deploy-to-production\n", "")
+            .replace("tag-git: mvp-v1", &format!("tag-git: svc-{i}-v1"))
+            .replace(
+                "tag-docker: podinfo, guestbook",
+                &format!("tag-docker: svc-{i}"),
+            )
+    })
+    .into_iter()
+    .map(|(p, c)| {
+        if p.ends_with("milestone-status.json") {
+            let text = String::from_utf8(c).unwrap();
+            (
+                p,
+                text.replace("\"mvp-v1\"", &format!("\"svc-{i}-v1\""))
+                    .into_bytes(),
+            )
+        } else {
+            (p, c)
+        }
+    })
+    .collect()
 }
 
 pub fn with_trigger(edit: impl Fn(String) -> String) -> Vec<(&'static str, Vec<u8>)> {

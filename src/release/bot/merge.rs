@@ -118,7 +118,17 @@ impl Bot {
             None => {
                 // Built when the release started; the base may have moved since (an earlier
                 // environment merged): build it on the base as it is before anyone reviews it.
-                self.rebuild_if_base_moved(rel, pr).await?;
+                // Not when this very job built it a moment ago: the look before the merge
+                // rebuilds it if the base has moved since.
+                let just_built = self
+                    .just_built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&rel.release_id)
+                    == Some(super::lanes::current_job());
+                if !just_built {
+                    self.rebuild_if_base_moved(rel, pr).await?;
+                }
                 pr.opening = true;
                 pr.opened_at = Some(self.now());
                 self.store.save_release_pr(pr).await?;
@@ -251,8 +261,12 @@ impl Bot {
         refreshed: bool,
     ) -> Result<bool, BotError> {
         let mut refreshed = refreshed;
+        // The merge turn (see `MergeTurns`): taken once the fresh facts say merge, held
+        // through the look at the base, any rebuild and the forge's answer, so a rebuilt
+        // branch is decided on the base it was built on.
+        let mut merging = None;
         // A rebuild on a moved base changes the head: decide again on it (bounded, in case
-        // the base keeps moving).
+        // people keep moving the base).
         for _ in 0..3 {
             let mut gate = self.gate(rel, pr, None, false).await?;
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
@@ -301,12 +315,15 @@ impl Bot {
             }
             match decision {
                 Decision::Merge => {
+                    if merging.is_none() {
+                        merging = self.merging.take().await;
+                    }
                     // The base moved under the release in a way that touches it: build it
                     // again on the base as it is, then decide on the new head.
                     if self.rebuild_if_base_moved(rel, pr).await? {
                         continue;
                     }
-                    match self.merge(rel, pr, &gate, &counted).await? {
+                    match self.merge(rel, pr, &gate, &counted, merging.take()).await? {
                         Merged::Yes => return Ok(true),
                         Merged::No => return Ok(false),
                         // The base moved between the look and the merge.
@@ -319,11 +336,14 @@ impl Bot {
                     }
                 }
                 Decision::Wait(reasons) | Decision::Block(reasons) => {
+                    drop(merging.take());
                     self.not_yet(rel, pr, &reasons, &counted, &head).await?;
                     return Ok(false);
                 }
             }
         }
+        // Its next event or the reconcile pass decides again.
+        tracing::info!(release = %rel.version_tag, environment = %pr.environment, "the base branch kept moving under the release; it was not merged this time");
         Ok(false)
     }
 
@@ -333,6 +353,7 @@ impl Bot {
         pr: &mut ReleasePr,
         gate: &Gate,
         approvers: &[String],
+        merging: Option<super::lanes::MergeTurn<'_>>,
     ) -> Result<Merged, BotError> {
         let head = gate.head.as_str();
         if rel.state != ReleaseState::Merging {
@@ -356,6 +377,7 @@ impl Bot {
                 self.settings.merge_method,
             )
             .await;
+        drop(merging);
         let sha = match merged {
             Ok(MergeOutcome::Merged(sha)) => sha,
             Ok(MergeOutcome::Scheduled) => {
@@ -496,17 +518,7 @@ impl Bot {
             return;
         };
         let deleted = async {
-            let access = self
-                .forge
-                .git_access(&self.settings.deployment_repo)
-                .await?;
-            let token = access.token.map(|t| {
-                (
-                    access.username,
-                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
-                )
-            });
-            let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
+            let repo = self.deploy_repo().await?;
             Ok::<bool, BotError>(repo.delete_branch(&pr.branch, &head)?)
         }
         .await;

@@ -17,6 +17,7 @@
 mod approvals;
 mod commands;
 mod finish;
+mod lanes;
 mod merge;
 pub mod model;
 mod notes;
@@ -29,7 +30,6 @@ mod trigger;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
@@ -44,6 +44,7 @@ use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::ForgeRelease;
 use crate::store::{Store, StoreError, Transition};
 
+pub use lanes::{Job, Lane};
 pub use model::{PrState, Summary, TriggerOutcome};
 
 /// An internal failure (logged; the delivery is recorded as failed and reconcile retries).
@@ -63,7 +64,7 @@ pub enum BotError {
     TimedOut(std::time::Duration),
 }
 
-/// A team's members (lower case), when they were read, and in which decision.
+/// A team's members (lower case), when they were read, and in which job.
 type TeamMembers = (std::collections::BTreeSet<String>, OffsetDateTime, u64);
 
 pub struct Bot {
@@ -73,13 +74,15 @@ pub struct Bot {
     pub forge: Arc<dyn Forge>,
     clock: Arc<dyn Clock>,
     cache_root: PathBuf,
-    /// The members of each team or group, with when and in which decision they were read.
+    /// The members of each team or group, with when and in which job they were read.
     teams: Mutex<HashMap<String, TeamMembers>>,
-    /// Counts decisions (an event handled, a release reconciled): a merge decision reuses a
-    /// membership only if it was read during the same decision.
-    decision: AtomicU64,
-    /// One release is advanced at a time: the worker is serial, and reconcile shares it.
-    serial: tokio::sync::Mutex<()>,
+    /// Which work runs side by side: one job at a time per release, releases independently.
+    lanes: lanes::Lanes,
+    /// Merges take turns (see [`lanes::MergeTurns`]).
+    merging: lanes::MergeTurns,
+    /// Releases whose branches a running job has just built, with that job: their first pull
+    /// request opens without another look at the base (see `open_pr`).
+    just_built: Mutex<HashMap<i64, u64>>,
 }
 
 impl Bot {
@@ -108,19 +111,31 @@ impl Bot {
             clock,
             cache_root,
             teams: Mutex::new(HashMap::new()),
-            decision: AtomicU64::new(0),
-            serial: tokio::sync::Mutex::new(()),
+            lanes: lanes::Lanes::default(),
+            merging: lanes::MergeTurns::default(),
+            just_built: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long one release's merge turn may be held before other releases merge without
+    /// waiting for it (see [`lanes::MergeTurns`]; 10 s unless set).
+    pub fn set_merge_turn_limit(&self, limit: std::time::Duration) {
+        self.merging.set_stuck_after(limit);
     }
 
     fn now(&self) -> OffsetDateTime {
         self.clock.now()
     }
 
-    /// Acts on one stored event.
+    /// Acts on one stored event, as a job in its lane.
     pub async fn handle(&self, event: &Event) -> Result<(), BotError> {
-        let _one_at_a_time = self.serial.lock().await;
-        self.decision.fetch_add(1, Ordering::Relaxed);
+        let lane = self.lane_of(event).await?;
+        self.enter(&lane).await.run(self.act(event)).await
+    }
+
+    /// Acts on one stored event; run it as a job in the event's lane ([`Bot::lane_of`],
+    /// [`Bot::enter`], [`Job::run`]).
+    pub async fn act(&self, event: &Event) -> Result<(), BotError> {
         match event {
             Event::Push(p) => self.on_push(p).await,
             Event::Comment(c) => self.on_comment(c).await,
@@ -136,10 +151,10 @@ impl Bot {
 
     /// Re-reads the forge for every release in flight and moves each on as far as it can go.
     pub async fn reconcile(&self) -> Result<(), BotError> {
-        let _one_at_a_time = self.serial.lock().await;
+        crate::git::housekeeping(&self.cache_root);
         for rel in self.store.forge_releases_in_flight().await? {
-            self.decision.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self.advance(rel.release_id, true).await {
+            let job = self.enter(&Lane::Release(rel.release_id)).await;
+            if let Err(e) = job.run(self.advance(rel.release_id, true)).await {
                 tracing::warn!(release = %rel.version_tag, error = %e, "reconcile could not advance the release");
             }
         }

@@ -154,17 +154,7 @@ impl Bot {
             .unwrap_or_default();
         let head = pr.head_commit.clone().unwrap_or_default();
         if pr.state.is_open() && !built.is_empty() && head != built {
-            let access = self
-                .forge
-                .git_access(&self.settings.deployment_repo)
-                .await?;
-            let token = access.token.map(|t| {
-                (
-                    access.username,
-                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
-                )
-            });
-            let (repo, _) = crate::release::open_deploy_repo(&self.config, token)?;
+            let repo = self.deploy_repo().await?;
             let oid = repo.fetch_commit(&pr.branch, &built)?;
             repo.reset_branch(&pr.branch, oid, &head)?;
             let now = self.now();

@@ -5,7 +5,6 @@
 //! minutes between decisions; a decision to merge reads them afresh, once per team and user.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 
 use super::{Bot, BotError};
 use crate::events::ForgeKind;
@@ -68,7 +67,7 @@ impl Bot {
     /// few minutes; with `fresh`, only within the same decision.
     async fn team_member(&self, team: &str, user: &str, fresh: bool) -> Result<bool, BotError> {
         let now = self.now();
-        let decision = self.decision.load(Ordering::Relaxed);
+        let decision = super::lanes::current_job();
         let user = user.to_ascii_lowercase();
         if let Some((members, at, read_in)) = self.teams.lock().unwrap().get(team)
             && if fresh {

@@ -32,12 +32,14 @@ impl Bot {
                 if let Some(record) = self.store.find_release(&intent.version).await?
                     && record.state != crate::release::state::ReleaseState::Pending.as_str()
                 {
+                    let _release = self.lanes.hold(&super::Lane::Release(record.id)).await;
                     return self.link_release(p, record, *intent).await;
                 }
             }
             // A replayed push (or a retry after a failure further on): carry on from the store.
             Some(TriggerOutcome::Released { version }) => {
                 if let Some(record) = self.store.find_release(&version).await? {
+                    let _release = self.lanes.hold(&super::Lane::Release(record.id)).await;
                     return self.advance(record.id, false).await;
                 }
                 return Ok(());
@@ -119,6 +121,12 @@ impl Bot {
                     .find_release(&intent.version)
                     .await?
                     .ok_or_else(|| BotError::Io(format!("release {} vanished", intent.version)))?;
+                // Its pull requests' events (and reconcile) wait until it is linked.
+                let _release = self.lanes.hold(&super::Lane::Release(record.id)).await;
+                self.just_built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(record.id, super::lanes::current_job());
                 self.link_release(p, record, intent).await
             }
             Err(e) if e.is_user_error() => self.reject_trigger(p, dir, &e, rejected_before).await,
@@ -166,6 +174,13 @@ impl Bot {
                 secrecy::ExposeSecret::expose_secret(&t).to_string(),
             )
         }))
+    }
+
+    /// The bot's cache of the deployment repository, reached with the forge's credentials
+    /// (nothing fetched).
+    pub(super) async fn deploy_repo(&self) -> Result<crate::git::DeployRepo, BotError> {
+        let access = self.deploy_access().await?;
+        Ok(crate::release::deploy_repo(&self.config, access)?)
     }
 
     /// A service is released only from the application repositories that own it.

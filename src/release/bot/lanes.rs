@@ -1,0 +1,349 @@
+//! Which work may run side by side.
+//!
+//! Independent releases are handled independently: one slow or failing release never delays
+//! another. Work on one release runs one job at a time, in its lane: a lane is the release
+//! (every event about its pull requests, and reconcile's pass over it) or, for a push of a
+//! trigger, the pushed commit. Two commits of one repository are two releases (or two
+//! refusals): the store reserves each version once, so when both name the same version, the
+//! one reserved first is released and the other is refused as a reused version.
+//!
+//! An event about a pull request or branch the store does not know yet may be about a release
+//! a running job is creating right now (the forge's webhook for a pull request the bot just
+//! opened can arrive before the job records its number). Such an event waits until every job
+//! that was running when it asked has ended, then is placed again, as the one-at-a-time worker
+//! would have seen it.
+//!
+//! Locks are always taken in one order, so no two jobs can wait on each other: the worker's
+//! job slot, then the lane of the job, then (a trigger linking its new release) that release's
+//! lane, then the merge lock, then a git cache's lock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{OwnedMutexGuard, watch};
+
+use super::{Bot, BotError};
+use crate::events::{self, Event};
+
+/// The lane a job runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// A trigger pushed to an application repository: the repository (lower case) and the
+    /// pushed commit.
+    Trigger(String, String),
+    /// One release (its id in the store).
+    Release(i64),
+    /// Work that touches no release (an event the bot ignores).
+    Free,
+}
+
+tokio::task_local! {
+    /// The job a task runs for: a decision to merge reuses a team membership only if it was
+    /// read during the same job.
+    static JOB: u64;
+}
+
+/// The job the current task runs for (0 outside any).
+pub(super) fn current_job() -> u64 {
+    JOB.try_with(|id| *id).unwrap_or(0)
+}
+
+/// The lanes' locks and the jobs that are running.
+pub(super) struct Lanes {
+    locks: Mutex<HashMap<Lane, Weak<tokio::sync::Mutex<()>>>>,
+    running: Mutex<BTreeSet<u64>>,
+    next: AtomicU64,
+    /// Bumped whenever a job ends.
+    ended: watch::Sender<u64>,
+}
+
+/// A job holding its lane. Dropping it ends the job.
+pub struct Job<'a> {
+    id: u64,
+    lanes: &'a Lanes,
+    _lane: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        self.lanes
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        self.lanes.ended.send_modify(|n| *n += 1);
+    }
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes {
+            locks: Mutex::new(HashMap::new()),
+            running: Mutex::new(BTreeSet::new()),
+            next: AtomicU64::new(1),
+            ended: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Lanes {
+    /// Waits for `lane` (no one else's job in it runs), then starts a job in it.
+    pub(super) async fn enter(&self, lane: &Lane) -> Job<'_> {
+        let guard = match lane {
+            Lane::Free => None,
+            lane => Some(self.lock_of(lane).lock_owned().await),
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        Job {
+            id,
+            lanes: self,
+            _lane: guard,
+        }
+    }
+
+    /// Takes `lane` from inside a job of another lane (a trigger linking the release it made);
+    /// the guard frees it.
+    pub(super) async fn hold(&self, lane: &Lane) -> OwnedMutexGuard<()> {
+        self.lock_of(lane).lock_owned().await
+    }
+
+    fn lock_of(&self, lane: &Lane) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = locks.get(lane).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Lanes come and go with releases: forget the ones nobody holds.
+        if locks.len() > 64 {
+            locks.retain(|_, l| l.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(lane.clone(), Arc::downgrade(&lock));
+        lock
+    }
+
+    /// Waits until every job that is running now has ended (jobs started later do not count).
+    pub(super) async fn wait_for_running(&self) {
+        let started_before = self.next.load(Ordering::Relaxed);
+        let mut ended = self.ended.subscribe();
+        loop {
+            let oldest = self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first()
+                .copied();
+            if oldest.is_none_or(|id| id >= started_before) {
+                return;
+            }
+            if ended.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Merges take turns: from the last look at the base branch to the forge's answer, no other
+/// release merges, so each release is built again on a moved base once, not once per release
+/// merging beside it.
+///
+/// The turn is an economy, not the safeguard. Every release branch appends its row to
+/// `releases/release-history.csv`, so two branches built on one base always conflict there:
+/// the forge refuses the second merge, and the bot builds it again on the new base. So when a
+/// turn is held longer than its limit ([`MergeTurns::STUCK`] unless set otherwise: a forge that
+/// stopped answering one merge), the others stop waiting for it and merge on their own.
+pub(super) struct MergeTurns {
+    turn: tokio::sync::Mutex<()>,
+    /// When the turn being held was taken.
+    taken_at: Mutex<Option<tokio::time::Instant>>,
+    /// How long a turn may be held before the others pass it by, in milliseconds.
+    stuck_after_ms: AtomicU64,
+}
+
+/// A merge turn; dropping it lets the next release merge.
+pub(super) struct MergeTurn<'a> {
+    turns: &'a MergeTurns,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for MergeTurn<'_> {
+    fn drop(&mut self) {
+        *self
+            .turns
+            .taken_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Default for MergeTurns {
+    fn default() -> Self {
+        MergeTurns {
+            turn: tokio::sync::Mutex::new(()),
+            taken_at: Mutex::new(None),
+            stuck_after_ms: AtomicU64::new(Self::STUCK.as_millis() as u64),
+        }
+    }
+}
+
+impl MergeTurns {
+    /// Longer than a merge takes when the forge answers, even on a machine busy with hundreds
+    /// of releases (a turn passed by too early costs a rebuild, not safety).
+    pub const STUCK: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub(super) fn set_stuck_after(&self, limit: std::time::Duration) {
+        self.stuck_after_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Waits for the turn; `None` when the one holding it is stuck.
+    pub(super) async fn take(&self) -> Option<MergeTurn<'_>> {
+        let mut waiting = std::pin::pin!(self.turn.lock());
+        loop {
+            tokio::select! {
+                turn = &mut waiting => {
+                    *self.taken_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(tokio::time::Instant::now());
+                    return Some(MergeTurn { turns: self, _turn: turn });
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                    let taken_at = *self.taken_at.lock().unwrap_or_else(|e| e.into_inner());
+                    let limit = std::time::Duration::from_millis(
+                        self.stuck_after_ms.load(Ordering::Relaxed),
+                    );
+                    if taken_at.is_some_and(|at| at.elapsed() > limit) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Job<'_> {
+    /// Runs `work` as this job.
+    pub async fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        JOB.scope(self.id, work).await
+    }
+}
+
+/// Where an event's work belongs, judged from the store, or `None` when the store does not
+/// know the pull request, branch or commit it is about.
+enum Placed {
+    Lane(Lane),
+    Unknown,
+}
+
+impl Bot {
+    /// The lane `event`'s work runs in. An event about a pull request, branch or commit the
+    /// store does not know yet first waits for the jobs running now (see the module's notes).
+    pub async fn lane_of(&self, event: &Event) -> Result<Lane, BotError> {
+        match self.place(event).await? {
+            Placed::Lane(lane) => Ok(lane),
+            Placed::Unknown => {
+                self.lanes.wait_for_running().await;
+                match self.place(event).await? {
+                    Placed::Lane(lane) => Ok(lane),
+                    Placed::Unknown => Ok(Lane::Free),
+                }
+            }
+        }
+    }
+
+    /// Starts a job in `lane`.
+    pub async fn enter(&self, lane: &Lane) -> Job<'_> {
+        self.lanes.enter(lane).await
+    }
+
+    async fn place(&self, event: &Event) -> Result<Placed, BotError> {
+        let release = |pr: Option<crate::store::forge_releases::ReleasePr>| match pr {
+            Some(pr) => Placed::Lane(Lane::Release(pr.release_id)),
+            None => Placed::Unknown,
+        };
+        Ok(match event {
+            Event::Push(p) if !self.is_deployment_repo(&p.repo) => Placed::Lane(Lane::Trigger(
+                p.repo.full_name.to_ascii_lowercase(),
+                p.after.clone(),
+            )),
+            Event::Push(p) if p.branch == self.config.orchestration.deployment.base_branch => {
+                Placed::Lane(Lane::Free)
+            }
+            Event::Push(p) => release(self.store.release_pr_by_branch(&p.branch).await?),
+            Event::Comment(c)
+                if !c.on_pull_request || c.author.login.eq_ignore_ascii_case(self.bot_login()) =>
+            {
+                Placed::Lane(Lane::Free)
+            }
+            Event::Comment(events::Comment { repo, number, .. })
+            | Event::Review(events::Review { repo, number, .. })
+            | Event::PullRequest(events::PullRequest { repo, number, .. }) => {
+                release(self.release_pr(repo, *number).await?)
+            }
+            Event::Check(c) if !self.is_deployment_repo(&c.repo) => Placed::Lane(Lane::Free),
+            Event::Check(c) => {
+                let prs = self.store.release_prs_by_head(&c.commit).await?;
+                match prs.first() {
+                    // Two releases cannot share a head commit: each branch's commit names
+                    // its version.
+                    Some(pr) => Placed::Lane(Lane::Release(pr.release_id)),
+                    None => Placed::Unknown,
+                }
+            }
+            Event::Installation(_) => Placed::Lane(Lane::Free),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_job_at_a_time_in_a_lane_and_side_by_side_across_lanes() {
+        let lanes = Lanes::default();
+        let a = lanes.enter(&Lane::Release(1)).await;
+        // Another lane starts at once.
+        let b = tokio::time::timeout(Duration::from_secs(1), lanes.enter(&Lane::Release(2)))
+            .await
+            .expect("another release's lane is free");
+        // The same lane waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), lanes.enter(&Lane::Release(1)))
+                .await
+                .is_err(),
+            "the same release's lane is taken"
+        );
+        drop(a);
+        let again = tokio::time::timeout(Duration::from_secs(1), lanes.enter(&Lane::Release(1)))
+            .await
+            .expect("freed when the job ends");
+        drop((b, again));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_running_jobs_ignores_jobs_started_later() {
+        let lanes = Arc::new(Lanes::default());
+        let first = lanes.enter(&Lane::Release(1)).await;
+        let waiter = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.wait_for_running().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let later = lanes.enter(&Lane::Release(2)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the job running when it asked is still running"
+        );
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("ends once the earlier job ended, though a later one still runs")
+            .unwrap();
+        drop(later);
+    }
+}
