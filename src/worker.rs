@@ -69,6 +69,9 @@ struct Shared {
     queues: Mutex<HashMap<String, VecDeque<PendingDelivery>>>,
     /// Told when a delivery is done (room to read more).
     done: Notify,
+    /// A delivery whose retry could not be scheduled: read again from there (its id may be
+    /// older than the newest one dispatched).
+    rewind: Mutex<Option<i64>>,
 }
 
 pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacing) {
@@ -80,6 +83,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
         taken: Mutex::new(HashSet::new()),
         queues: Mutex::new(HashMap::new()),
         done: Notify::new(),
+        rewind: Mutex::new(None),
     });
     let reconciling = Arc::new(tokio::sync::Mutex::new(()));
     spawn_reconcile(&shared, &reconciling, "at start-up");
@@ -87,6 +91,9 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
     // The newest delivery dispatched: only newer ones (and retries) are read again.
     let mut seen = 0;
     loop {
+        if let Some(id) = lock(&shared.rewind).take() {
+            seen = seen.min(id - 1);
+        }
         let taken = lock(&shared.taken).len();
         let fresh: Vec<PendingDelivery> = if taken >= QUEUED_AT_MOST {
             Vec::new()
@@ -235,6 +242,8 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) {
                 let at = OffsetDateTime::now_utc() + wait;
                 if let Err(e) = shared.store.retry_delivery(d.id, &e.to_string(), at).await {
                     tracing::error!(error = %e, "scheduling a retry failed");
+                    let mut rewind = lock(&shared.rewind);
+                    *rewind = Some(rewind.map_or(d.id, |r| r.min(d.id)));
                 }
                 return;
             }

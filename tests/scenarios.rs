@@ -12,7 +12,7 @@ use fake_forge::{Flavor, User};
 
 on_both_forges!(
     a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit,
-    a_release_whose_merge_hangs_holds_up_no_other_release,
+    a_release_whose_forge_hangs_holds_up_no_other_release,
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
     a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
     approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
@@ -211,23 +211,18 @@ async fn a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit(
     assert!(status.contains("0 of 1 required approvals"), "{status}");
 }
 
-/// Releases are handled independently: while the forge never answers one release's merge,
-/// another release is approved and merges; the first merges once its handling is stopped at
-/// the job limit and tried again.
-async fn a_release_whose_merge_hangs_holds_up_no_other_release(forge: Flavor) {
+/// Releases are handled independently: while the forge never answers the opening of one
+/// release's pull request, another release is approved and merges; the first opens once its
+/// handling is stopped at the job limit and tried again.
+async fn a_release_whose_forge_hangs_holds_up_no_other_release(forge: Flavor) {
     let w = World::with_services(forge, 2).await;
-    // Shorter than the job limit of the scenarios (5 s), as the 10 s default is shorter than
-    // the service's (300 s).
-    w.bot
-        .set_merge_turn_limit(std::time::Duration::from_millis(1500));
-    w.push_trigger(&service_trigger(1)).await;
     w.push_trigger(&service_trigger(2)).await;
-    assert!(w.pull(1).is_some_and(|p| p.open) && w.pull(2).is_some_and(|p| p.open));
+    assert!(w.pull(1).is_some_and(|p| p.open), "svc-2's pull request");
     w.fake.fail(fake_forge::Failure {
-        method: "PUT".into(),
+        method: "POST".into(),
         path_prefix: match forge {
-            Flavor::Github => "/repos/acme/deploy/pulls/1/merge",
-            Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests/1/merge",
+            Flavor::Github => "/repos/acme/deploy/pulls",
+            Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests",
         }
         .into(),
         status: 0,
@@ -235,34 +230,35 @@ async fn a_release_whose_merge_hangs_holds_up_no_other_release(forge: Flavor) {
         times: 1,
         carried_out: false,
     });
+    let files = service_trigger(1);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_slice())).collect();
+    w.fake
+        .push(APP, "main", &files, &[], "dave", "Promote svc-1")
+        .await;
+    let hanging = || w.fake.lock().failures.iter().all(|f| f.times == 0);
+    wait_for("svc-1's pull request is being opened", hanging).await;
+
     w.fake
         .comment(DEPLOY, 1, User::human("alice"), "/approve")
         .await;
-    let hanging = || w.fake.lock().failures.iter().all(|f| f.times == 0);
-    wait_for("the first merge reaches the forge", hanging).await;
-
-    w.fake
-        .comment(DEPLOY, 2, User::human("alice"), "/approve")
-        .await;
-    wait_for("the second release merges", || {
-        w.pull(2).is_some_and(|p| p.merged)
-    })
-    .await;
-    // ... while the first one's handling still waits for the forge's answer.
+    wait_for("svc-2 merges", || w.pull(1).is_some_and(|p| p.merged)).await;
+    // ... while svc-1's trigger is still being handled.
     let store = w.store().await;
-    let first_still_handled = store.pending_deliveries(100).await.unwrap().iter().any(
-        |d| matches!(&d.event, Ok(release_coordinator::events::Event::Comment(c)) if c.number == 1),
-    );
+    let trigger_still_handled = store
+        .pending_deliveries(100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| matches!(&d.event, Ok(release_coordinator::events::Event::Push(p)) if p.repo.full_name == APP));
     assert!(
-        first_still_handled && !w.pull(1).unwrap().merged,
-        "the second release merged only after the first one's handling ended"
+        trigger_still_handled && w.pull(2).is_none(),
+        "svc-2 merged only after svc-1's handling ended"
     );
 
     w.settle().await;
     assert!(
-        w.pull(1).unwrap().merged,
-        "tried again after the job limit: {}",
-        w.status_comment(1)
+        w.pull(2).is_some_and(|p| p.open),
+        "tried again after the job limit"
     );
 }
 

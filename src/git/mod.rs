@@ -494,7 +494,23 @@ impl DeployRepo {
                 state.reading = true;
                 let number = state.started;
                 drop(state);
+                // Ends the read even if `read` panics, so the waiters make their own.
+                struct Reading<'a>(&'a SharedReads, bool);
+                impl Drop for Reading<'_> {
+                    fn drop(&mut self) {
+                        if self.1 {
+                            self.0
+                                .state
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .reading = false;
+                            self.0.done.notify_all();
+                        }
+                    }
+                }
+                let mut reading = Reading(&reads, true);
                 let refs = read();
+                reading.1 = false;
                 let mut state = reads.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.reading = false;
                 if let Ok(refs) = &refs {

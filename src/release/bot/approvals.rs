@@ -277,7 +277,12 @@ impl Bot {
             for check in &c.results {
                 self.store.set_check(&pr, &c.commit, check).await?;
             }
-            self.advance(pr.release_id, false).await?;
+            // Only the release whose lane this job holds is moved on here. Another release
+            // with this head (someone pushed one release's head to another's branch) moves on
+            // in its own lane: its next event or the reconcile pass.
+            if super::lanes::in_lane_of(pr.release_id) {
+                self.advance(pr.release_id, false).await?;
+            }
         }
         Ok(())
     }

@@ -34,19 +34,28 @@ pub enum Lane {
     Trigger(String, String),
     /// One release (its id in the store).
     Release(i64),
+    /// A version being released: two trigger commits naming one version are read one after
+    /// the other (taken by a trigger's job once it knows the version, before it reserves it).
+    Version(String),
     /// Work that touches no release (an event the bot ignores).
     Free,
 }
 
 tokio::task_local! {
-    /// The job a task runs for: a decision to merge reuses a team membership only if it was
-    /// read during the same job.
-    static JOB: u64;
+    /// The job a task runs for, and its lane: a decision to merge reuses a team membership
+    /// only if it was read during the same job.
+    static JOB: (u64, Lane);
 }
 
 /// The job the current task runs for (0 outside any).
 pub(super) fn current_job() -> u64 {
-    JOB.try_with(|id| *id).unwrap_or(0)
+    JOB.try_with(|(id, _)| *id).unwrap_or(0)
+}
+
+/// Whether the current task's job runs in `release`'s lane.
+pub(super) fn in_lane_of(release: i64) -> bool {
+    JOB.try_with(|(_, lane)| *lane == Lane::Release(release))
+        .unwrap_or(false)
 }
 
 /// The lanes' locks and the jobs that are running.
@@ -61,6 +70,7 @@ pub(super) struct Lanes {
 /// A job holding its lane. Dropping it ends the job.
 pub struct Job<'a> {
     id: u64,
+    lane: Lane,
     lanes: &'a Lanes,
     _lane: Option<OwnedMutexGuard<()>>,
 }
@@ -94,13 +104,17 @@ impl Lanes {
             Lane::Free => None,
             lane => Some(self.lock_of(lane).lock_owned().await),
         };
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        // Numbered and registered in one step, so a waiter that read the next number under
+        // the same lock sees every job numbered before it.
+        let id = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            running.insert(id);
+            id
+        };
         Job {
             id,
+            lane: lane.clone(),
             lanes: self,
             _lane: guard,
         }
@@ -128,7 +142,10 @@ impl Lanes {
 
     /// Waits until every job that is running now has ended (jobs started later do not count).
     pub(super) async fn wait_for_running(&self) {
-        let started_before = self.next.load(Ordering::Relaxed);
+        let started_before = {
+            let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            self.next.load(Ordering::Relaxed)
+        };
         let mut ended = self.ended.subscribe();
         loop {
             let oldest = self
@@ -147,87 +164,10 @@ impl Lanes {
     }
 }
 
-/// Merges take turns: from the last look at the base branch to the forge's answer, no other
-/// release merges, so each release is built again on a moved base once, not once per release
-/// merging beside it.
-///
-/// The turn is an economy, not the safeguard. Every release branch appends its row to
-/// `releases/release-history.csv`, so two branches built on one base always conflict there:
-/// the forge refuses the second merge, and the bot builds it again on the new base. So when a
-/// turn is held longer than its limit ([`MergeTurns::STUCK`] unless set otherwise: a forge that
-/// stopped answering one merge), the others stop waiting for it and merge on their own.
-pub(super) struct MergeTurns {
-    turn: tokio::sync::Mutex<()>,
-    /// When the turn being held was taken.
-    taken_at: Mutex<Option<tokio::time::Instant>>,
-    /// How long a turn may be held before the others pass it by, in milliseconds.
-    stuck_after_ms: AtomicU64,
-}
-
-/// A merge turn; dropping it lets the next release merge.
-pub(super) struct MergeTurn<'a> {
-    turns: &'a MergeTurns,
-    _turn: tokio::sync::MutexGuard<'a, ()>,
-}
-
-impl Drop for MergeTurn<'_> {
-    fn drop(&mut self) {
-        *self
-            .turns
-            .taken_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
-
-impl Default for MergeTurns {
-    fn default() -> Self {
-        MergeTurns {
-            turn: tokio::sync::Mutex::new(()),
-            taken_at: Mutex::new(None),
-            stuck_after_ms: AtomicU64::new(Self::STUCK.as_millis() as u64),
-        }
-    }
-}
-
-impl MergeTurns {
-    /// Longer than a merge takes when the forge answers, even on a machine busy with hundreds
-    /// of releases (a turn passed by too early costs a rebuild, not safety).
-    pub const STUCK: std::time::Duration = std::time::Duration::from_secs(10);
-
-    pub(super) fn set_stuck_after(&self, limit: std::time::Duration) {
-        self.stuck_after_ms
-            .store(limit.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Waits for the turn; `None` when the one holding it is stuck.
-    pub(super) async fn take(&self) -> Option<MergeTurn<'_>> {
-        let mut waiting = std::pin::pin!(self.turn.lock());
-        loop {
-            tokio::select! {
-                turn = &mut waiting => {
-                    *self.taken_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(tokio::time::Instant::now());
-                    return Some(MergeTurn { turns: self, _turn: turn });
-                }
-                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
-                    let taken_at = *self.taken_at.lock().unwrap_or_else(|e| e.into_inner());
-                    let limit = std::time::Duration::from_millis(
-                        self.stuck_after_ms.load(Ordering::Relaxed),
-                    );
-                    if taken_at.is_some_and(|at| at.elapsed() > limit) {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl Job<'_> {
     /// Runs `work` as this job.
     pub async fn run<T>(&self, work: impl Future<Output = T>) -> T {
-        JOB.scope(self.id, work).await
+        JOB.scope((self.id, self.lane.clone()), work).await
     }
 }
 

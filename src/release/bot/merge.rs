@@ -261,9 +261,8 @@ impl Bot {
         refreshed: bool,
     ) -> Result<bool, BotError> {
         let mut refreshed = refreshed;
-        // The merge turn (see `MergeTurns`): taken once the fresh facts say merge, held
-        // through the look at the base, any rebuild and the forge's answer, so a rebuilt
-        // branch is decided on the base it was built on.
+        // The merge turn (see `Bot::merging`): taken once the stored facts say merge, before
+        // the fresh read, and held to the forge's answer.
         let mut merging = None;
         // A rebuild on a moved base changes the head: decide again on it (bounded, in case
         // people keep moving the base).
@@ -271,6 +270,17 @@ impl Bot {
             let mut gate = self.gate(rel, pr, None, false).await?;
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
             if decision == Decision::Merge {
+                if merging.is_none() {
+                    merging = Some(match self.merging.try_lock() {
+                        Ok(turn) => turn,
+                        // Whatever was read before the wait may be stale by now.
+                        Err(_) => {
+                            let turn = self.merging.lock().await;
+                            refreshed = false;
+                            turn
+                        }
+                    });
+                }
                 // Decide on fresh facts: what the store holds came from webhooks, which may
                 // be late, lost or forged by timing. Re-read the forge (unless this pass just
                 // did) and the memberships, and decide again.
@@ -315,9 +325,6 @@ impl Bot {
             }
             match decision {
                 Decision::Merge => {
-                    if merging.is_none() {
-                        merging = self.merging.take().await;
-                    }
                     // The base moved under the release in a way that touches it: build it
                     // again on the base as it is, then decide on the new head.
                     if self.rebuild_if_base_moved(rel, pr).await? {
@@ -353,7 +360,7 @@ impl Bot {
         pr: &mut ReleasePr,
         gate: &Gate,
         approvers: &[String],
-        merging: Option<super::lanes::MergeTurn<'_>>,
+        merging: Option<tokio::sync::MutexGuard<'_, ()>>,
     ) -> Result<Merged, BotError> {
         let head = gate.head.as_str();
         if rel.state != ReleaseState::Merging {

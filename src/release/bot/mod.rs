@@ -78,8 +78,11 @@ pub struct Bot {
     teams: Mutex<HashMap<String, TeamMembers>>,
     /// Which work runs side by side: one job at a time per release, releases independently.
     lanes: lanes::Lanes,
-    /// Merges take turns (see [`lanes::MergeTurns`]).
-    merging: lanes::MergeTurns,
+    /// The merge turn: held from the fresh read of the forge, through the last look at the
+    /// base branch and any rebuild, to the forge's answer. Nothing waits between the read and
+    /// the merge, and no other release merges in between, so a release is decided on facts
+    /// read under the turn and merged onto the base it was built on.
+    merging: tokio::sync::Mutex<()>,
     /// Releases whose branches a running job has just built, with that job: their first pull
     /// request opens without another look at the base (see `open_pr`).
     just_built: Mutex<HashMap<i64, u64>>,
@@ -112,15 +115,9 @@ impl Bot {
             cache_root,
             teams: Mutex::new(HashMap::new()),
             lanes: lanes::Lanes::default(),
-            merging: lanes::MergeTurns::default(),
+            merging: tokio::sync::Mutex::new(()),
             just_built: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// How long one release's merge turn may be held before other releases merge without
-    /// waiting for it (see [`lanes::MergeTurns`]; 10 s unless set).
-    pub fn set_merge_turn_limit(&self, limit: std::time::Duration) {
-        self.merging.set_stuck_after(limit);
     }
 
     fn now(&self) -> OffsetDateTime {

@@ -70,15 +70,34 @@ impl Bot {
             tags: app.remote_tags()?,
         };
         let deploy_access = self.deploy_access().await?;
-        let prepared = prepare_with_app(
-            &self.config,
-            tmp.path(),
-            info,
-            deploy_access,
-            Some(&self.store),
-            self.now(),
-        )
-        .await;
+        let prepare = || {
+            prepare_with_app(
+                &self.config,
+                tmp.path(),
+                info.clone(),
+                deploy_access.clone(),
+                Some(&self.store),
+                self.now(),
+            )
+        };
+        let mut prepared = prepare().await;
+        // Two trigger commits naming one version are released one after the other: the
+        // second waits for the first, then is read again, as a one-at-a-time worker would
+        // have read it (and is refused as a reused version, or finds its own release).
+        let _version = match &prepared {
+            Ok(p) => {
+                let version = p.plan.spec.version.clone();
+                let held = self
+                    .lanes
+                    .hold(&super::Lane::Version(version.clone()))
+                    .await;
+                if self.store.find_release(&version).await?.is_some() {
+                    prepared = prepare().await;
+                }
+                Some(held)
+            }
+            Err(_) => None,
+        };
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
                 Ok(()) => Ok(prepared),
