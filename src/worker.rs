@@ -225,14 +225,22 @@ async fn work_through(shared: Arc<Shared>, key: String) {
         };
         let span = tracing::info_span!("delivery", id = %next.delivery_id, kind = %next.kind);
         let id = next.id;
-        handle_one(&shared, next).instrument(span).await;
+        let read_again = handle_one(&shared, next).instrument(span).await;
         lock(&shared.taken).remove(&id);
+        // Its outcome could not be recorded: the dispatcher reads it again (after it has left
+        // `taken`, so it is not filtered out), after the first retry's wait.
+        if read_again {
+            tokio::time::sleep(shared.pacing.retry_base).await;
+            let mut rewind = lock(&shared.rewind);
+            *rewind = Some(rewind.map_or(id, |r| r.min(id)));
+        }
         shared.done.notify_one();
     }
 }
 
-/// Handles one delivery and records how it went: done, or to be tried again later.
-async fn handle_one(shared: &Shared, d: PendingDelivery) {
+/// Handles one delivery and records how it went: done, or to be tried again later. True when
+/// neither could be recorded (the delivery must be read again).
+async fn handle_one(shared: &Shared, d: PendingDelivery) -> bool {
     let error = match &d.event {
         Ok(event) => match act(shared, event).await {
             Ok(()) => None,
@@ -242,10 +250,9 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) {
                 let at = OffsetDateTime::now_utc() + wait;
                 if let Err(e) = shared.store.retry_delivery(d.id, &e.to_string(), at).await {
                     tracing::error!(error = %e, "scheduling a retry failed");
-                    let mut rewind = lock(&shared.rewind);
-                    *rewind = Some(rewind.map_or(d.id, |r| r.min(d.id)));
+                    return true;
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(delivery = %d.delivery_id, error = %e, "handling a delivery failed for the last time");
@@ -260,7 +267,9 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) {
         .await
     {
         tracing::error!(error = %e, "recording a processed delivery failed");
+        return true;
     }
+    false
 }
 
 /// Acts on one event: finds its lane (see the bot's lanes for the order of locks), takes a

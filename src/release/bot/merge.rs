@@ -94,7 +94,7 @@ impl Bot {
             let Some(rel) = self.current(release_id).await? else {
                 return Ok(());
             };
-            if !self.evaluate(&rel, &mut pr, refresh).await? {
+            if !self.evaluate(&rel, &mut pr).await? {
                 return Ok(());
             }
         }
@@ -254,13 +254,7 @@ impl Bot {
 
     /// Decides one pull request; merges when the policy is met, on facts read afresh from the
     /// forge right before. True when it is merged.
-    async fn evaluate(
-        &self,
-        rel: &ForgeRelease,
-        pr: &mut ReleasePr,
-        refreshed: bool,
-    ) -> Result<bool, BotError> {
-        let mut refreshed = refreshed;
+    async fn evaluate(&self, rel: &ForgeRelease, pr: &mut ReleasePr) -> Result<bool, BotError> {
         // The merge turn (see `Bot::merging`): taken once the stored facts say merge, before
         // the fresh read, and held to the forge's answer.
         let mut merging = None;
@@ -271,23 +265,18 @@ impl Bot {
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
             if decision == Decision::Merge {
                 if merging.is_none() {
-                    merging = Some(match self.merging.try_lock() {
-                        Ok(turn) => turn,
-                        // Whatever was read before the wait may be stale by now.
-                        Err(_) => {
-                            let turn = self.merging.lock().await;
-                            refreshed = false;
-                            turn
-                        }
-                    });
+                    merging = Some(self.merging.lock().await);
+                    // The facts a merge is decided on are read under the turn: whatever was
+                    // read before (by reconcile, or before a wait) may be stale by now,
+                    // memberships this job read included.
+                    self.forget_memberships_read_in_this_job();
                 }
                 // Decide on fresh facts: what the store holds came from webhooks, which may
-                // be late, lost or forged by timing. Re-read the forge (unless this pass just
-                // did) and the memberships, and decide again.
-                if !refreshed && !self.refresh(rel, pr).await? {
+                // be late, lost or forged by timing. Re-read the forge and the memberships
+                // under the turn (again for each rebuilt head), and decide again.
+                if !self.refresh(rel, pr).await? {
                     return Ok(pr.state == PrState::Merged);
                 }
-                refreshed = true;
                 gate = self.gate(rel, pr, None, true).await?;
                 decision = policy::decide(&gate.facts(&self.config.policy));
             }
@@ -327,6 +316,7 @@ impl Bot {
                 Decision::Merge => {
                     // The base moved under the release in a way that touches it: build it
                     // again on the base as it is, then decide on the new head.
+                    // A new head is decided on facts read afresh.
                     if self.rebuild_if_base_moved(rel, pr).await? {
                         continue;
                     }

@@ -63,6 +63,16 @@ impl Bot {
         Ok(out)
     }
 
+    /// Team answers this job read so far no longer count as read during its decision (the
+    /// job waited for the merge turn since).
+    pub(super) fn forget_memberships_read_in_this_job(&self) {
+        let job = super::lanes::current_job();
+        self.teams
+            .lock()
+            .unwrap()
+            .retain(|_, (_, _, read_in)| *read_in != job);
+    }
+
     /// Whether `user` is a member of `team`. A team's members are read once and reused for a
     /// few minutes; with `fresh`, only within the same decision.
     async fn team_member(&self, team: &str, user: &str, fresh: bool) -> Result<bool, BotError> {

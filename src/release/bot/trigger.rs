@@ -84,20 +84,31 @@ impl Bot {
         // Two trigger commits naming one version are released one after the other: the
         // second waits for the first, then is read again, as a one-at-a-time worker would
         // have read it (and is refused as a reused version, or finds its own release).
-        let _version = match &prepared {
-            Ok(p) => {
-                let version = p.plan.spec.version.clone();
-                let held = self
-                    .lanes
+        // Read again until the version held is the version read (a version derived from the
+        // recorded ones can move on while this trigger waits).
+        let mut _version = None;
+        for _ in 0..3 {
+            let Ok(p) = &prepared else {
+                break;
+            };
+            let version = p.plan.spec.version.clone();
+            _version = None;
+            _version = Some(
+                self.lanes
                     .hold(&super::Lane::Version(version.clone()))
-                    .await;
-                if self.store.find_release(&version).await?.is_some() {
-                    prepared = prepare().await;
-                }
-                Some(held)
+                    .await,
+            );
+            if self.store.find_release(&version).await?.is_none() {
+                break;
             }
-            Err(_) => None,
-        };
+            prepared = prepare().await;
+            if prepared
+                .as_ref()
+                .is_ok_and(|p| p.plan.spec.version == version)
+            {
+                break;
+            }
+        }
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
                 Ok(()) => Ok(prepared),
