@@ -163,8 +163,9 @@ fn spawn_reconcile(
         return;
     };
     let bot = shared.bot.clone();
+    let limit = shared.pacing.job_limit;
     tokio::spawn(async move {
-        if let Err(e) = bot.reconcile().await {
+        if let Err(e) = bot.reconcile_within(limit).await {
             tracing::error!(error = %e, "reconcile {when} failed");
         }
         drop(guard);
@@ -272,17 +273,27 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) -> bool {
     false
 }
 
-/// Acts on one event: finds its lane (see the bot's lanes for the order of locks), takes a
-/// slot, then the lane, and acts within the job limit.
+/// Acts on one event: finds its lane, then takes a slot and the lane together, and acts
+/// within the job limit.
+///
+/// A job never holds a slot while it waits for its lane (a busy release with many events
+/// queued would take every slot, and hold up the other releases), nor its lane while it waits
+/// for a slot (a job holding a slot may wait for a lane: a trigger linking its release).
 async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
     let lane = shared.bot.lane_of(event).await?;
     tracing::debug!(?lane, "placed");
-    let _slot = shared
-        .slots
-        .acquire()
-        .await
-        .expect("the slots are never closed");
-    let job = shared.bot.enter(&lane).await;
+    let (_slot, job) = loop {
+        let slot = shared
+            .slots
+            .acquire()
+            .await
+            .expect("the slots are never closed");
+        if let Some(job) = shared.bot.try_enter(&lane) {
+            break (slot, job);
+        }
+        drop(slot);
+        shared.bot.wait_until_free(&lane).await;
+    };
     tracing::debug!(?lane, "entered");
     let limit = shared.pacing.job_limit;
     tokio::time::timeout(limit, job.run(shared.bot.act(event)))

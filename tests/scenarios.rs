@@ -13,6 +13,8 @@ use fake_forge::{Flavor, User};
 on_both_forges!(
     a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit,
     a_release_whose_forge_hangs_holds_up_no_other_release,
+    a_busy_release_with_events_queued_takes_no_slot_from_another,
+    an_approval_withdrawn_while_waiting_for_the_merge_turn_stops_the_merge,
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
     a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
     approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
@@ -260,6 +262,109 @@ async fn a_release_whose_forge_hangs_holds_up_no_other_release(forge: Flavor) {
         w.pull(2).is_some_and(|p| p.open),
         "tried again after the job limit"
     );
+}
+
+/// One release's job hangs on the forge while more of its events wait for its lane: they wait
+/// without a job slot, so with two slots another release still gets one and merges.
+async fn a_busy_release_with_events_queued_takes_no_slot_from_another(forge: Flavor) {
+    let mut w = World::with_services(forge, 2).await;
+    w.push_trigger(&service_trigger(1)).await;
+    w.push_trigger(&service_trigger(2)).await;
+    assert!(w.pull(1).is_some_and(|p| p.open) && w.pull(2).is_some_and(|p| p.open));
+    w.jobs = 2;
+    w.restart().await;
+
+    // Mallory may not approve: the bot's answer on pull request 1 never gets through.
+    w.fake.fail(fake_forge::Failure {
+        method: "POST".into(),
+        path_prefix: match forge {
+            Flavor::Github => "/repos/acme/deploy/issues/1/comments",
+            Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests/1/notes",
+        }
+        .into(),
+        status: 0,
+        retry_after: None,
+        times: 1,
+        carried_out: false,
+    });
+    w.fake
+        .comment(DEPLOY, 1, User::human("mallory"), "/approve")
+        .await;
+    let hanging = || w.fake.lock().failures.iter().all(|f| f.times == 0);
+    wait_for("the answer to mallory hangs", hanging).await;
+    // Another event of release 1 (its check, queued apart from its comments) waits for the
+    // release's lane; give the worker time to start on it.
+    let head = w.head(1);
+    w.fake
+        .check_run(DEPLOY, &head, "ci/build", Some("success"))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    w.fake
+        .comment(DEPLOY, 2, User::human("alice"), "/approve")
+        .await;
+    wait_for("svc-2 merges", || w.pull(2).is_some_and(|p| p.merged)).await;
+    // ... while the job answering mallory is still in its first attempt.
+    let store = w.store().await;
+    let pending = store.pending_deliveries(100).await.unwrap();
+    let mallory = pending.iter().find(|d| {
+        matches!(&d.event, Ok(release_coordinator::events::Event::Comment(c)) if c.author.login == "mallory")
+    });
+    assert!(
+        mallory.is_some_and(|d| d.attempts == 0),
+        "svc-2 merged only after release 1's stuck job ended: {pending:#?}"
+    );
+    w.settle().await;
+    assert!(
+        !w.pull(1).unwrap().merged,
+        "mallory's approval counts for nothing"
+    );
+}
+
+/// Release 1's merge hangs while it holds the merge turn; release 2, approved meanwhile, waits
+/// for the turn; its approval is deleted while it waits. Its turn comes once release 1's job is
+/// stopped, and it does not merge: the forge is read afresh under the turn.
+async fn an_approval_withdrawn_while_waiting_for_the_merge_turn_stops_the_merge(forge: Flavor) {
+    let w = World::with_services(forge, 2).await;
+    w.push_trigger(&service_trigger(1)).await;
+    w.push_trigger(&service_trigger(2)).await;
+    w.fake.fail(fake_forge::Failure {
+        method: "PUT".into(),
+        path_prefix: match forge {
+            Flavor::Github => "/repos/acme/deploy/pulls/1/merge",
+            Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests/1/merge",
+        }
+        .into(),
+        status: 0,
+        retry_after: None,
+        times: 1,
+        carried_out: false,
+    });
+    w.fake
+        .comment(DEPLOY, 1, User::human("alice"), "/approve")
+        .await;
+    let hanging = || w.fake.lock().failures.iter().all(|f| f.times == 0);
+    wait_for("release 1's merge hangs", hanging).await;
+    let approval = w
+        .fake
+        .comment(DEPLOY, 2, User::human("alice"), "/approve")
+        .await;
+    // Release 2's job reaches the merge turn and waits there.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!w.pull(2).unwrap().merged, "release 1 holds the turn");
+    w.fake.delete_comment(DEPLOY, approval).await;
+
+    w.settle().await;
+    assert!(
+        w.pull(1).unwrap().merged,
+        "release 1 merges when tried again"
+    );
+    assert!(
+        !w.pull(2).unwrap().merged,
+        "release 2 merged on an approval deleted before its turn came"
+    );
+    let status = w.status_comment(2);
+    assert!(status.contains("0 of 1 required approvals"), "{status}");
 }
 
 /// Polls `done` (the bot works in the background) for at most 30 s.

@@ -38,7 +38,17 @@ pub enum GitError {
     MissingToken(String),
     #[error("cannot create the cache directory {path}: {reason}")]
     Cache { path: String, reason: String },
+    #[error("git did not finish talking to {remote} within {} s and was stopped", .limit.as_secs_f64())]
+    TimedOut {
+        remote: String,
+        limit: std::time::Duration,
+    },
 }
+
+/// How long one git command that talks to the remote may take before it is stopped: a remote
+/// that accepts a connection and never answers must not hold a release (or the merge turn)
+/// for ever.
+pub const NETWORK_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where the deployment repository lives and how to authenticate to it.
 #[derive(Clone)]
@@ -49,6 +59,8 @@ pub struct Remote {
     token: Option<String>,
     /// The user name that goes with the token.
     basic_user: &'static str,
+    /// How long one command talking to the remote may take.
+    time_limit: std::time::Duration,
 }
 
 impl std::fmt::Debug for Remote {
@@ -66,7 +78,14 @@ impl Remote {
             url: url.into(),
             token,
             basic_user: "x-access-token",
+            time_limit: NETWORK_LIMIT,
         }
+    }
+
+    /// Stops any command talking to the remote after `limit` (default [`NETWORK_LIMIT`]).
+    pub fn with_time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.time_limit = limit;
+        self
     }
 
     /// The user name sent with the token (GitLab documents `oauth2`).
@@ -255,9 +274,28 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Runs a git command (see [`blocking`]).
-fn output(cmd: &mut Command) -> Result<std::process::Output, GitError> {
-    blocking(|| cmd.output()).map_err(|e| GitError::NoGitBinary(e.to_string()))
+/// Runs a git command that talks to `remote` (see [`blocking`]), stopping it after the
+/// remote's time limit when running on the multi-threaded runtime (the bot).
+fn output(cmd: &mut Command, remote: &Remote) -> Result<std::process::Output, GitError> {
+    let no_git = |e: std::io::Error| GitError::NoGitBinary(e.to_string());
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            let mut child =
+                tokio::process::Command::from(std::mem::replace(cmd, Command::new("git")));
+            // Dropped at the deadline, the command's process is killed.
+            child.kill_on_drop(true);
+            let limit = remote.time_limit;
+            tokio::task::block_in_place(|| {
+                h.block_on(async { tokio::time::timeout(limit, child.output()).await })
+            })
+            .map_err(|_| GitError::TimedOut {
+                remote: remote.display(),
+                limit,
+            })?
+            .map_err(no_git)
+        }
+        _ => cmd.output().map_err(no_git),
+    }
 }
 
 impl std::fmt::Debug for DeployRepo {
@@ -606,7 +644,7 @@ impl DeployRepo {
         cmd: &mut Command,
         what: impl Into<String>,
     ) -> Result<std::process::Output, GitError> {
-        let out = output(cmd)?;
+        let out = output(cmd, &self.remote)?;
         if !out.status.success() {
             return Err(GitError::Fetch {
                 remote: self.remote.display(),
@@ -630,7 +668,7 @@ impl DeployRepo {
         for (name, oid) in branches {
             cmd.arg(format!("{oid}:refs/heads/{name}"));
         }
-        let out = output(&mut cmd)?;
+        let out = output(&mut cmd, &self.remote)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection. `=` (up to
         // date) is one too: each branch must not exist yet, and git checks that lease only
@@ -733,6 +771,7 @@ impl DeployRepo {
                 .arg(format!("--force-with-lease={lease}"))
                 .arg(self.remote.transport_url())
                 .arg(refspec),
+            &self.remote,
         )?;
         let rejected = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -911,5 +950,43 @@ mod tests {
         assert_eq!(redact_url("https://host/a.git"), "https://host/a.git");
         let r = Remote::new("https://host/a.git", Some("tok3n".into()));
         assert!(!format!("{r:?}").contains("tok3n"));
+    }
+}
+
+#[cfg(test)]
+mod time_limit_tests {
+    use super::*;
+
+    /// A remote that accepts the connection and never answers is given up after the limit,
+    /// and the error says so (rather than the job hanging until the process is killed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_that_never_answers_is_given_up_after_the_limit() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and keeps every connection open without a byte of answer.
+        let held = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for stream in listener.incoming().take(2) {
+                open.push(stream);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let remote = Remote::new(format!("http://127.0.0.1:{port}/deploy.git"), None)
+            .with_time_limit(std::time::Duration::from_millis(500));
+        let repo = DeployRepo::open(remote, cache.path()).unwrap();
+        let err = repo.remote_branches("release/").unwrap_err();
+        match &err {
+            GitError::TimedOut { remote, limit } => {
+                assert_eq!(remote, &format!("http://127.0.0.1:{port}/deploy.git"));
+                assert_eq!(*limit, std::time::Duration::from_millis(500));
+            }
+            other => panic!("expected a time-out, got {other}"),
+        }
+        assert!(
+            err.to_string().contains("within 0.5 s and was stopped"),
+            "{err}"
+        );
+        drop(held);
     }
 }

@@ -39,6 +39,8 @@ pub struct World {
     pub store_url: String,
     /// API calls made before the first scenario step (connecting, finding who the bot is).
     pub calls_at_start: usize,
+    /// Deliveries the worker handles at once.
+    pub jobs: usize,
 }
 
 impl World {
@@ -149,7 +151,8 @@ impl World {
         std::fs::write(config_dir.join("orchestration-config.yaml"), edit(config)).unwrap();
         release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
 
-        let (bot, running) = start_bot(&root, &fake, &store_url).await;
+        let jobs = 8;
+        let (bot, running) = start_bot(&root, &fake, &store_url, jobs).await;
         let calls_at_start = fake.requests().len();
         World {
             _tmp: tmp,
@@ -159,6 +162,7 @@ impl World {
             running,
             store_url,
             calls_at_start,
+            jobs,
         }
     }
 
@@ -216,7 +220,7 @@ impl World {
     pub async fn restart(&mut self) {
         self.running.abort();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (bot, running) = start_bot(&self.root, &self.fake, &self.store_url).await;
+        let (bot, running) = start_bot(&self.root, &self.fake, &self.store_url, self.jobs).await;
         self.bot = bot;
         self.running = running;
     }
@@ -353,7 +357,12 @@ impl Clock for ForgeTime {
 /// How long the bot may spend on one delivery in the scenarios.
 pub const JOB_LIMIT: Duration = Duration::from_secs(5);
 
-pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<Bot>, Running) {
+pub async fn start_bot(
+    root: &Path,
+    fake: &FakeForge,
+    store_url: &str,
+    jobs: usize,
+) -> (Arc<Bot>, Running) {
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
     let store = Store::open(store_url).await.unwrap();
@@ -402,7 +411,7 @@ pub async fn start_bot(root: &Path, fake: &FakeForge, store_url: &str) -> (Arc<B
             reconcile_every: Duration::from_secs(3600),
             retry_base: Duration::from_millis(100),
             job_limit: JOB_LIMIT,
-            jobs: 8,
+            jobs,
         },
     );
     fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);

@@ -155,9 +155,15 @@ impl Bot {
     /// A push to the deployment repository: on a release branch, it is recorded in the branch's
     /// push history (who pushed which head, when).
     pub(super) async fn on_release_branch_push(&self, p: &events::Push) -> Result<(), BotError> {
-        let Some(pr) = self.store.release_pr_by_branch(&p.branch).await? else {
+        let Some(mut pr) = self.store.release_pr_by_branch(&p.branch).await? else {
             return Ok(());
         };
+        if self.claim(pr.release_id).await? == super::lanes::Claim::Taken {
+            match self.store.release_pr_by_branch(&p.branch).await? {
+                Some(again) => pr = again,
+                None => return Ok(()),
+            }
+        }
         // The bot's own pushes are the bot's; another bot's cannot be put down to a person.
         let pusher = if p.pusher.login.eq_ignore_ascii_case(self.bot_login()) {
             None
@@ -180,7 +186,6 @@ impl Bot {
             .record_head(&pr, &p.after, since, pusher, None)
             .await?;
         if pr.state.is_open() {
-            let mut pr = pr;
             self.new_head(&mut pr, &p.after, Some(since), true).await?;
             return self.advance(pr.release_id, false).await;
         }
@@ -274,13 +279,18 @@ impl Bot {
             return Ok(());
         }
         for pr in self.store.release_prs_by_head(&c.commit).await? {
+            // Only the release whose lane this job holds (or, placed in none, takes) is moved
+            // on here. Another release with this head (someone pushed one release's head to
+            // another's branch) moves on in its own lane: its next event or the reconcile pass.
+            let held = match self.claim(pr.release_id).await {
+                Ok(_) => true,
+                Err(BotError::OtherLane(_)) => false,
+                Err(e) => return Err(e),
+            };
             for check in &c.results {
                 self.store.set_check(&pr, &c.commit, check).await?;
             }
-            // Only the release whose lane this job holds is moved on here. Another release
-            // with this head (someone pushed one release's head to another's branch) moves on
-            // in its own lane: its next event or the reconcile pass.
-            if super::lanes::in_lane_of(pr.release_id) {
+            if held {
                 self.advance(pr.release_id, false).await?;
             }
         }

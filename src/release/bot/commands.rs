@@ -49,7 +49,14 @@ impl Bot {
         if !self.is_deployment_repo(repo) {
             return Ok(None);
         }
-        Ok(self.store.release_pr_by_number(number).await?)
+        let Some(pr) = self.store.release_pr_by_number(number).await? else {
+            return Ok(None);
+        };
+        Ok(match self.claim(pr.release_id).await? {
+            super::lanes::Claim::Held => Some(pr),
+            // Taken after a wait: what another job did meanwhile counts.
+            super::lanes::Claim::Taken => self.store.release_pr_by_number(number).await?,
+        })
     }
 
     pub(super) async fn on_comment(&self, c: &events::Comment) -> Result<(), BotError> {

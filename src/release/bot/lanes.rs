@@ -13,9 +13,16 @@
 //! that was running when it asked has ended, then is placed again, as the one-at-a-time worker
 //! would have seen it.
 //!
+//! A job placed in no lane may find, once running, that its event is about a release after all
+//! (the release was made in between): it claims that release's lane before acting on it. A
+//! job in another lane that finds a release not its own does not act on it: its delivery is
+//! tried again, and placed again.
+//!
 //! Locks are always taken in one order, so no two jobs can wait on each other: the worker's
-//! job slot, then the lane of the job, then (a trigger linking its new release) that release's
-//! lane, then the merge lock, then a git cache's lock.
+//! job slot together with the job's lane (never one while waiting for the other), then (a
+//! trigger linking its new release, a job in no lane claiming one) a release's lane, then the
+//! merge turn, then a git cache's lock. Every wait past the lanes is bounded: git commands
+//! and forge requests have time limits, and every job has one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,21 +48,48 @@ pub enum Lane {
     Free,
 }
 
+/// The job a task runs for.
+struct JobScope {
+    id: u64,
+    lane: Lane,
+    /// A job placed in no lane that found, once running, that its event is about a release
+    /// after all (the release was made meanwhile): that release's lane, taken for the rest of
+    /// the job.
+    claimed: Mutex<Option<(i64, OwnedMutexGuard<()>)>>,
+}
+
 tokio::task_local! {
     /// The job a task runs for, and its lane: a decision to merge reuses a team membership
     /// only if it was read during the same job.
-    static JOB: (u64, Lane);
+    static JOB: JobScope;
 }
 
 /// The job the current task runs for (0 outside any).
 pub(super) fn current_job() -> u64 {
-    JOB.try_with(|(id, _)| *id).unwrap_or(0)
+    JOB.try_with(|j| j.id).unwrap_or(0)
 }
 
-/// Whether the current task's job runs in `release`'s lane.
+/// Whether the current task's job holds `release`'s lane (its own, or claimed).
 pub(super) fn in_lane_of(release: i64) -> bool {
-    JOB.try_with(|(_, lane)| *lane == Lane::Release(release))
-        .unwrap_or(false)
+    JOB.try_with(|j| {
+        j.lane == Lane::Release(release)
+            || j.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|(r, _)| *r == release)
+    })
+    .unwrap_or(false)
+}
+
+/// What [`Bot::claim`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// The job held the release's lane already (or runs outside any job: a test, one at a time).
+    Held,
+    /// The job, placed in no lane, has just taken the release's lane, maybe after a wait: what
+    /// it read about the release before must be read again.
+    Taken,
 }
 
 /// The lanes' locks and the jobs that are running.
@@ -104,6 +138,10 @@ impl Lanes {
             Lane::Free => None,
             lane => Some(self.lock_of(lane).lock_owned().await),
         };
+        self.start(lane, guard)
+    }
+
+    fn start(&self, lane: &Lane, guard: Option<OwnedMutexGuard<()>>) -> Job<'_> {
         // Numbered and registered in one step, so a waiter that read the next number under
         // the same lock sees every job numbered before it.
         let id = {
@@ -126,6 +164,22 @@ impl Lanes {
         self.lock_of(lane).lock_owned().await
     }
 
+    /// Starts a job in `lane` if no other job holds it now.
+    pub(super) fn try_enter(&self, lane: &Lane) -> Option<Job<'_>> {
+        let guard = match lane {
+            Lane::Free => None,
+            lane => Some(self.lock_of(lane).try_lock_owned().ok()?),
+        };
+        Some(self.start(lane, guard))
+    }
+
+    /// Waits until `lane` is free at least for a moment (taking nothing).
+    pub(super) async fn wait_until_free(&self, lane: &Lane) {
+        if *lane != Lane::Free {
+            drop(self.lock_of(lane).lock_owned().await);
+        }
+    }
+
     fn lock_of(&self, lane: &Lane) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lock) = locks.get(lane).and_then(Weak::upgrade) {
@@ -138,6 +192,32 @@ impl Lanes {
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         locks.insert(lane.clone(), Arc::downgrade(&lock));
         lock
+    }
+
+    /// Makes sure the running job holds `release`'s lane. A job placed in no lane (its event
+    /// was about nothing the store knew) takes the lane now, for the rest of the job: the
+    /// release was made after the event was placed. `None`: the job holds another lane (or
+    /// has claimed another release already) and may not act on this release.
+    pub(super) async fn claim(&self, release: i64) -> Option<Claim> {
+        let Ok(lane) = JOB.try_with(|j| j.lane.clone()) else {
+            return Some(Claim::Held);
+        };
+        if in_lane_of(release) {
+            return Some(Claim::Held);
+        }
+        let claimed_other = JOB.with(|j| {
+            j.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        });
+        if lane != Lane::Free || claimed_other {
+            return None;
+        }
+        // A job in no lane holds no other lane, so waiting here cannot close a circle.
+        let guard = self.hold(&Lane::Release(release)).await;
+        JOB.with(|j| *j.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((release, guard)));
+        Some(Claim::Taken)
     }
 
     /// Waits until every job that is running now has ended (jobs started later do not count).
@@ -167,7 +247,12 @@ impl Lanes {
 impl Job<'_> {
     /// Runs `work` as this job.
     pub async fn run<T>(&self, work: impl Future<Output = T>) -> T {
-        JOB.scope((self.id, self.lane.clone()), work).await
+        let scope = JobScope {
+            id: self.id,
+            lane: self.lane.clone(),
+            claimed: Mutex::new(None),
+        };
+        JOB.scope(scope, work).await
     }
 }
 
@@ -197,6 +282,26 @@ impl Bot {
     /// Starts a job in `lane`.
     pub async fn enter(&self, lane: &Lane) -> Job<'_> {
         self.lanes.enter(lane).await
+    }
+
+    /// Starts a job in `lane` if it is free now.
+    pub fn try_enter(&self, lane: &Lane) -> Option<Job<'_>> {
+        self.lanes.try_enter(lane)
+    }
+
+    /// Waits until `lane` is free for a moment.
+    pub async fn wait_until_free(&self, lane: &Lane) {
+        self.lanes.wait_until_free(lane).await
+    }
+
+    /// Makes sure the running job holds `release`'s lane before it acts on the release (see
+    /// [`Lanes::claim`]); a job holding another lane gets an error that has its delivery placed
+    /// again on its next attempt.
+    pub(super) async fn claim(&self, release: i64) -> Result<Claim, BotError> {
+        self.lanes
+            .claim(release)
+            .await
+            .ok_or(BotError::OtherLane(release))
     }
 
     async fn place(&self, event: &Event) -> Result<Placed, BotError> {
@@ -263,6 +368,71 @@ mod tests {
             .await
             .expect("freed when the job ends");
         drop((b, again));
+    }
+
+    #[tokio::test]
+    async fn a_job_in_no_lane_claims_one_release_and_a_release_job_claims_none() {
+        let lanes = Arc::new(Lanes::default());
+        let other = lanes.enter(&Lane::Release(5)).await;
+        let free = lanes.enter(&Lane::Free).await;
+        let claiming = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move {
+                let job = lanes.enter(&Lane::Free).await;
+                job.run(async {
+                    let first = lanes.claim(5).await;
+                    let held = in_lane_of(5);
+                    let again = lanes.claim(5).await;
+                    let second = lanes.claim(6).await;
+                    (first, held, again, second)
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !claiming.is_finished(),
+            "the claim waits for the job in the release's lane"
+        );
+        drop(other);
+        let (first, held, again, second) = tokio::time::timeout(Duration::from_secs(1), claiming)
+            .await
+            .expect("the claim is granted once the lane is free")
+            .unwrap();
+        assert_eq!(first, Some(Claim::Taken));
+        assert!(held, "the claimed lane counts as the job's own");
+        assert_eq!(again, Some(Claim::Held));
+        assert_eq!(second, None, "one release per job in no lane");
+        // The claim ended with its job: the lane is free again.
+        assert!(lanes.try_enter(&Lane::Release(5)).is_some());
+        // A job in one release's lane may not act on another release.
+        let job = lanes.enter(&Lane::Release(1)).await;
+        assert_eq!(job.run(lanes.claim(2)).await, None);
+        assert_eq!(job.run(lanes.claim(1)).await, Some(Claim::Held));
+        drop((free, job));
+    }
+
+    #[tokio::test]
+    async fn trying_a_taken_lane_takes_nothing_and_waiting_for_it_holds_nothing() {
+        let lanes = Arc::new(Lanes::default());
+        let a = lanes.enter(&Lane::Release(1)).await;
+        assert!(lanes.try_enter(&Lane::Release(1)).is_none());
+        assert!(lanes.try_enter(&Lane::Free).is_some());
+        let waiter = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.wait_until_free(&Lane::Release(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("told once the lane is free")
+            .unwrap();
+        assert!(
+            lanes.try_enter(&Lane::Release(1)).is_some(),
+            "waiting left the lane free"
+        );
     }
 
     #[tokio::test]

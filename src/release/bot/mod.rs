@@ -62,6 +62,10 @@ pub enum BotError {
     Io(String),
     #[error("handling took longer than {} s and was stopped; it is tried again", .0.as_secs())]
     TimedOut(std::time::Duration),
+    #[error(
+        "the event turned out to be about release {0}, whose lane this job does not hold; it is placed again"
+    )]
+    OtherLane(i64),
 }
 
 /// A team's members (lower case), when they were read, and in which job.
@@ -148,10 +152,18 @@ impl Bot {
 
     /// Re-reads the forge for every release in flight and moves each on as far as it can go.
     pub async fn reconcile(&self) -> Result<(), BotError> {
+        self.reconcile_within(std::time::Duration::from_secs(300))
+            .await
+    }
+
+    /// [`Bot::reconcile`], each release's pass stopped after `limit` (as a delivery's job is):
+    /// one stuck release does not stop the pass over the others.
+    pub async fn reconcile_within(&self, limit: std::time::Duration) -> Result<(), BotError> {
         crate::git::housekeeping(&self.cache_root);
         for rel in self.store.forge_releases_in_flight().await? {
             let job = self.enter(&Lane::Release(rel.release_id)).await;
-            if let Err(e) = job.run(self.advance(rel.release_id, true)).await {
+            let pass = tokio::time::timeout(limit, job.run(self.advance(rel.release_id, true)));
+            if let Err(e) = pass.await.unwrap_or(Err(BotError::TimedOut(limit))) {
                 tracing::warn!(release = %rel.version_tag, error = %e, "reconcile could not advance the release");
             }
         }
