@@ -27,8 +27,8 @@ use crate::store::deliveries::PendingDelivery;
 /// Attempts at handling one delivery before it is given up (and logged).
 pub const MAX_ATTEMPTS: i64 = 5;
 
-/// Deliveries read from the store and not yet handled, at most: past it the worker reads no
-/// more until some are done (a flood waits in the store, not in memory).
+/// Deliveries read from the store and not yet handled, at most: the worker reads no more than
+/// that (a flood waits in the store, not in memory).
 const QUEUED_AT_MOST: usize = 1000;
 
 /// How the worker paces itself.
@@ -62,9 +62,13 @@ struct Shared {
     bot: Arc<Bot>,
     store: Store,
     pacing: Pacing,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     /// Deliveries queued or being handled (their store ids).
     taken: Mutex<HashSet<i64>>,
+    /// Deliveries handled lately, each with the number of its ending (counting every ending):
+    /// a read of the store that began before one ended may still show it pending, and must
+    /// not hand it out again.
+    ended: Mutex<(u64, HashMap<i64, u64>)>,
     /// Per ordering key, the deliveries waiting; a key present has a task working through it.
     queues: Mutex<HashMap<String, VecDeque<PendingDelivery>>>,
     /// Told when a delivery is done (room to read more).
@@ -79,8 +83,9 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
         bot,
         store,
         pacing,
-        slots: Semaphore::new(pacing.jobs.max(1)),
+        slots: Arc::new(Semaphore::new(pacing.jobs.max(1))),
         taken: Mutex::new(HashSet::new()),
+        ended: Mutex::new((0, HashMap::new())),
         queues: Mutex::new(HashMap::new()),
         done: Notify::new(),
         rewind: Mutex::new(None),
@@ -95,17 +100,31 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
             seen = seen.min(id - 1);
         }
         let taken = lock(&shared.taken).len();
+        // Endings counted before the read: a delivery that ended later may show as pending.
+        let ended_before = lock(&shared.ended).0;
+        let read_at = OffsetDateTime::now_utc();
         let fresh: Vec<PendingDelivery> = if taken >= QUEUED_AT_MOST {
             Vec::new()
         } else {
+            let room = (QUEUED_AT_MOST - taken).min(100 + taken);
             match shared
                 .store
-                .pending_deliveries_after(seen, (taken + 100) as i64)
+                .pending_deliveries_after(seen, room as i64)
                 .await
             {
                 Ok(p) => {
                     let taken = lock(&shared.taken);
-                    p.into_iter().filter(|d| !taken.contains(&d.id)).collect()
+                    let mut ended = lock(&shared.ended);
+                    let fresh = p
+                        .into_iter()
+                        .filter(|d| {
+                            !taken.contains(&d.id)
+                                && ended.1.get(&d.id).is_none_or(|at| *at <= ended_before)
+                        })
+                        .collect();
+                    // Endings this read saw no longer need remembering.
+                    ended.1.retain(|_, at| *at > ended_before);
+                    fresh
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reading stored deliveries failed");
@@ -118,7 +137,9 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
             // Sleep until a delivery arrives or one is done, a retry is due, or the next
             // reconcile.
             let mut wake = next_tick;
-            if let Ok(Some(at)) = shared.store.next_retry_at().await {
+            // Retries due before the read and not handed out are being handled now: their end
+            // wakes the loop, not their time.
+            if let Ok(Some(at)) = shared.store.next_retry_after(read_at).await {
                 let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
                 let due = tokio::time::Instant::now()
                     + Duration::try_from(wait).unwrap_or_default()
@@ -227,7 +248,13 @@ async fn work_through(shared: Arc<Shared>, key: String) {
         let span = tracing::info_span!("delivery", id = %next.delivery_id, kind = %next.kind);
         let id = next.id;
         let read_again = handle_one(&shared, next).instrument(span).await;
-        lock(&shared.taken).remove(&id);
+        {
+            let mut ended = lock(&shared.ended);
+            ended.0 += 1;
+            let at = ended.0;
+            ended.1.insert(id, at);
+            lock(&shared.taken).remove(&id);
+        }
         // Its outcome could not be recorded: the dispatcher reads it again (after it has left
         // `taken`, so it is not filtered out), after the first retry's wait.
         if read_again {
@@ -241,9 +268,9 @@ async fn work_through(shared: Arc<Shared>, key: String) {
 
 /// Handles one delivery and records how it went: done, or to be tried again later. True when
 /// neither could be recorded (the delivery must be read again).
-async fn handle_one(shared: &Shared, d: PendingDelivery) -> bool {
+async fn handle_one(shared: &Arc<Shared>, d: PendingDelivery) -> bool {
     let error = match &d.event {
-        Ok(event) => match act(shared, event).await {
+        Ok(event) => match act_apart(shared, event).await {
             Ok(()) => None,
             Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
                 let wait = shared.pacing.retry_base * 4u32.pow(d.attempts as u32);
@@ -273,6 +300,27 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) -> bool {
     false
 }
 
+/// [`act`] as a task of its own: a panic in the handling is a failed attempt like any other
+/// (the queue it came from goes on).
+async fn act_apart(shared: &Arc<Shared>, event: &Event) -> Result<(), BotError> {
+    let (shared, event) = (shared.clone(), event.clone());
+    match tokio::spawn(async move { act(&shared, &event).await }).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(BotError::Panicked(panic_text(e))),
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Acts on one event: finds its lane, then takes a slot and the lane together, and acts
 /// within the job limit.
 ///
@@ -282,10 +330,11 @@ async fn handle_one(shared: &Shared, d: PendingDelivery) -> bool {
 async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
     let lane = shared.bot.lane_of(event).await?;
     tracing::debug!(?lane, "placed");
-    let (_slot, job) = loop {
+    let (slot, job) = loop {
         let slot = shared
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the slots are never closed");
         if let Some(job) = shared.bot.try_enter(&lane) {
@@ -296,7 +345,9 @@ async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
     };
     tracing::debug!(?lane, "entered");
     let limit = shared.pacing.job_limit;
-    tokio::time::timeout(limit, job.run(shared.bot.act(event)))
+    let deadline = tokio::time::Instant::now() + limit;
+    let work = crate::git::within(deadline, job.run_in_slot(slot, shared.bot.act(event)));
+    tokio::time::timeout_at(deadline, work)
         .await
         .unwrap_or(Err(BotError::TimedOut(limit)))
 }

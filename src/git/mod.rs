@@ -247,6 +247,8 @@ struct ReadState {
     reading: bool,
     /// The last successful read: its number and what it found.
     answered: Option<(u64, Vec<(String, Oid)>)>,
+    /// The last failed read: its number and why.
+    failed: Option<(u64, String)>,
 }
 
 /// Per cache directory and set of refs.
@@ -274,28 +276,72 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Runs a git command that talks to `remote` (see [`blocking`]), stopping it after the
-/// remote's time limit when running on the multi-threaded runtime (the bot).
+tokio::task_local! {
+    /// When the job running git must end (see [`within`]).
+    static DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `work` with a deadline for the git commands it runs: each is stopped at the deadline
+/// at the latest, and none starts after it. A job's time limit stops its future only where it
+/// awaits, and git commands run one after another without an await between them.
+pub async fn within<T>(deadline: tokio::time::Instant, work: impl Future<Output = T>) -> T {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// Runs a git command that talks to `remote` (see [`blocking`]), stopping it (with the
+/// processes it started) after the remote's time limit, or at the job's deadline, when
+/// running on the multi-threaded runtime (the bot).
 fn output(cmd: &mut Command, remote: &Remote) -> Result<std::process::Output, GitError> {
     let no_git = |e: std::io::Error| GitError::NoGitBinary(e.to_string());
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            let mut child =
-                tokio::process::Command::from(std::mem::replace(cmd, Command::new("git")));
-            // Dropped at the deadline, the command's process is killed.
-            child.kill_on_drop(true);
-            let limit = remote.time_limit;
-            tokio::task::block_in_place(|| {
-                h.block_on(async { tokio::time::timeout(limit, child.output()).await })
-            })
-            .map_err(|_| GitError::TimedOut {
-                remote: remote.display(),
-                limit,
-            })?
-            .map_err(no_git)
-        }
-        _ => cmd.output().map_err(no_git),
+    let h = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h,
+        _ => return cmd.output().map_err(no_git),
+    };
+    let left = DEADLINE
+        .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .unwrap_or(remote.time_limit);
+    let limit = remote.time_limit.min(left);
+    let timed_out = || GitError::TimedOut {
+        remote: remote.display(),
+        limit,
+    };
+    if limit.is_zero() {
+        return Err(timed_out());
     }
+    let mut command = tokio::process::Command::from(std::mem::replace(cmd, Command::new("git")));
+    // Its own process group, so that at the deadline the helpers git started (a transport,
+    // `ssh`) are stopped with it.
+    command
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tokio::task::block_in_place(|| {
+        h.block_on(async {
+            let child = command.spawn().map_err(no_git)?;
+            let group = child.id();
+            match tokio::time::timeout(limit, child.wait_with_output()).await {
+                Ok(out) => out.map_err(no_git),
+                Err(_) => {
+                    if let Some(group) = group {
+                        stop_group(group);
+                    }
+                    Err(timed_out())
+                }
+            }
+        })
+    })
+}
+
+/// Stops every process of the group `group` (a git command and the helpers it started).
+fn stop_group(group: u32) {
+    // `kill -KILL -- -PGID`: the standard tool rather than an unsafe call.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl std::fmt::Debug for DeployRepo {
@@ -527,6 +573,18 @@ impl DeployRepo {
             {
                 return Ok(refs.clone());
             }
+            // A read that began after the caller asked failed: its callers share the failure
+            // (one after another, each making its own read of a remote that does not answer,
+            // they would wait the time limit once each).
+            if let Some((number, why)) = &state.failed
+                && *number >= wanted
+            {
+                return Err(GitError::Fetch {
+                    remote: self.remote.display(),
+                    branch: key.to_string(),
+                    stderr: why.clone(),
+                });
+            }
             if !state.reading {
                 state.started += 1;
                 state.reading = true;
@@ -551,10 +609,10 @@ impl DeployRepo {
                 reading.1 = false;
                 let mut state = reads.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.reading = false;
-                if let Ok(refs) = &refs {
-                    state.answered = Some((number, refs.clone()));
+                match &refs {
+                    Ok(refs) => state.answered = Some((number, refs.clone())),
+                    Err(e) => state.failed = Some((number, e.to_string())),
                 }
-                // Those waiting for a read that failed make their own.
                 reads.done.notify_all();
                 return refs;
             }
@@ -956,6 +1014,62 @@ mod tests {
 #[cfg(test)]
 mod time_limit_tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A remote at a loopback port that accepts connections and never answers; counts them.
+    fn silent_remote() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/deploy.git", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for stream in listener.incoming() {
+                count.fetch_add(1, Ordering::SeqCst);
+                open.push(stream);
+            }
+        });
+        (url, accepted)
+    }
+
+    /// Callers waiting for a shared read that fails share its failure: against a remote that
+    /// never answers, three callers cost two reads (the one running when the others asked, and
+    /// the one they share), not three one after another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_of_a_failed_shared_read_share_the_failure() {
+        let (url, accepted) = silent_remote();
+        let cache = tempfile::tempdir().unwrap();
+        let limit = std::time::Duration::from_millis(600);
+        let read = |delay: u64| {
+            let (url, root) = (url.clone(), cache.path().to_path_buf());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let remote = Remote::new(url, None).with_time_limit(limit);
+                DeployRepo::open(remote, &root).unwrap().remote_tags()
+            })
+        };
+        let first = read(0);
+        let (second, third) = (read(200), read(250));
+        for reader in [first, second, third] {
+            let err = reader.await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("and was stopped"), "{err}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Past the job's deadline no git command starts: the remote is not even asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_git_command_starts_after_the_job_deadline() {
+        let (url, accepted) = silent_remote();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = DeployRepo::open(Remote::new(url, None), cache.path()).unwrap();
+        let past = tokio::time::Instant::now();
+        let err = within(past, async { repo.remote_branches("release/") })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GitError::TimedOut { .. }), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    }
 
     /// A remote that accepts the connection and never answers is given up after the limit,
     /// and the error says so (rather than the job hanging until the process is killed).

@@ -161,9 +161,18 @@ impl Store {
 
     /// When the next delivery waiting for a retry is due.
     pub async fn next_retry_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.next_retry_after(OffsetDateTime::UNIX_EPOCH).await
+    }
+
+    /// The earliest retry due later than `after`.
+    pub async fn next_retry_after(
+        &self,
+        after: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
         let at: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(retry_at) FROM deliveries WHERE processed_at IS NULL AND retry_at IS NOT NULL",
+            "SELECT MIN(retry_at) FROM deliveries WHERE processed_at IS NULL AND retry_at > ?",
         )
+        .bind(ts(after))
         .fetch_one(&self.pool)
         .await?;
         Ok(at.and_then(|a| {

@@ -278,21 +278,31 @@ impl Bot {
         if !self.is_deployment_repo(&c.repo) {
             return Ok(());
         }
-        for pr in self.store.release_prs_by_head(&c.commit).await? {
-            // Only the release whose lane this job holds (or, placed in none, takes) is moved
-            // on here. Another release with this head (someone pushed one release's head to
-            // another's branch) moves on in its own lane: its next event or the reconcile pass.
+        let mut prs = self.store.release_prs_by_head(&c.commit).await?;
+        // Lanes are claimed in ascending order of release (see the lanes' notes).
+        prs.sort_by_key(|p| p.release_id);
+        let mut not_held = None;
+        for pr in prs {
+            // A release whose lane this job does not hold (the head was pushed to its branch
+            // after the event was placed) is left to the delivery's next attempt, placed anew.
             let held = match self.claim(pr.release_id).await {
                 Ok(_) => true,
-                Err(BotError::OtherLane(_)) => false,
+                Err(BotError::OtherLane(r)) => {
+                    not_held = Some(r);
+                    false
+                }
                 Err(e) => return Err(e),
             };
+            if !held {
+                continue;
+            }
             for check in &c.results {
                 self.store.set_check(&pr, &c.commit, check).await?;
             }
-            if held {
-                self.advance(pr.release_id, false).await?;
-            }
+            self.advance(pr.release_id, false).await?;
+        }
+        if let Some(r) = not_held {
+            return Err(BotError::OtherLane(r));
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{OwnedMutexGuard, watch};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, watch};
 
 use super::{Bot, BotError};
 use crate::events::{self, Event};
@@ -52,10 +52,25 @@ pub enum Lane {
 struct JobScope {
     id: u64,
     lane: Lane,
-    /// A job placed in no lane that found, once running, that its event is about a release
-    /// after all (the release was made meanwhile): that release's lane, taken for the rest of
-    /// the job.
-    claimed: Mutex<Option<(i64, OwnedMutexGuard<()>)>>,
+    /// A job placed in no lane that found, once running, that its event is about releases
+    /// after all (made meanwhile, or sharing a head commit): their lanes, taken for the rest of
+    /// the job, in ascending order of release.
+    claimed: Mutex<Vec<(i64, OwnedMutexGuard<()>)>>,
+    /// Releases whose lanes the job holds through [`Lanes::hold`] right now.
+    held: Mutex<Vec<i64>>,
+    /// The worker's job slot, while the job has it (see [`give_back_slot`]).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Gives the running job's worker slot back, before a wait for a lock another job holds (a
+/// release's lane, a version's, the merge turn): a waiting job does not keep another from
+/// running. The job goes on without a slot; the jobs waiting for one lock go one at a time.
+pub(super) fn give_back_slot() {
+    let _ = JOB.try_with(|j| locked(&j.slot).take());
 }
 
 tokio::task_local! {
@@ -69,17 +84,33 @@ pub(super) fn current_job() -> u64 {
     JOB.try_with(|j| j.id).unwrap_or(0)
 }
 
-/// Whether the current task's job holds `release`'s lane (its own, or claimed).
+/// Whether the current task's job holds `release`'s lane (its own, claimed or held).
 pub(super) fn in_lane_of(release: i64) -> bool {
     JOB.try_with(|j| {
         j.lane == Lane::Release(release)
-            || j.claimed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_some_and(|(r, _)| *r == release)
+            || locked(&j.claimed).iter().any(|(r, _)| *r == release)
+            || locked(&j.held).contains(&release)
     })
     .unwrap_or(false)
+}
+
+/// A lane taken by [`Lanes::hold`]; dropping it frees the lane.
+pub(super) struct Held {
+    release: Option<i64>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            let _ = JOB.try_with(|j| {
+                let mut held = locked(&j.held);
+                if let Some(at) = held.iter().position(|r| *r == release) {
+                    held.remove(at);
+                }
+            });
+        }
+    }
 }
 
 /// What [`Bot::claim`] came to.
@@ -159,9 +190,27 @@ impl Lanes {
     }
 
     /// Takes `lane` from inside a job of another lane (a trigger linking the release it made);
-    /// the guard frees it.
-    pub(super) async fn hold(&self, lane: &Lane) -> OwnedMutexGuard<()> {
-        self.lock_of(lane).lock_owned().await
+    /// the guard frees it. Waiting for it, the job gives its slot back.
+    pub(super) async fn hold(&self, lane: &Lane) -> Held {
+        let lock = self.lock_of(lane);
+        let guard = match lock.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                give_back_slot();
+                lock.lock_owned().await
+            }
+        };
+        let release = match lane {
+            Lane::Release(r) => Some(*r),
+            _ => None,
+        };
+        if let Some(r) = release {
+            let _ = JOB.try_with(|j| locked(&j.held).push(r));
+        }
+        Held {
+            release,
+            _guard: guard,
+        }
     }
 
     /// Starts a job in `lane` if no other job holds it now.
@@ -205,18 +254,21 @@ impl Lanes {
         if in_lane_of(release) {
             return Some(Claim::Held);
         }
-        let claimed_other = JOB.with(|j| {
-            j.claimed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-        });
-        if lane != Lane::Free || claimed_other {
+        let after_last = JOB.with(|j| locked(&j.claimed).iter().all(|(r, _)| *r < release));
+        if lane != Lane::Free || !after_last {
             return None;
         }
-        // A job in no lane holds no other lane, so waiting here cannot close a circle.
-        let guard = self.hold(&Lane::Release(release)).await;
-        JOB.with(|j| *j.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((release, guard)));
+        // A job in no lane holds no lane but the ones it claimed, always in ascending order of
+        // release, and a job in a release's lane takes no other: waiting here closes no circle.
+        let lock = self.lock_of(&Lane::Release(release));
+        let guard = match lock.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                give_back_slot();
+                lock.lock_owned().await
+            }
+        };
+        JOB.with(|j| locked(&j.claimed).push((release, guard)));
         Some(Claim::Taken)
     }
 
@@ -247,10 +299,29 @@ impl Lanes {
 impl Job<'_> {
     /// Runs `work` as this job.
     pub async fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        self.scoped(None, work).await
+    }
+
+    /// Runs `work` as this job, holding the worker's `slot` until it ends or gives it back.
+    pub async fn run_in_slot<T>(
+        &self,
+        slot: OwnedSemaphorePermit,
+        work: impl Future<Output = T>,
+    ) -> T {
+        self.scoped(Some(slot), work).await
+    }
+
+    async fn scoped<T>(
+        &self,
+        slot: Option<OwnedSemaphorePermit>,
+        work: impl Future<Output = T>,
+    ) -> T {
         let scope = JobScope {
             id: self.id,
             lane: self.lane.clone(),
-            claimed: Mutex::new(None),
+            claimed: Mutex::new(Vec::new()),
+            held: Mutex::new(Vec::new()),
+            slot: Mutex::new(slot),
         };
         JOB.scope(scope, work).await
     }
@@ -331,11 +402,15 @@ impl Bot {
             Event::Check(c) if !self.is_deployment_repo(&c.repo) => Placed::Lane(Lane::Free),
             Event::Check(c) => {
                 let prs = self.store.release_prs_by_head(&c.commit).await?;
-                match prs.first() {
-                    // Two releases cannot share a head commit: each branch's commit names
-                    // its version.
-                    Some(pr) => Placed::Lane(Lane::Release(pr.release_id)),
-                    None => Placed::Unknown,
+                let mut releases: Vec<i64> = prs.iter().map(|p| p.release_id).collect();
+                releases.sort_unstable();
+                releases.dedup();
+                match releases[..] {
+                    [] => Placed::Unknown,
+                    [one] => Placed::Lane(Lane::Release(one)),
+                    // Someone pushed one release's head to another's branch: the job claims
+                    // each release's lane in turn (see `on_check`).
+                    _ => Placed::Lane(Lane::Free),
                 }
             }
             Event::Installation(_) => Placed::Lane(Lane::Free),

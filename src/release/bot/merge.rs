@@ -265,7 +265,14 @@ impl Bot {
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
             if decision == Decision::Merge {
                 if merging.is_none() {
-                    merging = Some(self.merging.lock().await);
+                    merging = Some(match self.merging.try_lock() {
+                        Ok(turn) => turn,
+                        Err(_) => {
+                            // Waiting, the job keeps no worker slot from other releases.
+                            super::lanes::give_back_slot();
+                            self.merging.lock().await
+                        }
+                    });
                     // The facts a merge is decided on are read under the turn: whatever was
                     // read before (by reconcile, or before a wait) may be stale by now,
                     // memberships this job read included.

@@ -62,6 +62,8 @@ pub enum BotError {
     Io(String),
     #[error("handling took longer than {} s and was stopped; it is tried again", .0.as_secs())]
     TimedOut(std::time::Duration),
+    #[error("handling panicked: {0}")]
+    Panicked(String),
     #[error(
         "the event turned out to be about release {0}, whose lane this job does not hold; it is placed again"
     )]
@@ -84,8 +86,11 @@ pub struct Bot {
     lanes: lanes::Lanes,
     /// The merge turn: held from the fresh read of the forge, through the last look at the
     /// base branch and any rebuild, to the forge's answer. Nothing waits between the read and
-    /// the merge, and no other release merges in between, so a release is decided on facts
-    /// read under the turn and merged onto the base it was built on.
+    /// the merge, and no other merge the bot asks for runs in between, so a release is decided
+    /// on facts read under the turn. (What the bot does not control can still move the base
+    /// meanwhile: a person merging, the forge carrying out a merge scheduled for when its
+    /// pipeline succeeds or one whose answer was lost; the forge then refuses a conflicting
+    /// merge, or the next look at the base rebuilds.)
     merging: tokio::sync::Mutex<()>,
     /// Releases whose branches a running job has just built, with that job: their first pull
     /// request opens without another look at the base (see `open_pr`).
@@ -162,7 +167,9 @@ impl Bot {
         crate::git::housekeeping(&self.cache_root);
         for rel in self.store.forge_releases_in_flight().await? {
             let job = self.enter(&Lane::Release(rel.release_id)).await;
-            let pass = tokio::time::timeout(limit, job.run(self.advance(rel.release_id, true)));
+            let deadline = tokio::time::Instant::now() + limit;
+            let work = crate::git::within(deadline, job.run(self.advance(rel.release_id, true)));
+            let pass = tokio::time::timeout_at(deadline, work);
             if let Err(e) = pass.await.unwrap_or(Err(BotError::TimedOut(limit))) {
                 tracing::warn!(release = %rel.version_tag, error = %e, "reconcile could not advance the release");
             }

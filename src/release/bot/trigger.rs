@@ -87,6 +87,7 @@ impl Bot {
         // Read again until the version held is the version read (a version derived from the
         // recorded ones can move on while this trigger waits).
         let mut _version = None;
+        let mut held_version = None;
         for _ in 0..3 {
             let Ok(p) = &prepared else {
                 break;
@@ -98,6 +99,7 @@ impl Bot {
                     .hold(&super::Lane::Version(version.clone()))
                     .await,
             );
+            held_version = Some(version.clone());
             if self.store.find_release(&version).await?.is_none() {
                 break;
             }
@@ -108,6 +110,16 @@ impl Bot {
             {
                 break;
             }
+        }
+        // Still moving after three reads: read again later rather than reserve a version whose
+        // lane this job does not hold.
+        if let Ok(p) = &prepared
+            && held_version.as_ref() != Some(&p.plan.spec.version)
+        {
+            return Err(BotError::Io(format!(
+                "the version this trigger names kept changing while it was read (now {}); it is read again",
+                p.plan.spec.version
+            )));
         }
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
