@@ -128,6 +128,8 @@ async fn run(n: usize, forge: Flavor) {
         std::process::exit(1);
     }
     let took = approving.elapsed();
+    // The last merges' branches are deleted right after them.
+    w.settle().await;
     let branches = {
         let st = w.fake.lock();
         let git = st.repos[DEPLOY].git();

@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_in_no_lane_claims_one_release_and_a_release_job_claims_none() {
+    async fn a_job_in_no_lane_claims_releases_in_order_and_a_release_job_claims_none() {
         let lanes = Arc::new(Lanes::default());
         let other = lanes.enter(&Lane::Release(5)).await;
         let free = lanes.enter(&Lane::Free).await;
@@ -458,8 +458,9 @@ mod tests {
                     let first = lanes.claim(5).await;
                     let held = in_lane_of(5);
                     let again = lanes.claim(5).await;
-                    let second = lanes.claim(6).await;
-                    (first, held, again, second)
+                    let lower = lanes.claim(4).await;
+                    let higher = lanes.claim(6).await;
+                    (first, held, again, (lower, higher))
                 })
                 .await
             })
@@ -470,16 +471,19 @@ mod tests {
             "the claim waits for the job in the release's lane"
         );
         drop(other);
-        let (first, held, again, second) = tokio::time::timeout(Duration::from_secs(1), claiming)
-            .await
-            .expect("the claim is granted once the lane is free")
-            .unwrap();
+        let (first, held, again, (lower, higher)) =
+            tokio::time::timeout(Duration::from_secs(1), claiming)
+                .await
+                .expect("the claim is granted once the lane is free")
+                .unwrap();
         assert_eq!(first, Some(Claim::Taken));
         assert!(held, "the claimed lane counts as the job's own");
         assert_eq!(again, Some(Claim::Held));
-        assert_eq!(second, None, "one release per job in no lane");
-        // The claim ended with its job: the lane is free again.
+        assert_eq!(lower, None, "lanes are claimed in ascending order only");
+        assert_eq!(higher, Some(Claim::Taken));
+        // The claims ended with their job: the lanes are free again.
         assert!(lanes.try_enter(&Lane::Release(5)).is_some());
+        assert!(lanes.try_enter(&Lane::Release(6)).is_some());
         // A job in one release's lane may not act on another release.
         let job = lanes.enter(&Lane::Release(1)).await;
         assert_eq!(job.run(lanes.claim(2)).await, None);
