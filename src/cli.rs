@@ -96,7 +96,7 @@ enum Command {
         #[arg(long, env = "RC_JOB_TIMEOUT_SECS", default_value_t = 300)]
         job_timeout_secs: u64,
         /// Deliveries handled at once (events about one release are always handled one at a
-        /// time, in order).
+        /// time; those about one pull request, branch or commit in the order they came).
         #[arg(long, env = "RC_JOBS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
     },

@@ -107,9 +107,10 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
             Vec::new()
         } else {
             let room = (QUEUED_AT_MOST - taken).min(100 + taken);
+            // Due retries being handled come back too (and are left out below): read past them.
             match shared
                 .store
-                .pending_deliveries_after(seen, room as i64)
+                .pending_deliveries_after(seen, (room + taken.min(100)) as i64)
                 .await
             {
                 Ok(p) => {
@@ -121,6 +122,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
                             !taken.contains(&d.id)
                                 && ended.1.get(&d.id).is_none_or(|at| *at <= ended_before)
                         })
+                        .take(room)
                         .collect();
                     // Endings this read saw no longer need remembering.
                     ended.1.retain(|_, at| *at > ended_before);
@@ -249,11 +251,13 @@ async fn work_through(shared: Arc<Shared>, key: String) {
         let id = next.id;
         let read_again = handle_one(&shared, next).instrument(span).await;
         {
+            // Locks in the dispatcher's order: `taken`, then `ended`.
+            let mut taken = lock(&shared.taken);
             let mut ended = lock(&shared.ended);
             ended.0 += 1;
             let at = ended.0;
             ended.1.insert(id, at);
-            lock(&shared.taken).remove(&id);
+            taken.remove(&id);
         }
         // Its outcome could not be recorded: the dispatcher reads it again (after it has left
         // `taken`, so it is not filtered out), after the first retry's wait.
@@ -304,7 +308,8 @@ async fn handle_one(shared: &Arc<Shared>, d: PendingDelivery) -> bool {
 /// (the queue it came from goes on).
 async fn act_apart(shared: &Arc<Shared>, event: &Event) -> Result<(), BotError> {
     let (shared, event) = (shared.clone(), event.clone());
-    match tokio::spawn(async move { act(&shared, &event).await }).await {
+    let work = async move { act(&shared, &event).await };
+    match tokio::spawn(work.in_current_span()).await {
         Ok(outcome) => outcome,
         Err(e) => Err(BotError::Panicked(panic_text(e))),
     }

@@ -42,6 +42,8 @@ pub enum GitError {
     TimedOut {
         remote: String,
         limit: std::time::Duration,
+        /// Stopped at the deadline of the job that ran it, before the remote's own limit.
+        at_job_deadline: bool,
     },
 }
 
@@ -297,13 +299,12 @@ fn output(cmd: &mut Command, remote: &Remote) -> Result<std::process::Output, Gi
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h,
         _ => return cmd.output().map_err(no_git),
     };
-    let left = DEADLINE
-        .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
-        .unwrap_or(remote.time_limit);
+    let left = time_left().unwrap_or(remote.time_limit);
     let limit = remote.time_limit.min(left);
     let timed_out = || GitError::TimedOut {
         remote: remote.display(),
         limit,
+        at_job_deadline: limit < remote.time_limit,
     };
     if limit.is_zero() {
         return Err(timed_out());
@@ -333,15 +334,27 @@ fn output(cmd: &mut Command, remote: &Remote) -> Result<std::process::Output, Gi
     })
 }
 
+/// Time left before the running job's deadline (`None`: no deadline).
+fn time_left() -> Option<std::time::Duration> {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .ok()
+}
+
 /// Stops every process of the group `group` (a git command and the helpers it started).
 fn stop_group(group: u32) {
-    // `kill -KILL -- -PGID`: the standard tool rather than an unsafe call.
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    // SAFETY: killpg only sends a signal; `group` is a child's process id (> 0, so never
+    // this process's own group by way of 0), made its own group leader at spawn.
+    if group > 0 && unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // Already gone (every process of the group ended) is fine.
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(group, error = %e, "stopping a git command's processes failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for DeployRepo {
@@ -611,12 +624,34 @@ impl DeployRepo {
                 state.reading = false;
                 match &refs {
                     Ok(refs) => state.answered = Some((number, refs.clone())),
+                    // Stopped at this caller's own deadline: the others read for themselves.
+                    Err(GitError::TimedOut {
+                        at_job_deadline: true,
+                        ..
+                    }) => {}
                     Err(e) => state.failed = Some((number, e.to_string())),
                 }
                 reads.done.notify_all();
                 return refs;
             }
-            state = blocking(|| reads.done.wait(state).unwrap_or_else(|e| e.into_inner()));
+            // Waiting ends at this caller's own deadline at the latest.
+            state = match time_left() {
+                None => blocking(|| reads.done.wait(state).unwrap_or_else(|e| e.into_inner())),
+                Some(left) if left.is_zero() => {
+                    return Err(GitError::TimedOut {
+                        remote: self.remote.display(),
+                        limit: self.remote.time_limit.min(left),
+                        at_job_deadline: true,
+                    });
+                }
+                Some(left) => blocking(|| {
+                    reads
+                        .done
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }),
+            };
         }
     }
 
@@ -1057,6 +1092,45 @@ mod time_limit_tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// A caller waiting for another's shared read stops waiting at its own job's deadline
+    /// (the read it waits for may run much longer).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_waiting_for_a_shared_read_stops_at_its_deadline() {
+        let (url, _accepted) = silent_remote();
+        let cache = tempfile::tempdir().unwrap();
+        let open = {
+            let root = cache.path().to_path_buf();
+            move || {
+                let remote = Remote::new(url.clone(), None)
+                    .with_time_limit(std::time::Duration::from_secs(3));
+                DeployRepo::open(remote, &root).unwrap()
+            }
+        };
+        let first = {
+            let open = open.clone();
+            tokio::spawn(async move { open().remote_tags() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+        let waiter = tokio::spawn(within(deadline, async move { open().remote_tags() }));
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::TimedOut {
+                    at_job_deadline: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            !first.is_finished(),
+            "the waiter gave up before the read it waited for ended"
+        );
+        assert!(first.await.unwrap().is_err());
+    }
+
     /// Past the job's deadline no git command starts: the remote is not even asked.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_git_command_starts_after_the_job_deadline() {
@@ -1091,7 +1165,7 @@ mod time_limit_tests {
         let repo = DeployRepo::open(remote, cache.path()).unwrap();
         let err = repo.remote_branches("release/").unwrap_err();
         match &err {
-            GitError::TimedOut { remote, limit } => {
+            GitError::TimedOut { remote, limit, .. } => {
                 assert_eq!(remote, &format!("http://127.0.0.1:{port}/deploy.git"));
                 assert_eq!(*limit, std::time::Duration::from_millis(500));
             }
@@ -1101,6 +1175,20 @@ mod time_limit_tests {
             err.to_string().contains("within 0.5 s and was stopped"),
             "{err}"
         );
+        // The helper git started for the transport (`git-remote-http`) was stopped with it.
+        let url = format!("127.0.0.1:{port}/deploy.git");
+        let still_running = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+                .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&url))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while still_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!still_running(), "a git process for {url} is still running");
         drop(held);
     }
 }

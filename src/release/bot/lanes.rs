@@ -19,10 +19,13 @@
 //! tried again, and placed again.
 //!
 //! Locks are always taken in one order, so no two jobs can wait on each other: the worker's
-//! job slot together with the job's lane (never one while waiting for the other), then (a
-//! trigger linking its new release, a job in no lane claiming one) a release's lane, then the
-//! merge turn, then a git cache's lock. Every wait past the lanes is bounded: git commands
-//! and forge requests have time limits, and every job has one.
+//! job slot together with the job's lane (never one while waiting for the other); then, for a
+//! trigger, a version's lane, then the lane of the release it makes (or finds); for a job in
+//! no lane, the lanes of the releases it claims, in ascending order of release; then the merge
+//! turn; then a git cache's lock. A job waiting for any of these locks gives its slot back and
+//! takes one again after the wait (`without_slot`); a job holding a slot never waits for a
+//! lock with it. Every wait past the lanes is bounded: git commands and forge requests have
+//! time limits, and every job has one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,19 +61,35 @@ struct JobScope {
     claimed: Mutex<Vec<(i64, OwnedMutexGuard<()>)>>,
     /// Releases whose lanes the job holds through [`Lanes::hold`] right now.
     held: Mutex<Vec<i64>>,
-    /// The worker's job slot, while the job has it (see [`give_back_slot`]).
+    /// The worker's job slot, while the job has it (see [`without_slot`]).
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Where the slot came from, to take one again.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Gives the running job's worker slot back, before a wait for a lock another job holds (a
-/// release's lane, a version's, the merge turn): a waiting job does not keep another from
-/// running. The job goes on without a slot; the jobs waiting for one lock go one at a time.
-pub(super) fn give_back_slot() {
-    let _ = JOB.try_with(|j| locked(&j.slot).take());
+/// Waits for `lock` (a lock another job holds: a release's lane, a version's, the merge turn)
+/// without the running job's worker slot: a waiting job does not keep another from running.
+/// The slot is taken again once the wait is over, so `--jobs` still bounds the jobs at work.
+/// That cannot close a circle: a job holding a slot never waits for a lock with it.
+pub(super) async fn without_slot<T>(lock: impl Future<Output = T>) -> T {
+    let given_back = JOB
+        .try_with(|j| locked(&j.slot).take().map(|_| j.slots.clone()))
+        .ok()
+        .flatten()
+        .flatten();
+    let taken = lock.await;
+    if let Some(slots) = given_back {
+        let slot = slots
+            .acquire_owned()
+            .await
+            .expect("the slots are never closed");
+        let _ = JOB.try_with(|j| *locked(&j.slot) = Some(slot));
+    }
+    taken
 }
 
 tokio::task_local! {
@@ -195,10 +214,7 @@ impl Lanes {
         let lock = self.lock_of(lane);
         let guard = match lock.clone().try_lock_owned() {
             Ok(g) => g,
-            Err(_) => {
-                give_back_slot();
-                lock.lock_owned().await
-            }
+            Err(_) => without_slot(lock.lock_owned()).await,
         };
         let release = match lane {
             Lane::Release(r) => Some(*r),
@@ -263,10 +279,7 @@ impl Lanes {
         let lock = self.lock_of(&Lane::Release(release));
         let guard = match lock.clone().try_lock_owned() {
             Ok(g) => g,
-            Err(_) => {
-                give_back_slot();
-                lock.lock_owned().await
-            }
+            Err(_) => without_slot(lock.lock_owned()).await,
         };
         JOB.with(|j| locked(&j.claimed).push((release, guard)));
         Some(Claim::Taken)
@@ -316,12 +329,14 @@ impl Job<'_> {
         slot: Option<OwnedSemaphorePermit>,
         work: impl Future<Output = T>,
     ) -> T {
+        let slots = slot.as_ref().map(|s| s.semaphore().clone());
         let scope = JobScope {
             id: self.id,
             lane: self.lane.clone(),
             claimed: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
             slot: Mutex::new(slot),
+            slots,
         };
         JOB.scope(scope, work).await
     }

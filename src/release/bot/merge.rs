@@ -267,11 +267,8 @@ impl Bot {
                 if merging.is_none() {
                     merging = Some(match self.merging.try_lock() {
                         Ok(turn) => turn,
-                        Err(_) => {
-                            // Waiting, the job keeps no worker slot from other releases.
-                            super::lanes::give_back_slot();
-                            self.merging.lock().await
-                        }
+                        // Waiting, the job keeps no worker slot from other releases.
+                        Err(_) => super::lanes::without_slot(self.merging.lock()).await,
                     });
                     // The facts a merge is decided on are read under the turn: whatever was
                     // read before (by reconcile, or before a wait) may be stale by now,
