@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, Weak};
 
+mod batch;
+
 use base64::Engine;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature, Time};
 use sha2::{Digest, Sha256};
@@ -234,6 +236,10 @@ pub fn housekeeping(cache_root: &Path) {
         }
     }
 }
+
+/// What a batched fetch of commits came to for one of them: `Err(None)`, the batch failed and
+/// the commit is to be fetched alone.
+type FetchAnswer = Result<(), Option<GitError>>;
 
 /// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
 #[derive(Default)]
@@ -661,6 +667,26 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
+        // Fetched together with the commits other callers ask for meanwhile (see `batch`).
+        let fetched = batch::batcher::<String, FetchAnswer>(&self.path, "fetch commits").ask(
+            commit.to_string(),
+            |commits| match self.fetch_commits(&commits) {
+                Ok(()) => commits.iter().map(|_| Ok(())).collect(),
+                Err(e) if commits.len() == 1 => vec![Err(Some(e))],
+                // One commit the remote does not serve fails them all: each is asked alone.
+                Err(_) => commits.iter().map(|_| Err(None)).collect(),
+            },
+        );
+        match fetched {
+            Ok(()) => {}
+            Err(Some(e)) => return Err(e),
+            Err(None) => self.fetch_commits(&[commit.to_string()])?,
+        }
+        Ok(oid)
+    }
+
+    /// Fetches `commits` (each by itself, no history) into the cache, in one command.
+    fn fetch_commits(&self, commits: &[String]) -> Result<(), GitError> {
         let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
@@ -673,10 +699,10 @@ impl DeployRepo {
                     "--depth=1",
                 ])
                 .arg(self.remote.transport_url())
-                .arg(commit),
-            commit.to_string(),
+                .args(commits),
+            commits.join(" "),
         )?;
-        Ok(oid)
+        Ok(())
     }
 
     /// The names of the remote's tags, without fetching them (a read shared with others
@@ -751,7 +777,22 @@ impl DeployRepo {
     /// Creates the branches on the remote, all together or not at all. Each must not exist
     /// there yet (`--force-with-lease` with an empty expectation): a branch someone else
     /// created between our look and our push is refused, never overwritten or fast-forwarded.
+    ///
+    /// Pushes asked for while another runs go together in the next one (see `batch`), all
+    /// or nothing as well; when that one is refused, each is pushed alone for its own answer.
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
+        batch::batcher::<Vec<(String, Oid)>, Result<(), GitError>>(&self.path, "push branches").ask(
+            branches.to_vec(),
+            |pushes| {
+                if pushes.len() > 1 && self.push_now(&pushes.concat()).is_ok() {
+                    return pushes.iter().map(|_| Ok(())).collect();
+                }
+                pushes.iter().map(|p| self.push_now(p)).collect()
+            },
+        )
+    }
+
+    fn push_now(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
         let mut cmd = self.remote.git(&self.path);
         cmd.args(["push", "--porcelain", "--atomic"]);
         for (name, _) in branches {
@@ -1190,5 +1231,85 @@ mod time_limit_tests {
         }
         assert!(!still_running(), "a git process for {url} is still running");
         drop(held);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    /// Pushes asked for while another runs go to the remote in one push; each gets its branch.
+    #[test]
+    fn pushes_asked_for_while_one_runs_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote_path = dir.path().join("remote.git");
+        let remote = Repository::init_bare(&remote_path).unwrap();
+        {
+            let tree = remote.treebuilder(None).unwrap().write().unwrap();
+            let tree = remote.find_tree(tree).unwrap();
+            let sig = Signature::now("t", "t@example.com").unwrap();
+            remote
+                .commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
+                .unwrap();
+        }
+        // The remote logs the refs of each push it receives; the first one it holds a while.
+        let hook = remote_path.join("hooks/pre-receive");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\nwc -l >> \"$GIT_DIR/pushes.log\"\nif [ ! -f \"$GIT_DIR/held\" ]; then touch \"$GIT_DIR/held\"; sleep 1; fi\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cache = dir.path().join("cache");
+        let url = remote_path.to_str().unwrap().to_string();
+        let open = || DeployRepo::open(Remote::new(url.clone(), None), &cache).unwrap();
+        let repo = open();
+        let base = repo.fetch("main", 0, None).unwrap();
+        let commits: Vec<Oid> = (0..4)
+            .map(|i| {
+                let file = FileWrite {
+                    path: format!("f{i}"),
+                    content: vec![b'x'; i + 1],
+                };
+                repo.build_commit(
+                    base,
+                    &[file],
+                    ("t", "t@example.com"),
+                    time::OffsetDateTime::now_utc(),
+                    "m",
+                )
+                .unwrap()
+            })
+            .collect();
+        let push = |i: usize| {
+            let (repo, commit) = (open(), commits[i]);
+            std::thread::spawn(move || repo.push(&[(format!("release/v{i}/staging"), commit)]))
+        };
+        let first = push(0);
+        let log = remote_path.join("pushes.log");
+        while !log.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let others: Vec<_> = (1..4).map(push).collect();
+        for p in std::iter::once(first).chain(others) {
+            p.join().unwrap().unwrap();
+        }
+        let sizes: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec!["1", "3"],
+            "one push, then the three asked for meanwhile"
+        );
+        for (i, commit) in commits.iter().enumerate() {
+            let on_remote = remote
+                .refname_to_id(&format!("refs/heads/release/v{i}/staging"))
+                .unwrap();
+            assert_eq!(on_remote, *commit);
+        }
     }
 }
