@@ -99,7 +99,8 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
         if let Some(id) = lock(&shared.rewind).take() {
             seen = seen.min(id - 1);
         }
-        let taken = lock(&shared.taken).len();
+        let handled: Vec<i64> = lock(&shared.taken).iter().copied().collect();
+        let taken = handled.len();
         // Endings counted before the read: a delivery that ended later may show as pending.
         let ended_before = lock(&shared.ended).0;
         let read_at = OffsetDateTime::now_utc();
@@ -107,10 +108,11 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
             Vec::new()
         } else {
             let room = (QUEUED_AT_MOST - taken).min(100 + taken);
-            // Due retries being handled come back too (and are left out below): read past them.
+            // Those being handled are left out by the store (due retries among them would
+            // otherwise crowd out the new ones).
             match shared
                 .store
-                .pending_deliveries_after(seen, (room + taken.min(100)) as i64)
+                .pending_deliveries_after(seen, room as i64, &handled)
                 .await
             {
                 Ok(p) => {
@@ -122,7 +124,6 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
                             !taken.contains(&d.id)
                                 && ended.1.get(&d.id).is_none_or(|at| *at <= ended_before)
                         })
-                        .take(room)
                         .collect();
                     // Endings this read saw no longer need remembering.
                     ended.1.retain(|_, at| *at > ended_before);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 
-use super::blocking;
+use super::{blocking, time_left};
 
 /// Requests of type `R` answered with `A`, batched (see the module's notes).
 pub(super) struct Batcher<R, A> {
@@ -22,9 +22,11 @@ struct State<R, A> {
     next: u64,
     queued: Vec<(u64, R)>,
     running: bool,
-    /// Answers not yet collected; `None`: the batch did not finish (its command panicked), the
-    /// caller does its request alone.
+    /// Answers not yet collected; `None`: the batch did not finish (its command panicked).
     answers: HashMap<u64, Option<A>>,
+    /// Requests whose callers stopped waiting (their job's deadline): their answers are
+    /// dropped.
+    abandoned: std::collections::HashSet<u64>,
 }
 
 impl<R, A> Default for Batcher<R, A> {
@@ -35,31 +37,27 @@ impl<R, A> Default for Batcher<R, A> {
                 queued: Vec::new(),
                 running: false,
                 answers: HashMap::new(),
+                abandoned: Default::default(),
             }),
             done: Condvar::new(),
         }
     }
 }
 
-impl<R: Clone, A> Batcher<R, A> {
+impl<R, A> Batcher<R, A> {
     /// Asks for `request`: it is done in the next batch to start, by whichever caller starts
-    /// it, with `run` (which answers each request of the batch, in order). A request whose
-    /// batch did not finish is done alone.
-    pub(super) fn ask(&self, request: R, run: impl Fn(Vec<R>) -> Vec<A>) -> A {
+    /// it, with `run` (which answers each request of the batch, in order). `None`: the
+    /// caller is to do its request alone (its batch did not finish, or the caller's job
+    /// reached its deadline while waiting).
+    pub(super) fn ask(&self, request: R, run: impl Fn(Vec<R>) -> Vec<A>) -> Option<A> {
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = blocking(lock);
         let id = state.next;
         state.next += 1;
-        state.queued.push((id, request.clone()));
+        state.queued.push((id, request));
         loop {
             if let Some(answer) = state.answers.remove(&id) {
-                return match answer {
-                    Some(answer) => answer,
-                    None => {
-                        drop(state);
-                        run(vec![request]).pop().expect("one answer per request")
-                    }
-                };
+                return answer;
             }
             if !state.running {
                 state.running = true;
@@ -80,7 +78,9 @@ impl<R: Clone, A> Batcher<R, A> {
                         let mut answers = self.answers.take().map(Vec::into_iter);
                         for id in self.ids.drain(..) {
                             let answer = answers.as_mut().and_then(Iterator::next);
-                            state.answers.insert(id, answer);
+                            if !state.abandoned.remove(&id) {
+                                state.answers.insert(id, answer);
+                            }
                         }
                         self.batcher.done.notify_all();
                     }
@@ -95,7 +95,24 @@ impl<R: Clone, A> Batcher<R, A> {
                 state = blocking(lock);
                 continue;
             }
-            state = blocking(|| self.done.wait(state).unwrap_or_else(|e| e.into_inner()));
+            // Waiting ends at the caller's job's deadline at the latest.
+            state = match time_left() {
+                None => blocking(|| self.done.wait(state).unwrap_or_else(|e| e.into_inner())),
+                Some(left) if left.is_zero() => {
+                    if let Some(at) = state.queued.iter().position(|(q, _)| *q == id) {
+                        state.queued.remove(at);
+                    } else {
+                        state.abandoned.insert(id);
+                    }
+                    return None;
+                }
+                Some(left) => blocking(|| {
+                    self.done
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }),
+            };
         }
     }
 }
@@ -161,17 +178,17 @@ mod tests {
             std::thread::yield_now();
         }
         release_first.wait();
-        assert_eq!(first.join().unwrap(), 10);
-        let answers: Vec<u32> = later.into_iter().map(|t| t.join().unwrap()).collect();
-        assert_eq!(answers, vec![20, 30, 40]);
+        assert_eq!(first.join().unwrap(), Some(10));
+        let answers: Vec<Option<u32>> = later.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(answers, vec![Some(20), Some(30), Some(40)]);
         let mut batches = batches.lock().unwrap().clone();
         batches[1].sort();
         assert_eq!(batches, vec![vec![1], vec![2, 3, 4]]);
     }
 
-    /// A batch whose command panics leaves its callers to do their requests alone.
+    /// A batch whose command panics ends: the next caller runs its own.
     #[test]
-    fn a_batch_that_panics_leaves_each_request_to_be_done_alone() {
+    fn a_batch_that_panics_ends() {
         let batcher = Batcher::<u32, u32>::default();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             batcher.ask(1, |_| panic!("the command failed badly"))
@@ -180,7 +197,7 @@ mod tests {
         assert!(!batcher.state.lock().unwrap().running);
         assert_eq!(
             batcher.ask(2, |b| b.into_iter().map(|r| r + 1).collect()),
-            3
+            Some(3)
         );
     }
 }

@@ -237,9 +237,9 @@ pub fn housekeeping(cache_root: &Path) {
     }
 }
 
-/// What a batched fetch of commits came to for one of them: `Err(None)`, the batch failed and
-/// the commit is to be fetched alone.
-type FetchAnswer = Result<(), Option<GitError>>;
+/// What a batched command came to for one request: `Err(None)`, the batch failed and the
+/// request is to be made alone.
+type BatchAnswer = Result<(), Option<GitError>>;
 
 /// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
 #[derive(Default)]
@@ -583,6 +583,7 @@ impl DeployRepo {
         read: impl Fn() -> Result<Vec<(String, Oid)>, GitError>,
     ) -> Result<Vec<(String, Oid)>, GitError> {
         let reads = shared_reads(&self.path, key);
+        let asked = std::time::Instant::now();
         let mut state = blocking(|| reads.state.lock().unwrap_or_else(|e| e.into_inner()));
         // The first read to begin after now.
         let wanted = state.started + 1;
@@ -646,7 +647,7 @@ impl DeployRepo {
                 Some(left) if left.is_zero() => {
                     return Err(GitError::TimedOut {
                         remote: self.remote.display(),
-                        limit: self.remote.time_limit.min(left),
+                        limit: asked.elapsed(),
                         at_job_deadline: true,
                     });
                 }
@@ -668,7 +669,7 @@ impl DeployRepo {
             return Ok(oid);
         }
         // Fetched together with the commits other callers ask for meanwhile (see `batch`).
-        let fetched = batch::batcher::<String, FetchAnswer>(&self.path, "fetch commits").ask(
+        let fetched = batch::batcher::<String, BatchAnswer>(&self.path, "fetch commits").ask(
             commit.to_string(),
             |commits| match self.fetch_commits(&commits) {
                 Ok(()) => commits.iter().map(|_| Ok(())).collect(),
@@ -678,9 +679,9 @@ impl DeployRepo {
             },
         );
         match fetched {
-            Ok(()) => {}
-            Err(Some(e)) => return Err(e),
-            Err(None) => self.fetch_commits(&[commit.to_string()])?,
+            Some(Ok(())) => {}
+            Some(Err(Some(e))) => return Err(e),
+            Some(Err(None)) | None => self.fetch_commits(&[commit.to_string()])?,
         }
         Ok(oid)
     }
@@ -781,15 +782,21 @@ impl DeployRepo {
     /// Pushes asked for while another runs go together in the next one (see `batch`), all
     /// or nothing as well; when that one is refused, each is pushed alone for its own answer.
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
-        batch::batcher::<Vec<(String, Oid)>, Result<(), GitError>>(&self.path, "push branches").ask(
-            branches.to_vec(),
-            |pushes| {
-                if pushes.len() > 1 && self.push_now(&pushes.concat()).is_ok() {
-                    return pushes.iter().map(|_| Ok(())).collect();
+        let pushed = batch::batcher::<Vec<(String, Oid)>, BatchAnswer>(&self.path, "push branches")
+            .ask(branches.to_vec(), |pushes| {
+                match self.push_now(&pushes.concat()) {
+                    Ok(()) => pushes.iter().map(|_| Ok(())).collect(),
+                    Err(e) if pushes.len() == 1 => vec![Err(Some(e))],
+                    // Refused (or cut short) together: each caller pushes alone, for its own
+                    // answer within its own deadline.
+                    Err(_) => pushes.iter().map(|_| Err(None)).collect(),
                 }
-                pushes.iter().map(|p| self.push_now(p)).collect()
-            },
-        )
+            });
+        match pushed {
+            Some(Ok(())) => Ok(()),
+            Some(Err(Some(e))) => Err(e),
+            Some(Err(None)) | None => self.push_now(branches),
+        }
     }
 
     fn push_now(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
@@ -1238,78 +1245,138 @@ mod time_limit_tests {
 mod batch_tests {
     use super::*;
 
+    /// A bare remote with one commit on `main` whose pre-receive hook logs how many refs each
+    /// push carries and holds the first push for a second; a cache of it with `n` commits
+    /// built on `main`.
+    struct Setup {
+        dir: tempfile::TempDir,
+        remote: Repository,
+        commits: Vec<Oid>,
+    }
+
+    impl Setup {
+        fn new(n: usize) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let remote_path = dir.path().join("remote.git");
+            let remote = Repository::init_bare(&remote_path).unwrap();
+            {
+                let tree = remote.treebuilder(None).unwrap().write().unwrap();
+                let tree = remote.find_tree(tree).unwrap();
+                let sig = Signature::now("t", "t@example.com").unwrap();
+                remote
+                    .commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
+                    .unwrap();
+            }
+            let hook = remote_path.join("hooks/pre-receive");
+            std::fs::write(
+                &hook,
+                "#!/bin/sh\nwc -l >> \"$GIT_DIR/pushes.log\"\nif [ ! -f \"$GIT_DIR/held\" ]; then touch \"$GIT_DIR/held\"; sleep 1; fi\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let mut setup = Setup {
+                dir,
+                remote,
+                commits: Vec::new(),
+            };
+            let repo = setup.open();
+            let base = repo.fetch("main", 0, None).unwrap();
+            setup.commits = (0..n)
+                .map(|i| {
+                    let file = FileWrite {
+                        path: format!("f{i}"),
+                        content: vec![b'x'; i + 1],
+                    };
+                    let at = time::OffsetDateTime::now_utc();
+                    repo.build_commit(base, &[file], ("t", "t@example.com"), at, "m")
+                        .unwrap()
+                })
+                .collect();
+            setup
+        }
+
+        fn open(&self) -> DeployRepo {
+            let url = self.dir.path().join("remote.git");
+            let remote = Remote::new(url.to_str().unwrap(), None);
+            DeployRepo::open(remote, &self.dir.path().join("cache")).unwrap()
+        }
+
+        /// Pushes commit `i` to `release/v<i>/staging` on a thread of its own.
+        fn push(&self, i: usize) -> std::thread::JoinHandle<Result<(), GitError>> {
+            let (repo, commit) = (self.open(), self.commits[i]);
+            std::thread::spawn(move || repo.push(&[(format!("release/v{i}/staging"), commit)]))
+        }
+
+        /// Pushes commit 0, then, while the remote holds it, commits 1 to n together.
+        fn push_while_one_runs(&self) -> Vec<Result<(), GitError>> {
+            let first = self.push(0);
+            let log = self.dir.path().join("remote.git/pushes.log");
+            while !log.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let others: Vec<_> = (1..self.commits.len()).map(|i| self.push(i)).collect();
+            std::iter::once(first)
+                .chain(others)
+                .map(|p| p.join().unwrap())
+                .collect()
+        }
+
+        fn pushes_received(&self) -> Vec<String> {
+            std::fs::read_to_string(self.dir.path().join("remote.git/pushes.log"))
+                .unwrap()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect()
+        }
+
+        fn on_remote(&self, i: usize) -> Option<Oid> {
+            self.remote
+                .refname_to_id(&format!("refs/heads/release/v{i}/staging"))
+                .ok()
+        }
+    }
+
     /// Pushes asked for while another runs go to the remote in one push; each gets its branch.
     #[test]
     fn pushes_asked_for_while_one_runs_go_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let remote_path = dir.path().join("remote.git");
-        let remote = Repository::init_bare(&remote_path).unwrap();
-        {
-            let tree = remote.treebuilder(None).unwrap().write().unwrap();
-            let tree = remote.find_tree(tree).unwrap();
-            let sig = Signature::now("t", "t@example.com").unwrap();
-            remote
-                .commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
-                .unwrap();
+        let setup = Setup::new(4);
+        for pushed in setup.push_while_one_runs() {
+            pushed.unwrap();
         }
-        // The remote logs the refs of each push it receives; the first one it holds a while.
-        let hook = remote_path.join("hooks/pre-receive");
-        std::fs::write(
-            &hook,
-            "#!/bin/sh\nwc -l >> \"$GIT_DIR/pushes.log\"\nif [ ! -f \"$GIT_DIR/held\" ]; then touch \"$GIT_DIR/held\"; sleep 1; fi\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let cache = dir.path().join("cache");
-        let url = remote_path.to_str().unwrap().to_string();
-        let open = || DeployRepo::open(Remote::new(url.clone(), None), &cache).unwrap();
-        let repo = open();
-        let base = repo.fetch("main", 0, None).unwrap();
-        let commits: Vec<Oid> = (0..4)
-            .map(|i| {
-                let file = FileWrite {
-                    path: format!("f{i}"),
-                    content: vec![b'x'; i + 1],
-                };
-                repo.build_commit(
-                    base,
-                    &[file],
-                    ("t", "t@example.com"),
-                    time::OffsetDateTime::now_utc(),
-                    "m",
-                )
-                .unwrap()
-            })
-            .collect();
-        let push = |i: usize| {
-            let (repo, commit) = (open(), commits[i]);
-            std::thread::spawn(move || repo.push(&[(format!("release/v{i}/staging"), commit)]))
-        };
-        let first = push(0);
-        let log = remote_path.join("pushes.log");
-        while !log.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let others: Vec<_> = (1..4).map(push).collect();
-        for p in std::iter::once(first).chain(others) {
-            p.join().unwrap().unwrap();
-        }
-        let sizes: Vec<String> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| l.trim().to_string())
-            .collect();
         assert_eq!(
-            sizes,
+            setup.pushes_received(),
             vec!["1", "3"],
             "one push, then the three asked for meanwhile"
         );
-        for (i, commit) in commits.iter().enumerate() {
-            let on_remote = remote
-                .refname_to_id(&format!("refs/heads/release/v{i}/staging"))
-                .unwrap();
-            assert_eq!(on_remote, *commit);
+        for (i, commit) in setup.commits.iter().enumerate() {
+            assert_eq!(setup.on_remote(i), Some(*commit));
         }
+    }
+
+    /// One refused branch in a batch refuses the batch (it is atomic); each push is then made
+    /// alone, so only the clashing one is refused.
+    #[test]
+    fn a_clash_in_a_batch_refuses_only_the_clashing_push() {
+        let setup = Setup::new(4);
+        // Someone else made release/v2/staging already (on the base commit).
+        let theirs = setup.remote.refname_to_id("refs/heads/main").unwrap();
+        setup
+            .remote
+            .reference("refs/heads/release/v2/staging", theirs, false, "theirs")
+            .unwrap();
+        let results = setup.push_while_one_runs();
+        assert!(
+            results[0].is_ok() && results[1].is_ok() && results[3].is_ok(),
+            "{results:?}"
+        );
+        assert!(
+            matches!(results[2], Err(GitError::PushRejected { .. })),
+            "{:?}",
+            results[2]
+        );
+        assert_eq!(setup.on_remote(1), Some(setup.commits[1]));
+        assert_eq!(setup.on_remote(3), Some(setup.commits[3]));
+        assert_eq!(setup.on_remote(2), Some(theirs));
     }
 }

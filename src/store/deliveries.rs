@@ -108,23 +108,28 @@ impl Store {
 
     /// Deliveries not yet processed and not waiting for a retry, oldest first.
     pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
-        self.pending_deliveries_after(0, limit).await
+        self.pending_deliveries_after(0, limit, &[]).await
     }
 
     /// [`Store::pending_deliveries`] stored after the one with store id `after`, and every
-    /// retry that is due (a worker that has seen the earlier ones asks only for what is new).
+    /// retry that is due (a worker that has seen the earlier ones asks only for what is new),
+    /// leaving out the ids in `excluding` (those the worker is handling already).
     pub async fn pending_deliveries_after(
         &self,
         after: i64,
         limit: i64,
+        excluding: &[i64],
     ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let excluding = serde_json::to_string(excluding).expect("ids serialize");
         let rows = sqlx::query(
             "SELECT id, forge, delivery_id, kind, event, attempts FROM deliveries \
              WHERE processed_at IS NULL AND (retry_at IS NULL OR retry_at <= ?) \
-             AND (id > ? OR retry_at IS NOT NULL) ORDER BY id LIMIT ?",
+             AND (id > ? OR retry_at IS NOT NULL) \
+             AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
         )
         .bind(ts(OffsetDateTime::now_utc()))
         .bind(after)
+        .bind(excluding)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -370,6 +375,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.delivery_counts().await.unwrap(), (5, 3));
+    }
+
+    /// The worker reads what is new after the last delivery it handed out, and the retries
+    /// that are due, except those it is handling already.
+    #[tokio::test]
+    async fn new_deliveries_and_due_retries_except_those_being_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+            .await
+            .unwrap();
+        let all: Vec<NewDelivery> = ["a", "b", "c", "d"].into_iter().map(delivery).collect();
+        store.record_deliveries(&all).await.unwrap();
+        let ids: Vec<i64> = store
+            .pending_deliveries(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        // `a` and `b` failed once and are due again; `b` is being handled.
+        store.retry_delivery(ids[0], "x", past).await.unwrap();
+        store.retry_delivery(ids[1], "x", past).await.unwrap();
+        let read = |after: i64, excluding: Vec<i64>| {
+            let store = store.clone();
+            async move {
+                store
+                    .pending_deliveries_after(after, 10, &excluding)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.delivery_id.clone())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(read(ids[2], vec![ids[1]]).await, ["a", "d"]);
+        assert_eq!(read(ids[2], vec![]).await, ["a", "b", "d"]);
+        assert_eq!(read(0, vec![ids[0], ids[3]]).await, ["b", "c"]);
     }
 
     #[tokio::test]

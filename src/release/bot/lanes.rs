@@ -23,9 +23,9 @@
 //! trigger, a version's lane, then the lane of the release it makes (or finds); for a job in
 //! no lane, the lanes of the releases it claims, in ascending order of release; then the merge
 //! turn; then a git cache's lock. A job waiting for any of these locks gives its slot back and
-//! takes one again after the wait (`without_slot`); a job holding a slot never waits for a
-//! lock with it. Every wait past the lanes is bounded: git commands and forge requests have
-//! time limits, and every job has one.
+//! takes one again after the wait (`without_slot`), or, for the merge turn, once it has let
+//! the turn go; a job holding a slot never waits for a lock with it. Every wait past the
+//! lanes is bounded: git commands and forge requests have time limits, and every job has one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,24 +71,35 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits for `lock` (a lock another job holds: a release's lane, a version's, the merge turn)
-/// without the running job's worker slot: a waiting job does not keep another from running.
-/// The slot is taken again once the wait is over, so `--jobs` still bounds the jobs at work.
-/// That cannot close a circle: a job holding a slot never waits for a lock with it.
+/// Gives the running job's worker slot back, before it waits for a lock another job holds:
+/// a waiting job does not keep another from running. [`retake_slot`] takes one again.
+pub(super) fn give_back_slot() {
+    let _ = JOB.try_with(|j| locked(&j.slot).take());
+}
+
+/// Takes a worker slot again if the running job gave its slot back, so `--jobs` still bounds
+/// the jobs at work. A job holding a slot never waits for a lock with it, so waiting here while
+/// holding a release's or a version's lane closes no circle (and holds up only that release);
+/// the merge turn is let go first, or every merge would wait for a slot.
+pub(super) async fn retake_slot() {
+    let Ok(Some(slots)) =
+        JOB.try_with(|j| locked(&j.slot).is_none().then(|| j.slots.clone()).flatten())
+    else {
+        return;
+    };
+    let slot = slots
+        .acquire_owned()
+        .await
+        .expect("the slots are never closed");
+    let _ = JOB.try_with(|j| *locked(&j.slot) = Some(slot));
+}
+
+/// Waits for `lock` (a release's lane, a version's) without the job's worker slot, and takes
+/// a slot again after.
 pub(super) async fn without_slot<T>(lock: impl Future<Output = T>) -> T {
-    let given_back = JOB
-        .try_with(|j| locked(&j.slot).take().map(|_| j.slots.clone()))
-        .ok()
-        .flatten()
-        .flatten();
+    give_back_slot();
     let taken = lock.await;
-    if let Some(slots) = given_back {
-        let slot = slots
-            .acquire_owned()
-            .await
-            .expect("the slots are never closed");
-        let _ = JOB.try_with(|j| *locked(&j.slot) = Some(slot));
-    }
+    retake_slot().await;
     taken
 }
 

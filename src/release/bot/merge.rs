@@ -94,7 +94,11 @@ impl Bot {
             let Some(rel) = self.current(release_id).await? else {
                 return Ok(());
             };
-            if !self.evaluate(&rel, &mut pr).await? {
+            let merged = self.evaluate(&rel, &mut pr).await;
+            // A job that waited for the merge turn without its slot takes one again now that
+            // the turn is let go (never while holding it: merges would wait for slots).
+            super::lanes::retake_slot().await;
+            if !merged? {
                 return Ok(());
             }
         }
@@ -267,8 +271,12 @@ impl Bot {
                 if merging.is_none() {
                     merging = Some(match self.merging.try_lock() {
                         Ok(turn) => turn,
-                        // Waiting, the job keeps no worker slot from other releases.
-                        Err(_) => super::lanes::without_slot(self.merging.lock()).await,
+                        // Waiting, the job keeps no worker slot from other releases; it takes
+                        // one again once the turn is let go (see `advance`).
+                        Err(_) => {
+                            super::lanes::give_back_slot();
+                            self.merging.lock().await
+                        }
                     });
                     // The facts a merge is decided on are read under the turn: whatever was
                     // read before (by reconcile, or before a wait) may be stale by now,
