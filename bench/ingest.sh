@@ -24,6 +24,7 @@ bin="$root/target/release/release-coordinator"
 
 cp "$root"/demo/config/*.yaml "$work/config/"
 printf 'forges:\n  github:\n    webhookSecretEnv: [BENCH_WEBHOOK_SECRET]\n    tokenEnv: BENCH_GITHUB_TOKEN\n    apiUrl: http://127.0.0.1:9\n    deploymentRepo: %s\n' "${DEPLOYMENT_REPO:-acme/deploy}" >>"$work/config/orchestration-config.yaml"
+"$bin" keygen --out "$work/config/release-signing.pem" >/dev/null
 export BENCH_WEBHOOK_SECRET=bench-secret BENCH_GITHUB_TOKEN=bench-token
 body="$root/fixtures/github/webhooks/api.github.com/$payload"
 signature=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(b"bench-secret", open(sys.argv[1],"rb").read(), hashlib.sha256).hexdigest())' "$body")

@@ -141,8 +141,10 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("RC_LOG").unwrap_or_else(|_| "warn".into());
+    // Colours only for a person at a terminal: a file or a log collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -246,15 +248,41 @@ fn release_failure(e: &ReleaseError) -> ExitCode {
     match e {
         ReleaseError::Invalid(d) => report(d),
         ReleaseError::Refused(msg) => fail(1, msg),
-        other => {
-            tracing::error!(error = %other, "release failed");
-            fail(2, &other.to_string())
-        }
+        // A key that is missing or not a key is the operator's configuration to fix.
+        ReleaseError::Signing(
+            e @ (signing::SigningError::MissingKey { .. } | signing::SigningError::BadKey { .. }),
+        ) => fail(1, &e.to_string()),
+        other => fail(2, &other.to_string()),
     }
 }
 
+/// The configured signing key, if it cannot be loaded: at `signing.keyFile`, with what to do.
+fn signing_key_problem(config: &OperatorConfig) -> Option<crate::diagnostics::Diagnostic> {
+    let signing = &config.orchestration.signing;
+    let path = config.resolve_path(&signing.key_file);
+    let e = signing::ReleaseSigner::load(&path, signing.key_id.clone()).err()?;
+    Some(
+        config
+            .orchestration_src
+            .at(crate::route!["signing", "keyFile"], e.to_string()),
+    )
+}
+
 fn store_url(config: &OperatorConfig, flag: Option<String>) -> String {
-    flag.unwrap_or_else(|| config.orchestration.defaults.store.clone())
+    flag.unwrap_or_else(|| config.store_url())
+}
+
+/// Opens the store, or says which one could not be opened.
+async fn open_store(url: &str) -> Result<Store, ExitCode> {
+    Store::open(url)
+        .await
+        .map_err(|e| fail(2, &format!("cannot open the store {url}: {e}")))
+}
+
+/// Creates `dir` if needed and checks that a file can be written in it.
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::tempfile_in(dir).map(drop)
 }
 
 /// Reads each named environment variable as a secret; the error names the variable only.
@@ -281,6 +309,20 @@ async fn serve(
         Ok(c) => c,
         Err(d) => return report(&d),
     };
+    // What every release will need, checked once at start-up rather than at the first release.
+    if let Some(problem) = signing_key_problem(&config) {
+        return fail(1, &problem.to_string());
+    }
+    let cache = config.resolve_path(&config.orchestration.deployment.cache_dir);
+    if let Err(e) = writable_dir(&cache) {
+        return fail(
+            2,
+            &format!(
+                "the git cache {} (deployment.cacheDir) is not writable: {e}",
+                cache.display()
+            ),
+        );
+    }
     let forges = config.orchestration.forges.clone();
     let github_secrets = match &forges.github {
         Some(g) => {
@@ -299,9 +341,9 @@ async fn serve(
         None => None,
     };
     let url = store_url(&config, store_flag);
-    let store = match Store::open(&url).await {
+    let store = match open_store(&url).await {
         Ok(s) => s,
-        Err(e) => return fail(2, &e.to_string()),
+        Err(code) => return code,
     };
     // The forge that hosts the deployment repository is the one the bot releases through.
     let (settings, forge) =
@@ -374,11 +416,12 @@ async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
             return report(&all);
         }
     };
+    let mut key_problem = signing_key_problem(&config);
     let app = match AppRepoInfo::discover(dir) {
         Ok(a) => a,
         Err(e) => return fail(2, &e.to_string()),
     };
-    let recorded = match Store::open_existing(&config.orchestration.defaults.store).await {
+    let recorded = match Store::open_existing(&config.store_url()).await {
         Ok(Some(s)) => match s.recorded_versions().await {
             Ok(v) => v,
             Err(e) => return fail(2, &e.to_string()),
@@ -395,6 +438,15 @@ async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
         today: now().date(),
     };
     match decide(&ctx) {
+        Ok(_) if key_problem.is_some() => {
+            let mut d = Diagnostics::default();
+            d.extend_from(key_problem.take());
+            report(&d)
+        }
+        Err(mut d) => {
+            d.extend_from(key_problem.take());
+            report(&d)
+        }
         Ok(spec) => {
             let envs: Vec<&str> = spec.environments.iter().map(|e| e.name.as_str()).collect();
             println!(
@@ -405,7 +457,6 @@ async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(d) => report(&d),
     }
 }
 
@@ -414,7 +465,7 @@ async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> E
         Ok(c) => c,
         Err(d) => return report(&d),
     };
-    let store = match Store::open_existing(&config.orchestration.defaults.store).await {
+    let store = match Store::open_existing(&config.store_url()).await {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
@@ -518,9 +569,9 @@ async fn release(
         Err(d) => return report(&d),
     };
     let url = store_url(&config, store_flag);
-    let store = match Store::open(&url).await {
+    let store = match open_store(&url).await {
         Ok(s) => s,
-        Err(e) => return fail(2, &e.to_string()),
+        Err(code) => return code,
     };
     let prepared = match release::prepare(&config, trigger_dir, Some(&store), now()).await {
         Ok(p) => p,

@@ -90,28 +90,17 @@ fn suggestion(name: &str) -> String {
         .iter()
         .filter(|_| name.chars().count() <= 12)
         .map(|c| c.usage().0.trim_start_matches('/'))
-        .map(|u| (strsim_distance(name, u.split(' ').next().unwrap_or(u)), u))
+        .map(|u| {
+            (
+                strsim::levenshtein(name, u.split(' ').next().unwrap_or(u)),
+                u,
+            )
+        })
         .min_by_key(|(d, _)| *d);
     match best {
         Some((d, usage)) if d <= 2 => format!("; did you mean `/{usage}`?"),
         _ => "; write `/help` for the list".to_string(),
     }
-}
-
-/// Levenshtein distance, for "did you mean" on short command names.
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Every command line of `comment`, in order, each parsed or with the reason it is not a command.

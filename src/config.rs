@@ -299,7 +299,8 @@ pub struct Defaults {
     /// Environments that always need a human approval.
     #[serde(default)]
     pub require_manual_approval_for: Vec<String>,
-    /// The store: `sqlite://path` (relative to the working directory).
+    /// The store: `sqlite://path` (a relative path is relative to this file's folder, like
+    /// every other path here; see [`OperatorConfig::store_url`]).
     #[serde(default = "default_store")]
     pub store: String,
 }
@@ -615,6 +616,31 @@ impl OperatorConfig {
     }
 
     /// Resolves a path from the configuration against the configuration's directory.
+    /// The store's URL (`defaults.store`), a relative SQLite path resolved against this
+    /// file's folder like every other path in it: `release` run from another folder finds
+    /// the same store.
+    pub fn store_url(&self) -> String {
+        let url = &self.orchestration.defaults.store;
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return url.clone();
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+            return url.clone();
+        }
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!(
+            "sqlite://{}{query}",
+            self.resolve_path(Path::new(path)).display()
+        )
+    }
+
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

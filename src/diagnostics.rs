@@ -97,6 +97,12 @@ impl Diagnostics {
     pub fn omitted(&self) -> usize {
         self.1
     }
+    /// Adds every diagnostic `more` yields.
+    pub fn extend_from(&mut self, more: impl IntoIterator<Item = Diagnostic>) {
+        for d in more {
+            self.push(d);
+        }
+    }
     pub fn extend(&mut self, other: Diagnostics) {
         self.1 += other.1;
         for d in other.0 {
@@ -409,13 +415,40 @@ fn to_route<'a>(segs: &[Seg<'a>]) -> Route<'a> {
 }
 
 fn with_path(path: &str, message: &str) -> String {
-    // serde_path_to_error reports "." for the root; the YAML library sometimes already put the
-    // path in front of its own message.
-    if path == "." || path.is_empty() || message.starts_with(path) {
-        message.to_string()
+    let message = with_hint(message);
+    // serde_path_to_error reports "." for the root and "?" where it has no path (a syntax
+    // error); the YAML library sometimes already put the path in front of its own message.
+    if path == "." || path == "?" || path.is_empty() || message.starts_with(path) {
+        message
     } else {
         format!("{path}: {message}")
     }
+}
+
+/// A parser's message, with what to do where that is clear: the closest name for an unknown
+/// field, quotes for a `:` inside a plain value.
+fn with_hint(message: &str) -> String {
+    if message.starts_with("mapping values are not allowed") {
+        return format!(
+            "YAML syntax: {message} (a value holding `: ` must be quoted, or a key is indented wrongly)"
+        );
+    }
+    // serde: "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`").
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let closest = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|name| (strsim::levenshtein(field, name), name))
+            .filter(|(d, name)| *d <= 2.max(name.len() / 4) && *d < name.len())
+            .min_by_key(|(d, _)| *d);
+        if let Some((_, name)) = closest {
+            return format!("{message}; did you mean `{name}`?");
+        }
+    }
+    message.to_string()
 }
 
 /// Parser messages end in " at line N column M"; we print the position ourselves.

@@ -433,6 +433,20 @@ impl AppInputs {
                 .into());
             }
         };
+        if !root.is_dir() {
+            let folder = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            return Err(Diagnostic::whole_file(
+                dir.display().to_string(),
+                format!(
+                    "this is a file; give the folder that holds {TRIGGER_FILE} and {STATUS_FILE} (here: {})",
+                    folder.display()
+                ),
+            )
+            .into());
+        }
         let mut read = |file: &str, required: bool| -> Option<SourceFile> {
             let path = dir.join(file);
             let name = path.display().to_string();

@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
+    #[error(
+        "signing key {path} does not exist; make one with: release-coordinator keygen --out {path}"
+    )]
+    MissingKey { path: String },
     #[error("cannot read key file {path}: {reason}")]
     ReadKey { path: String, reason: String },
     // The reason never includes key material: the PEM parser's errors are structural.
@@ -70,9 +74,14 @@ pub fn key_fingerprint(key: &VerifyingKey) -> String {
 impl ReleaseSigner {
     pub fn load(path: &Path, key_id: Option<String>) -> Result<Self, SigningError> {
         let shown = path.display().to_string();
-        let pem = fs::read_to_string(path).map_err(|e| SigningError::ReadKey {
-            path: shown.clone(),
-            reason: e.to_string(),
+        let pem = fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SigningError::MissingKey {
+                path: shown.clone(),
+            },
+            _ => SigningError::ReadKey {
+                path: shown.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| SigningError::BadKey {
             path: shown,

@@ -127,13 +127,16 @@ impl World {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        self.cmd(args).output().expect("binary runs")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .current_dir(&self.root)
             .env_remove("RC_CONFIG")
-            .env_remove("RC_STORE")
-            .output()
-            .expect("binary runs")
+            .env_remove("RC_STORE");
+        cmd
     }
 
     fn release(&self, push: bool) -> Output {
@@ -416,6 +419,109 @@ fn a_reused_version_is_refused_and_nothing_changes() {
     assert_eq!(w.remote_refs(), refs);
 }
 
+/// A missing signing key is reported by `validate --config` at `signing.keyFile` with the
+/// command that makes one, and `plan`, `release` and `serve` refuse it the same way, once, with
+/// exit code 1 (the configuration is to fix), before doing anything.
+#[test]
+fn a_missing_signing_key_is_found_early_with_the_command_that_makes_one() {
+    let w = World::new();
+    let key = w.config.with_file_name("release-signing.pem");
+    fs::remove_file(&key).unwrap();
+    let hint = format!(
+        "signing key {} does not exist; make one with: release-coordinator keygen --out {}",
+        key.display(),
+        key.display()
+    );
+    let config = w.config.to_str().unwrap();
+    let dir = w.trigger_dir();
+    let dir = dir.to_str().unwrap();
+    let validate = w.run(&["validate", dir, "--config", config]);
+    assert_eq!(validate.status.code(), Some(1), "{}", stderr(&validate));
+    let line = stderr(&validate)
+        .lines()
+        .find(|l| l.contains("signing key"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with(&format!("{}:", w.config.display())) && line.ends_with(&hint),
+        "{}",
+        stderr(&validate)
+    );
+    for args in [
+        vec!["plan", "--config", config, "--trigger-dir", dir],
+        vec![
+            "release",
+            "--config",
+            config,
+            "--trigger-dir",
+            dir,
+            "--push",
+        ],
+        vec!["serve", "--config", config, "--listen", "127.0.0.1:0"],
+    ] {
+        let out = w
+            .cmd(&args)
+            .env("GITHUB_WEBHOOK_SECRET", "s")
+            .env("GITHUB_TOKEN", "t")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).matches("does not exist").count(),
+            1,
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(&hint), "{args:?}: {}", stderr(&out));
+    }
+    assert!(w.remote_refs().lines().all(|r| !r.contains("release/")));
+}
+
+/// Given the trigger file instead of its folder, the error says which folder to give.
+#[test]
+fn the_trigger_file_instead_of_its_folder_is_explained() {
+    let w = World::new();
+    let file = w.trigger_dir().join("promotion-trigger.yaml");
+    let out = w.run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:1:1: this is a file; give the folder that holds promotion-trigger.yaml and milestone-status.json (here: {})\n1 problem found\n",
+            file.display(),
+            w.trigger_dir().display()
+        )
+    );
+}
+
+/// The store's path in the configuration is relative to the configuration's folder, like
+/// every other path there: a run from another folder finds the same store.
+#[test]
+fn the_configured_store_is_found_from_any_folder() {
+    let w = World::new();
+    assert!(w.release(true).status.success());
+    assert!(w.config.with_file_name("store.db").exists());
+    assert!(!w.root.join("store.db").exists());
+    let dir = w.trigger_dir();
+    let again = Command::new(BIN)
+        .args(["release", "--push", "--config"])
+        .arg(&w.config)
+        .arg("--trigger-dir")
+        .arg(&dir)
+        .current_dir(&w.app)
+        .env_remove("RC_CONFIG")
+        .env_remove("RC_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("version `mvp-v1` was already released (recorded in the store)"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!w.app.join("store.db").exists(), "no second store");
+}
+
 #[test]
 fn a_rerun_from_another_store_is_refused_in_the_same_second_and_the_next() {
     for (first, second) in [
@@ -564,7 +670,10 @@ fn plan_shows_decisions_and_diffs_and_writes_nothing() {
     );
     assert!(text.contains("+mvp-v1,mvp-ready,trace-xyz-789"), "{text}");
     assert_eq!(w.remote_refs(), refs);
-    assert!(!w.root.join("store.db").exists(), "plan creates no store");
+    assert!(
+        !w.config.with_file_name("store.db").exists(),
+        "plan creates no store"
+    );
 
     let json = w.run(&[
         "plan",
@@ -770,6 +879,24 @@ fn bad_input_gets_a_specific_error_and_changes_nothing() {
             }),
             // Line 9 is `  - tag-docker: podinfo, gestbook`: the column is the misspelt name's.
             "promotion-trigger.yaml:9:26: service `gestbook` is not configured",
+        ),
+        (
+            "misspelt field",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("version_tag: mvp-v1", "versoin_tag: mvp-v1")
+                })
+            }),
+            "promotion-trigger.yaml:3:1: versoin_tag: unknown field `versoin_tag`, expected one of `milestone_id`, `version_tag`, `trace_id`, `promotion_targets`, `manualApprovalRequired`, `signedBy`, `approvalRoles`, `notifyChannels`, `rollbackEnabled`, `customDeployStrategy`; did you mean `version_tag`?",
+        ),
+        (
+            "a colon in a plain value",
+            Box::new(|w| {
+                w.edit("promotion-trigger.yaml", |t| {
+                    t.replace("version_tag: mvp-v1", "version_tag: mvp: v1")
+                })
+            }),
+            "promotion-trigger.yaml:3:17: YAML syntax: mapping values are not allowed in this context (a value holding `: ` must be quoted, or a key is indented wrongly)",
         ),
         (
             "unknown JSON field",

@@ -81,8 +81,9 @@ impl Server {
                 + forges;
         if let Some(url) = deploy_url {
             config = config.replace("../deploy.git", url);
-            release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
         }
+        // `serve` checks at start-up that it can sign.
+        release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
         std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         let store_url = format!("sqlite://{}/store.db", dir.path().display());
         let stderr_path = dir.path().join("stderr.log");
@@ -258,6 +259,13 @@ async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored() {
             && !server.stderr().contains(OLD_SECRET)
             && !server.stderr().contains("test-token-never-logged"),
         "secrets never reach the log"
+    );
+    // The log goes to a file here: plain text, no terminal colours.
+    let log = server.stderr();
+    assert!(
+        log.contains("DEBUG") && !log.contains('\x1b'),
+        "{}",
+        &log[..log.len().min(400)]
     );
 }
 
