@@ -121,7 +121,12 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The bot tells what it does at `info`; a one-shot command speaks through its output.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "warn,release_coordinator=info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_filter);
     // The service uses every core; a one-shot command needs no threads of its own.
     let mut builder = if matches!(cli.command, Command::Serve { .. }) {
         tokio::runtime::Builder::new_multi_thread()
@@ -138,9 +143,9 @@ pub fn main() -> ExitCode {
     runtime.block_on(run(cli.command))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("RC_LOG").unwrap_or_else(|_| "warn".into());
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RC_LOG")
+        .unwrap_or_else(|_| default_filter.into());
     // Colours only for a person at a terminal: a file or a log collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -54,16 +54,17 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        Server::start_with(dir, FORGES, None, extra)
+        Server::start_with(dir, FORGES, None, extra, Some("debug"))
     }
 
     /// `serve` on the demo configuration with `forges` (YAML) and, when given, the deployment
-    /// repository at `deploy_url`.
+    /// repository at `deploy_url`; `RC_LOG` set to `log` (`None`: serve's default).
     fn start_with(
         dir: tempfile::TempDir,
         forges: &str,
         deploy_url: Option<&str>,
         extra: &[&str],
+        log: Option<&str>,
     ) -> Server {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let config_dir = dir.path().join("config");
@@ -87,7 +88,12 @@ impl Server {
         std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         let store_url = format!("sqlite://{}/store.db", dir.path().display());
         let stderr_path = dir.path().join("stderr.log");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        match log {
+            Some(filter) => command.env("RC_LOG", filter),
+            None => command.env_remove("RC_LOG"),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -104,7 +110,6 @@ impl Server {
             .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN)
             .env("TEST_GITLAB_TOKEN_OLD", "gitlab-token-before-rotation")
             .env("TEST_GITLAB_API_TOKEN", GITLAB_API_TOKEN)
-            .env("RC_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
@@ -557,7 +562,8 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
         fake.clone_base()
     );
     let deploy = format!("{}/acme/deploy.git", fake.clone_base());
-    let server = Server::start_with(dir, &forges, Some(&deploy), &[]);
+    // With serve's default log level, as JSON lines.
+    let server = Server::start_with(dir, &forges, Some(&deploy), &["--log-format", "json"], None);
     fake.set_webhook(&format!("{}/webhooks/gitlab", server.base), GITLAB_TOKEN);
 
     let trigger: Vec<(String, Vec<u8>)> = std::fs::read_dir(manifest.join("demo/app"))
@@ -602,6 +608,43 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
     }
     let requests = fake.requests();
     assert!(requests.iter().all(|r| r.status != 401), "{requests:#?}");
+    // The bot told what it did, at info, with the release's fields (the merge request's line
+    // may come a moment after the forge has it).
+    let said = |message: &str| {
+        server
+            .stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == message)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while said("status").is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let accepted = said("trigger accepted: release branches pushed").expect("the trigger's line");
+    assert_eq!(accepted["level"], "INFO");
+    assert_eq!(accepted["fields"]["release"], "mvp-v1");
+    assert_eq!(accepted["fields"]["repo"], "acme/shop");
+    let opened = said("pull request open").expect("the merge request's line");
+    assert_eq!(
+        (
+            &opened["fields"]["release"],
+            &opened["fields"]["environment"],
+            &opened["fields"]["pr"]
+        ),
+        (
+            &serde_json::json!("mvp-v1"),
+            &serde_json::json!("staging"),
+            &serde_json::json!(1)
+        )
+    );
+    let status = said("status").expect("what it waits for");
+    assert!(
+        status["fields"]["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("required approvals")),
+        "{status}"
+    );
     assert!(
         !server.stderr().contains(GITLAB_API_TOKEN),
         "the API token never reaches the log"

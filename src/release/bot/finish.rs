@@ -81,6 +81,7 @@ impl Bot {
                 Err(ForgeError::Conflict(why)) => return self.fail(&rel, &why).await,
                 Err(e) => return Err(e.into()),
             };
+            tracing::info!(release = %rel.version_tag, tag = %tag, repo = %rel.app_repo, url = %url, "tagged and published");
             self.store.mark_tagged(rel.release_id, Some(&url)).await?;
             url
         };

@@ -168,6 +168,7 @@ impl Bot {
                 None,
             )
             .await?;
+        tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = cr.number, url = %cr.url, "pull request open");
         pr.pr_number = Some(cr.number);
         pr.head_commit = Some(cr.head_commit.clone());
         pr.state = PrState::Open;
@@ -414,6 +415,7 @@ impl Bot {
                 };
             }
         };
+        tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, merge_commit = %sha, "merged");
         pr.state = PrState::Merged;
         pr.merge_commit = Some(sha.clone());
         self.store.save_release_pr(pr).await?;

@@ -201,6 +201,7 @@ impl Bot {
         actor: &str,
         detail: serde_json::Value,
     ) -> Result<(), BotError> {
+        tracing::info!(release = %rel.version_tag, from = %rel.state.as_str(), to = %to.as_str(), event = ?event, actor, "release moves on");
         self.store
             .transition(
                 rel.release_id,

@@ -69,6 +69,9 @@ impl Bot {
         }
         let repo = &self.settings.deployment_repo;
         let number = pr.pr_number.unwrap_or_default();
+        // What the release waits for now, as its pull request says it.
+        let status_line = status.split_whitespace().collect::<Vec<_>>().join(" ");
+        tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, status = %status_line, "status");
         match pr.status_comment_id {
             Some(id) => self.forge.edit_note(repo, number, id, &body).await?,
             None => {

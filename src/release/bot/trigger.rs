@@ -158,6 +158,12 @@ impl Bot {
         };
         match outcome {
             Ok(intent) => {
+                let environments: Vec<&str> = intent
+                    .environments
+                    .iter()
+                    .map(|(e, _)| e.as_str())
+                    .collect();
+                tracing::info!(release = %intent.version, repo = %repo, commit = %p.after, environments = ?environments, "trigger accepted: release branches pushed");
                 let record = self
                     .store
                     .find_release(&intent.version)
@@ -357,6 +363,7 @@ impl Bot {
             }
             other => vec![other.to_string()],
         };
+        tracing::info!(repo = %repo, commit = %p.after, problems = total, first = %problems.first().map(String::as_str).unwrap_or_default(), "trigger refused");
         self.forge
             .set_commit_status(
                 repo,
