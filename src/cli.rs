@@ -100,6 +100,34 @@ enum Command {
         #[arg(long, env = "RC_JOBS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
     },
+    /// Show each release in flight (and the last finished ones) from the store: its state,
+    /// pull requests, what each waits for, and its last failed attempt.
+    Status {
+        /// Only this release.
+        version: Option<String>,
+        #[arg(long, env = "RC_CONFIG")]
+        config: PathBuf,
+        /// Store URL, overriding `defaults.store`.
+        #[arg(long, env = "RC_STORE")]
+        store: Option<String>,
+        /// How many finished releases to show besides those in flight.
+        #[arg(long, default_value_t = 10)]
+        recent: u32,
+        #[arg(long, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Print a release's audit log from the store (every release's, newest last, without
+    /// VERSION).
+    Audit {
+        version: Option<String>,
+        #[arg(long, env = "RC_CONFIG")]
+        config: PathBuf,
+        /// Store URL, overriding `defaults.store`.
+        #[arg(long, env = "RC_STORE")]
+        store: Option<String>,
+        #[arg(long, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Create an Ed25519 key pair: PATH (private, mode 0600) and PATH.pub.
     Keygen {
         #[arg(long)]
@@ -204,6 +232,19 @@ async fn run(command: Command) -> ExitCode {
             };
             serve(&config, listen, store, limits, pacing).await
         }
+        Command::Status {
+            version,
+            config,
+            store,
+            recent,
+            format,
+        } => status(&config, store, version.as_deref(), recent, format).await,
+        Command::Audit {
+            version,
+            config,
+            store,
+            format,
+        } => audit(&config, store, version.as_deref(), format).await,
         Command::Keygen { out } => match signing::keygen(&out) {
             Ok((id, public)) => {
                 println!(
@@ -282,6 +323,115 @@ async fn open_store(url: &str) -> Result<Store, ExitCode> {
     Store::open(url)
         .await
         .map_err(|e| fail(2, &format!("cannot open the store {url}: {e}")))
+}
+
+/// The store named by the configuration (or `--store`), which must exist: reading commands
+/// never create one.
+async fn existing_store(config_path: &Path, flag: Option<String>) -> Result<Store, ExitCode> {
+    let config = OperatorConfig::load(config_path).map_err(|d| report(&d))?;
+    let url = store_url(&config, flag);
+    match Store::open_existing(&url).await {
+        Ok(Some(store)) => Ok(store),
+        Ok(None) => Err(fail(
+            1,
+            &format!(
+                "there is no store at {url} yet: nothing has been released with this configuration"
+            ),
+        )),
+        Err(e) => Err(fail(2, &format!("cannot open the store {url}: {e}"))),
+    }
+}
+
+async fn status(
+    config_path: &Path,
+    store_flag: Option<String>,
+    version: Option<&str>,
+    recent: u32,
+    format: OutputFormat,
+) -> ExitCode {
+    let store = match existing_store(config_path, store_flag).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let releases = match store.release_overviews(version, recent.into()).await {
+        Ok(r) => r,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if let Some(v) = version
+        && releases.is_empty()
+    {
+        return fail(1, &format!("no release {v} in the store"));
+    }
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&releases).expect("overviews serialize")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if releases.is_empty() {
+        println!("no releases in flight or finished yet");
+    }
+    for r in &releases {
+        let from = match (&r.app_repo, &r.app_commit) {
+            (Some(repo), Some(commit)) => format!("{repo}@{}, ", &commit[..commit.len().min(12)]),
+            _ => String::new(),
+        };
+        println!(
+            "{}  {}  ({from}updated {})",
+            r.version, r.state, r.updated_at
+        );
+        for e in &r.environments {
+            let pr = match (e.pull_request, &e.url) {
+                (Some(n), Some(url)) => format!("#{n} {url}"),
+                (Some(n), None) => format!("#{n}"),
+                _ => String::new(),
+            };
+            println!("  {:<12} {:<9} {pr}", e.environment, e.pull_request_state);
+            if let Some(w) = &e.waits_for {
+                println!("  {:<12} {w}", "");
+            }
+        }
+        if let Some(err) = &r.last_error {
+            println!("  last error ({}): {}", err.at, err.error);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn audit(
+    config_path: &Path,
+    store_flag: Option<String>,
+    version: Option<&str>,
+    format: OutputFormat,
+) -> ExitCode {
+    let store = match existing_store(config_path, store_flag).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let entries = match store.audit_entries(version).await {
+        Ok(e) => e,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if let Some(v) = version
+        && entries.is_empty()
+    {
+        return fail(1, &format!("no release {v} in the store"));
+    }
+    for (release, e) in &entries {
+        if format == OutputFormat::Json {
+            let line = serde_json::json!({
+                "release": release, "at": e.at, "event": e.event, "actor": e.actor, "detail": e.detail,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}  {release}  {}  by {}  {}",
+                e.at, e.event, e.actor, e.detail
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Creates `dir` if needed and checks that a file can be written in it.

@@ -353,7 +353,17 @@ async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
     let limit = shared.pacing.job_limit;
     let deadline = tokio::time::Instant::now() + limit;
     let work = crate::git::within(deadline, job.run_in_slot(slot, shared.bot.act(event)));
-    tokio::time::timeout_at(deadline, work)
+    let outcome = tokio::time::timeout_at(deadline, work)
         .await
-        .unwrap_or(Err(BotError::TimedOut(limit)))
+        .unwrap_or(Err(BotError::TimedOut(limit)));
+    // Shown by `status` until the release moves on.
+    if let (Err(e), crate::release::bot::Lane::Release(id)) = (&outcome, &lane)
+        && let Err(store) = shared
+            .store
+            .set_release_error(*id, OffsetDateTime::now_utc(), &e.to_string())
+            .await
+    {
+        tracing::warn!(error = %store, "recording a release's failed attempt failed");
+    }
+    outcome
 }

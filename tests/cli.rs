@@ -477,6 +477,56 @@ fn a_missing_signing_key_is_found_early_with_the_command_that_makes_one() {
     assert!(w.remote_refs().lines().all(|r| !r.contains("release/")));
 }
 
+/// `status` and `audit` read the store: the release, its state, and its audit log; a version
+/// the store does not know, or no store at all, is said so.
+#[test]
+fn status_and_audit_read_the_store() {
+    let w = World::new();
+    let config = w.config.to_str().unwrap();
+    let none = w.run(&["status", "--config", config]);
+    assert_eq!(none.status.code(), Some(1), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("there is no store at sqlite://"),
+        "{}",
+        stderr(&none)
+    );
+    assert!(w.release(true).status.success());
+
+    let status = w.run(&["status", "--config", config]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(
+        stdout(&status).starts_with("mvp-v1  AwaitingApproval  (updated "),
+        "{}",
+        stdout(&status)
+    );
+    let json = w.run(&["status", "mvp-v1", "--config", config, "--format", "json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(parsed[0]["version"], "mvp-v1");
+    assert_eq!(parsed[0]["state"], "AwaitingApproval");
+    let unknown = w.run(&["status", "v9", "--config", config]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown), "error: no release v9 in the store\n");
+
+    let audit = w.run(&["audit", "mvp-v1", "--config", config]);
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    let text = stdout(&audit);
+    let events: Vec<&str> = text
+        .lines()
+        .map(|l| l.split("  ").nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "ReleaseTriggered",
+            "ReleaseBranchBuilt",
+            "ReleaseBranchBuilt",
+            "ReleaseBranchesPushed"
+        ],
+        "{}",
+        stdout(&audit)
+    );
+}
+
 /// Given the trigger file instead of its folder, the error says which folder to give.
 #[test]
 fn the_trigger_file_instead_of_its_folder_is_explained() {

@@ -638,6 +638,41 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
             &serde_json::json!(1)
         )
     );
+    // `status` shows the merge request and what it waits for, from the store.
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "--format",
+            "json",
+            "--store",
+            &server.store_url,
+            "--config",
+        ])
+        .arg(server._dir.path().join("config/orchestration-config.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let staging = &shown[0]["environments"][0];
+    assert_eq!(staging["environment"], "staging");
+    assert_eq!(staging["pull_request"], 1);
+    assert!(
+        staging["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/acme/deploy/-/merge_requests/1")),
+        "{shown}"
+    );
+    assert!(
+        staging["waits_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("required approvals")),
+        "{shown}"
+    );
+    assert_eq!(shown[0]["app_repo"], "acme/shop");
     let status = said("status").expect("what it waits for");
     assert!(
         status["fields"]["status"]

@@ -19,6 +19,7 @@ use crate::release::state::{AuditEvent, ReleaseState};
 
 pub mod deliveries;
 pub mod forge_releases;
+pub mod status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +78,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "gate",
         include_str!("../../migrations/sqlite/0007_gate.sql"),
+    ),
+    (
+        8,
+        "status",
+        include_str!("../../migrations/sqlite/0008_status.sql"),
     ),
 ];
 
@@ -315,7 +321,8 @@ impl Store {
         }
         let mut tx = self.pool.begin_with(IMMEDIATE).await?;
         let changed =
-            sqlx::query("UPDATE releases SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+            // Moving on clears the last failed attempt (see `status`).
+            sqlx::query("UPDATE releases SET state = ?, updated_at = ?, last_error = NULL, last_error_at = NULL WHERE id = ? AND state = ?")
                 .bind(to.as_str())
                 .bind(ts(now))
                 .bind(release_id)
@@ -383,6 +390,35 @@ impl Store {
         append_audit(&mut tx, release_id, now, event, actor, &detail).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The audit log of `version`'s release, or of every release (oldest first), each entry
+    /// with its release's version.
+    pub async fn audit_entries(
+        &self,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, AuditEntry)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.version_tag, a.at, a.event, a.actor, a.detail
+             FROM audit_log a JOIN releases r ON r.id = a.release_id
+             WHERE ?1 IS NULL OR r.version_tag = ?1 ORDER BY a.id",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let entry = AuditEntry {
+                    at: r.get("at"),
+                    event: r.get("event"),
+                    actor: r.get("actor"),
+                    detail: serde_json::from_str(r.get::<&str, _>("detail"))
+                        .unwrap_or(serde_json::Value::Null),
+                };
+                (r.get("version_tag"), entry)
+            })
+            .collect())
     }
 
     pub async fn audit_log(&self, release_id: i64) -> Result<Vec<AuditEntry>, StoreError> {

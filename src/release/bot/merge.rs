@@ -169,6 +169,9 @@ impl Bot {
             )
             .await?;
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = cr.number, url = %cr.url, "pull request open");
+        self.store
+            .set_pr_url(rel.release_id, &pr.environment, &cr.url)
+            .await?;
         pr.pr_number = Some(cr.number);
         pr.head_commit = Some(cr.head_commit.clone());
         pr.state = PrState::Open;

@@ -171,6 +171,10 @@ impl Bot {
             let work = crate::git::within(deadline, job.run(self.advance(rel.release_id, true)));
             let pass = tokio::time::timeout_at(deadline, work);
             if let Err(e) = pass.await.unwrap_or(Err(BotError::TimedOut(limit))) {
+                let _ = self
+                    .store
+                    .set_release_error(rel.release_id, self.now(), &e.to_string())
+                    .await;
                 tracing::warn!(release = %rel.version_tag, error = %e, "reconcile could not advance the release");
             }
         }

@@ -99,6 +99,9 @@ impl Bot {
         }
         pr.status_body_sha = Some(digest);
         self.store.save_release_pr(pr).await?;
+        self.store
+            .set_waits_for(rel.release_id, &pr.environment, &status_line)
+            .await?;
         Ok(())
     }
 }
