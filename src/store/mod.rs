@@ -43,6 +43,15 @@ pub enum StoreError {
     },
 }
 
+fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
+    AuditEntry {
+        at: r.get("at"),
+        event: r.get("event"),
+        actor: r.get("actor"),
+        detail: serde_json::from_str(r.get::<&str, _>("detail")).unwrap_or(serde_json::Value::Null),
+    }
+}
+
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
@@ -408,16 +417,7 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                let entry = AuditEntry {
-                    at: r.get("at"),
-                    event: r.get("event"),
-                    actor: r.get("actor"),
-                    detail: serde_json::from_str(r.get::<&str, _>("detail"))
-                        .unwrap_or(serde_json::Value::Null),
-                };
-                (r.get("version_tag"), entry)
-            })
+            .map(|r| (r.get("version_tag"), audit_entry(&r)))
             .collect())
     }
 
@@ -428,16 +428,7 @@ impl Store {
         .bind(release_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                at: r.get("at"),
-                event: r.get("event"),
-                actor: r.get("actor"),
-                detail: serde_json::from_str(r.get::<&str, _>("detail"))
-                    .unwrap_or(serde_json::Value::Null),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_entry).collect())
     }
 
     #[cfg(test)]
