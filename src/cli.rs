@@ -603,6 +603,7 @@ async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
             report(&d)
         }
         Ok(spec) => {
+            print_inert_settings(&config, &inputs);
             let envs: Vec<&str> = spec.environments.iter().map(|e| e.name.as_str()).collect();
             println!(
                 "{}: valid; would release {} to {}",
@@ -626,6 +627,9 @@ async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> E
     };
     match release::prepare(&config, trigger_dir, store.as_ref(), now()).await {
         Ok(p) => {
+            if let Ok(inputs) = AppInputs::load(trigger_dir) {
+                print_inert_settings(&config, &inputs);
+            }
             match format {
                 OutputFormat::Json => println!(
                     "{}",
@@ -636,6 +640,13 @@ async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> E
             ExitCode::SUCCESS
         }
         Err(e) => release_failure(&e),
+    }
+}
+
+/// Settings that are set and not acted on yet, as notes on standard error.
+fn print_inert_settings(config: &OperatorConfig, inputs: &AppInputs) {
+    for d in crate::release::validate::inert_settings(config, inputs) {
+        eprintln!("{}:{}:{}: note: {}", d.file, d.line, d.column, d.message);
     }
 }
 

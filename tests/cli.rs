@@ -527,6 +527,56 @@ fn status_and_audit_read_the_store() {
     );
 }
 
+/// Settings the bot does not act on yet are named, where they are set, by `validate` and
+/// `plan` (which still succeed).
+#[test]
+fn settings_not_acted_on_are_named_where_they_are_set() {
+    let w = World::new();
+    w.edit("promotion-trigger.yaml", |t| {
+        t + "rollbackEnabled: true\ncustomDeployStrategy: canary\n"
+    });
+    let config = w.config.to_str().unwrap();
+    let dir = w.trigger_dir();
+    let dir = dir.to_str().unwrap();
+    let trigger = w.trigger_dir().join("promotion-trigger.yaml");
+    let expected = [
+        format!(
+            "{}:10:13: note: recorded, not acted on yet: nothing is notified",
+            trigger.display()
+        ),
+        format!(
+            "{}:12:18: note: recorded, not acted on yet: there is no rollback yet",
+            trigger.display()
+        ),
+        format!(
+            "{}:13:23: note: recorded, not acted on yet: every release changes the image tags only",
+            trigger.display()
+        ),
+        format!(
+            "{}:24:19: note: recorded, not acted on yet: nothing is notified",
+            w.config.display()
+        ),
+        format!(
+            "{}:1:1: note: environments.production.rollbackRoles: recorded, not acted on yet",
+            w.config.with_file_name("release-policy.yaml").display()
+        ),
+    ];
+    for args in [
+        vec!["validate", dir, "--config", config],
+        vec!["plan", "--config", config, "--trigger-dir", dir],
+    ] {
+        let out = w.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        for note in &expected {
+            assert!(
+                stderr(&out).contains(note.as_str()),
+                "{args:?}: {note} not in\n{}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
 /// Given the trigger file instead of its folder, the error says which folder to give.
 #[test]
 fn the_trigger_file_instead_of_its_folder_is_explained() {
