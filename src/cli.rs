@@ -87,6 +87,9 @@ enum Command {
         /// Store URL, overriding `defaults.store`.
         #[arg(long, env = "RC_STORE")]
         store: Option<String>,
+        /// The git cache, overriding `deployment.cacheDir` (relative to the working directory).
+        #[arg(long, env = "RC_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
         #[command(flatten)]
         limits: crate::server::DoorLimits,
         /// Seconds between reconcile passes (each re-reads the forge for releases in flight).
@@ -219,6 +222,7 @@ async fn run(command: Command) -> ExitCode {
             config,
             listen,
             store,
+            cache_dir,
             limits,
             reconcile_every_secs,
             job_timeout_secs,
@@ -230,7 +234,7 @@ async fn run(command: Command) -> ExitCode {
                 jobs: jobs.into(),
                 ..Default::default()
             };
-            serve(&config, listen, store, limits, pacing).await
+            serve(&config, listen, store, cache_dir, limits, pacing).await
         }
         Command::Status {
             version,
@@ -456,14 +460,18 @@ async fn serve(
     config_path: &Path,
     listen: std::net::SocketAddr,
     store_flag: Option<String>,
+    cache_flag: Option<PathBuf>,
     limits: crate::server::DoorLimits,
     pacing: crate::worker::Pacing,
 ) -> ExitCode {
     use crate::server::ServiceConfig;
-    let config = match OperatorConfig::load(config_path) {
+    let mut config = match OperatorConfig::load(config_path) {
         Ok(c) => c,
         Err(d) => return report(&d),
     };
+    if let Some(dir) = cache_flag {
+        config.orchestration.deployment.cache_dir = std::path::absolute(&dir).unwrap_or(dir);
+    }
     // What every release will need, checked once at start-up rather than at the first release.
     if let Some(problem) = signing_key_problem(&config) {
         return fail(1, &problem.to_string());

@@ -974,3 +974,146 @@ async fn one_address_cannot_take_every_connection() {
         String::from_utf8_lossy(&answer[..n])
     );
 }
+
+/// The container image's start-up, as the image runs it (`deploy/Dockerfile`, read here: its
+/// `ENV`, `WORKDIR`, `USER` and `CMD`, with `/data` and `/config` moved under a temporary
+/// directory): as UID 65532, writing only in the data directory, `serve` starts and answers
+/// `/healthz`, and the store is made there. A data directory the user cannot write is named at
+/// start-up. (There is no container engine here; running as another user needs root, as CI is.)
+#[test]
+fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Dockerfile"))
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let place = |p: &str| {
+        p.replace("/data", &root.join("data").display().to_string())
+            .replace("/config", &root.join("config").display().to_string())
+    };
+    // The image's settings, line by line (a `\` continues an instruction).
+    let instructions: Vec<String> = dockerfile
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let value_of = |name: &str| {
+        instructions
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{name} ")))
+            .next_back()
+            .unwrap_or_else(|| panic!("the Dockerfile has no {name}"))
+            .to_string()
+    };
+    let env: Vec<(String, String)> = instructions
+        .iter()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), place(v))))
+        .collect();
+    let uid: u32 = value_of("USER").split(':').next().unwrap().parse().unwrap();
+    let workdir = place(&value_of("WORKDIR"));
+    let cmd: Vec<String> = serde_json::from_str(&value_of("CMD")).unwrap();
+    assert_eq!(value_of("EXPOSE"), "8080");
+    assert!(value_of("VOLUME").contains("/data"));
+
+    // What the image's RUN makes: /data owned by the user, /config read-only for it.
+    let data = root.join("data");
+    let config = root.join("config");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in [
+        "orchestration-config.yaml",
+        "release-policy.yaml",
+        "version-resolver.yaml",
+        "milestones.yaml",
+    ] {
+        std::fs::copy(manifest.join("demo/config").join(f), config.join(f)).unwrap();
+    }
+    let orchestration = config.join("orchestration-config.yaml");
+    let text = std::fs::read_to_string(&orchestration).unwrap() + FORGES;
+    std::fs::write(&orchestration, text).unwrap();
+    release_coordinator::signing::keygen(&config.join("release-signing.pem")).unwrap();
+    for entry in std::fs::read_dir(&config).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // The binary as the image has it (the checkout may sit where the user cannot read).
+    let bin = root.join("release-coordinator");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let start = || {
+        let mut command = Command::new(&bin);
+        command
+            .args(&cmd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Loopback and a free port instead of the image's 0.0.0.0:8080.
+            .env("RC_LISTEN", "127.0.0.1:0")
+            .env("TEST_WEBHOOK_SECRET", SECRET)
+            .env("TEST_WEBHOOK_SECRET_OLD", OLD_SECRET)
+            .env("TEST_GITHUB_TOKEN", "t")
+            .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN)
+            .env("TEST_GITLAB_TOKEN_OLD", "g")
+            .current_dir(&workdir)
+            .uid(uid)
+            .gid(uid)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+
+    // The data directory still belongs to root: the start-up says which path it cannot write.
+    let refused = start().output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        said.contains(&format!(
+            "the git cache {} (deployment.cacheDir) is not writable",
+            data.join("cache").display()
+        )),
+        "{said}"
+    );
+
+    std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
+    let mut child = start().spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .map(str::to_string);
+    let health = base.as_ref().map(|base| {
+        let addr = base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        answer
+    });
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        health
+            .as_ref()
+            .is_some_and(|h| h.starts_with("HTTP/1.0 200") || h.starts_with("HTTP/1.1 200")),
+        "{line:?} {health:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let store = data.join("release-coordinator.db");
+    assert!(store.exists(), "the store is made in the data directory");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&store).unwrap()),
+        uid
+    );
+    assert!(data.join("cache").is_dir());
+}
