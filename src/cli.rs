@@ -318,8 +318,38 @@ fn signing_key_problem(config: &OperatorConfig) -> Option<crate::diagnostics::Di
     )
 }
 
-fn store_url(config: &OperatorConfig, flag: Option<String>) -> String {
-    flag.unwrap_or_else(|| config.store_url())
+/// The store's URL: `--store`, or the configuration's (relative to its folder). A store left
+/// where earlier versions looked for it (relative to the working directory) is not passed over
+/// for a new, empty one: that would forget every version used and every release in flight.
+fn store_url(config: &OperatorConfig, flag: Option<String>) -> Result<String, ExitCode> {
+    if let Some(url) = flag {
+        return Ok(url);
+    }
+    let url = config.store_url();
+    let written = &config.orchestration.defaults.store;
+    if let (Some(new), Some(old)) = (
+        crate::store::sqlite_path(&url),
+        crate::store::sqlite_path(written),
+    ) {
+        let (new, old) = (Path::new(new), Path::new(old));
+        let same = std::path::absolute(new).ok() == std::path::absolute(old).ok();
+        if !same && !new.exists() && old.exists() {
+            return Err(fail(
+                1,
+                &format!(
+                    "the store is now looked for beside the configuration, at {}, and is not there; \
+                     {} (relative to the working directory, where earlier versions kept it) exists: \
+                     move it there, or pass --store sqlite://{}",
+                    new.display(),
+                    old.display(),
+                    std::path::absolute(old)
+                        .unwrap_or(old.to_path_buf())
+                        .display()
+                ),
+            ));
+        }
+    }
+    Ok(url)
 }
 
 /// Opens the store, or says which one could not be opened.
@@ -329,12 +359,12 @@ async fn open_store(url: &str) -> Result<Store, ExitCode> {
         .map_err(|e| fail(2, &format!("cannot open the store {url}: {e}")))
 }
 
-/// The store named by the configuration (or `--store`), which must exist: reading commands
-/// never create one.
+/// The store named by the configuration (or `--store`), which must exist, opened to read
+/// only: reading commands never create or change one.
 async fn existing_store(config_path: &Path, flag: Option<String>) -> Result<Store, ExitCode> {
     let config = OperatorConfig::load(config_path).map_err(|d| report(&d))?;
-    let url = store_url(&config, flag);
-    match Store::open_existing(&url).await {
+    let url = store_url(&config, flag)?;
+    match Store::open_read_only(&url).await {
         Ok(Some(store)) => Ok(store),
         Ok(None) => Err(fail(
             1,
@@ -503,7 +533,10 @@ async fn serve(
         },
         None => None,
     };
-    let url = store_url(&config, store_flag);
+    let url = match store_url(&config, store_flag) {
+        Ok(url) => url,
+        Err(code) => return code,
+    };
     let store = match open_store(&url).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -584,7 +617,11 @@ async fn validate(dir: &Path, config: Option<&Path>) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(2, &e.to_string()),
     };
-    let recorded = match Store::open_existing(&config.store_url()).await {
+    let recorded = match store_url(&config, None) {
+        Err(code) => return code,
+        Ok(url) => Store::open_existing(&url).await,
+    };
+    let recorded = match recorded {
         Ok(Some(s)) => match s.recorded_versions().await {
             Ok(v) => v,
             Err(e) => return fail(2, &e.to_string()),
@@ -629,7 +666,11 @@ async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> E
         Ok(c) => c,
         Err(d) => return report(&d),
     };
-    let store = match Store::open_existing(&config.store_url()).await {
+    let store = match store_url(&config, None) {
+        Err(code) => return code,
+        Ok(url) => Store::open_existing(&url).await,
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
@@ -742,7 +783,10 @@ async fn release(
         Ok(c) => c,
         Err(d) => return report(&d),
     };
-    let url = store_url(&config, store_flag);
+    let url = match store_url(&config, store_flag) {
+        Ok(url) => url,
+        Err(code) => return code,
+    };
     let store = match open_store(&url).await {
         Ok(s) => s,
         Err(code) => return code,

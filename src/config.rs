@@ -615,7 +615,6 @@ impl OperatorConfig {
         })
     }
 
-    /// Resolves a path from the configuration against the configuration's directory.
     /// The store's URL (`defaults.store`), a relative SQLite path resolved against this
     /// file's folder like every other path in it: `release` run from another folder finds
     /// the same store.
@@ -641,6 +640,7 @@ impl OperatorConfig {
         )
     }
 
+    /// Resolves a path from the configuration against the configuration's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

@@ -622,6 +622,39 @@ fn the_configured_store_is_found_from_any_folder() {
     assert!(!w.app.join("store.db").exists(), "no second store");
 }
 
+/// A store where earlier versions kept it (relative to the working directory) is not passed
+/// over for a new, empty one beside the configuration: the run stops and says where both are.
+#[test]
+fn a_store_where_earlier_versions_kept_it_is_not_passed_over() {
+    let w = World::new();
+    let dir = w.trigger_dir();
+    let first = w.run(&[
+        "release",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--trigger-dir",
+        dir.to_str().unwrap(),
+        "--store",
+        "sqlite://store.db",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(w.root.join("store.db").exists());
+    let again = w.release(true);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains(&format!(
+            "the store is now looked for beside the configuration, at {}, and is not there; store.db",
+            w.config.with_file_name("store.db").display()
+        )) && stderr(&again).contains(&format!("pass --store sqlite://{}", w.root.join("store.db").display())),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        !w.config.with_file_name("store.db").exists(),
+        "no new store"
+    );
+}
+
 #[test]
 fn a_rerun_from_another_store_is_refused_in_the_same_second_and_the_next() {
     for (first, second) in [

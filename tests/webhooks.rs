@@ -979,7 +979,8 @@ async fn one_address_cannot_take_every_connection() {
 /// `ENV`, `WORKDIR`, `USER` and `CMD`, with `/data` and `/config` moved under a temporary
 /// directory): as UID 65532, writing only in the data directory, `serve` starts and answers
 /// `/healthz`, and the store is made there. A data directory the user cannot write is named at
-/// start-up. (There is no container engine here; running as another user needs root, as CI is.)
+/// start-up. (There is no container engine here. Switching to the image's user needs root, as
+/// CI is; run by anyone else, the test runs the same start-up as that user.)
 #[test]
 fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
     use std::os::unix::fs::PermissionsExt;
@@ -1016,7 +1017,16 @@ fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
         .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), place(v))))
         .collect();
-    let uid: u32 = value_of("USER").split(':').next().unwrap().parse().unwrap();
+    let image_uid: u32 = value_of("USER").split(':').next().unwrap().parse().unwrap();
+    // `/proc/self` belongs to the effective user.
+    let proc_self = std::fs::metadata("/proc/self").unwrap();
+    let me = std::os::unix::fs::MetadataExt::uid(&proc_self);
+    let (uid, gid) = if me == 0 {
+        (image_uid, image_uid)
+    } else {
+        (me, std::os::unix::fs::MetadataExt::gid(&proc_self))
+    };
+    assert_eq!(image_uid, 65532);
     let workdir = place(&value_of("WORKDIR"));
     let cmd: Vec<String> = serde_json::from_str(&value_of("CMD")).unwrap();
     assert_eq!(value_of("EXPOSE"), "8080");
@@ -1044,6 +1054,10 @@ fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
         let path = entry.unwrap().path();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
+    // The signing key as the README says to give it: the image's user's, readable by it only.
+    let key = config.join("release-signing.pem");
+    std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     // The binary as the image has it (the checkout may sit where the user cannot read).
     let bin = root.join("release-coordinator");
     std::fs::copy(BIN, &bin).unwrap();
@@ -1064,13 +1078,15 @@ fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
             .env("TEST_GITLAB_TOKEN_OLD", "g")
             .current_dir(&workdir)
             .uid(uid)
-            .gid(uid)
+            .gid(gid)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
     };
 
-    // The data directory still belongs to root: the start-up says which path it cannot write.
+    // The data directory is not the user's to write yet (root's, or read-only for a user who
+    // owns it): the start-up says which path it cannot write.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
     let refused = start().output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let said = String::from_utf8_lossy(&refused.stderr).to_string();
@@ -1082,7 +1098,8 @@ fn the_image_starts_the_bot_as_its_user_in_its_data_directory() {
         "{said}"
     );
 
-    std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut child = start().spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())

@@ -1,10 +1,12 @@
 //! Git work that many releases ask for at the same time, done in one command.
 //!
 //! Every git command that talks to the remote starts several processes (git itself, the
-//! transport, the remote's `upload-pack` or `receive-pack`, pack and connectivity checks), and
-//! when hundreds of releases are made at once, starting processes is most of the cost. So while
-//! one fetch of commits (or one push of release branches) into a cache's remote runs, the
-//! requests that arrive wait, and the next command takes them all.
+//! transport, the remote's `upload-pack`, pack and connectivity checks), and when hundreds of
+//! triggers arrive at once, starting processes is most of the cost. So while one fetch of
+//! commits into a cache runs, the requests that arrive wait, and the next fetch takes them all.
+//! (Pushes are not batched: a push cut short after the remote applied it would leave the other
+//! releases of its batch unable to tell their own branch from someone else's, and GitLab skips
+//! push webhooks for pushes of more than three refs.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,8 @@ impl<R, A> Batcher<R, A> {
             if let Some(answer) = state.answers.remove(&id) {
                 return answer;
             }
-            if !state.running {
+            // A caller whose job has no time left does not start a batch for the others.
+            if !state.running && time_left().is_none_or(|left| !left.is_zero()) {
                 state.running = true;
                 let (ids, batch): (Vec<u64>, Vec<R>) =
                     std::mem::take(&mut state.queued).into_iter().unzip();

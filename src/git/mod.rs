@@ -778,28 +778,7 @@ impl DeployRepo {
     /// Creates the branches on the remote, all together or not at all. Each must not exist
     /// there yet (`--force-with-lease` with an empty expectation): a branch someone else
     /// created between our look and our push is refused, never overwritten or fast-forwarded.
-    ///
-    /// Pushes asked for while another runs go together in the next one (see `batch`), all
-    /// or nothing as well; when that one is refused, each is pushed alone for its own answer.
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
-        let pushed = batch::batcher::<Vec<(String, Oid)>, BatchAnswer>(&self.path, "push branches")
-            .ask(branches.to_vec(), |pushes| {
-                match self.push_now(&pushes.concat()) {
-                    Ok(()) => pushes.iter().map(|_| Ok(())).collect(),
-                    Err(e) if pushes.len() == 1 => vec![Err(Some(e))],
-                    // Refused (or cut short) together: each caller pushes alone, for its own
-                    // answer within its own deadline.
-                    Err(_) => pushes.iter().map(|_| Err(None)).collect(),
-                }
-            });
-        match pushed {
-            Some(Ok(())) => Ok(()),
-            Some(Err(Some(e))) => Err(e),
-            Some(Err(None)) | None => self.push_now(branches),
-        }
-    }
-
-    fn push_now(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
         let mut cmd = self.remote.git(&self.path);
         cmd.args(["push", "--porcelain", "--atomic"]);
         for (name, _) in branches {
@@ -1000,12 +979,30 @@ impl DeployRepo {
 }
 
 fn clean_stderr(stderr: &[u8]) -> String {
-    String::from_utf8_lossy(stderr)
+    let text = String::from_utf8_lossy(stderr)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    redact_urls_in(&text)
+}
+
+/// `text` with the credentials of every URL in it replaced (git echoes the remote's URL, and
+/// its message is logged, stored and shown by `status`).
+fn redact_urls_in(text: &str) -> String {
+    let is_separator = |c: char| c.is_whitespace() || c == '\'' || c == '"';
+    let mut words = text.split(is_separator);
+    let mut separators = text.matches(is_separator);
+    let mut result = String::with_capacity(text.len());
+    if let Some(first) = words.next() {
+        result.push_str(&redact_url(first));
+    }
+    for word in words {
+        result.push_str(separators.next().unwrap_or(" "));
+        result.push_str(&redact_url(word));
+    }
+    result
 }
 
 /// What the bot needs from the application repository the trigger was committed to.
@@ -1091,6 +1088,13 @@ mod tests {
         assert_eq!(redact_url("https://host/a.git"), "https://host/a.git");
         let r = Remote::new("https://host/a.git", Some("tok3n".into()));
         assert!(!format!("{r:?}").contains("tok3n"));
+        // git's messages name the remote: its credentials never pass into an error.
+        assert_eq!(
+            clean_stderr(
+                b"fatal: unable to access 'https://bot:s3cret@git.example.com/a.git/': 403\n"
+            ),
+            "fatal: unable to access 'https://***@git.example.com/a.git/': 403"
+        );
     }
 }
 
@@ -1245,138 +1249,87 @@ mod time_limit_tests {
 mod batch_tests {
     use super::*;
 
-    /// A bare remote with one commit on `main` whose pre-receive hook logs how many refs each
-    /// push carries and holds the first push for a second; a cache of it with `n` commits
-    /// built on `main`.
-    struct Setup {
-        dir: tempfile::TempDir,
-        remote: Repository,
-        commits: Vec<Oid>,
-    }
-
-    impl Setup {
-        fn new(n: usize) -> Setup {
-            let dir = tempfile::tempdir().unwrap();
-            let remote_path = dir.path().join("remote.git");
-            let remote = Repository::init_bare(&remote_path).unwrap();
-            {
-                let tree = remote.treebuilder(None).unwrap().write().unwrap();
-                let tree = remote.find_tree(tree).unwrap();
-                let sig = Signature::now("t", "t@example.com").unwrap();
+    /// A bare remote with `n` commits besides `main` (each on a branch of its own), and an
+    /// empty cache of it.
+    fn remote_with_commits(n: usize) -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Repository::init_bare(dir.path().join("remote.git")).unwrap();
+        let sig = Signature::now("t", "t@example.com").unwrap();
+        let empty = remote.treebuilder(None).unwrap().write().unwrap();
+        let empty = remote.find_tree(empty).unwrap();
+        let base = remote
+            .commit(Some("refs/heads/main"), &sig, &sig, "base", &empty, &[])
+            .unwrap();
+        let base = remote.find_commit(base).unwrap();
+        let commits = (0..n)
+            .map(|i| {
+                let blob = remote.blob(format!("{i}").as_bytes()).unwrap();
+                let mut tree = remote.treebuilder(None).unwrap();
+                tree.insert("f", blob, 0o100644).unwrap();
+                let tree = remote.find_tree(tree.write().unwrap()).unwrap();
+                let branch = format!("refs/heads/b{i}");
                 remote
-                    .commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
-                    .unwrap();
-            }
-            let hook = remote_path.join("hooks/pre-receive");
-            std::fs::write(
-                &hook,
-                "#!/bin/sh\nwc -l >> \"$GIT_DIR/pushes.log\"\nif [ ! -f \"$GIT_DIR/held\" ]; then touch \"$GIT_DIR/held\"; sleep 1; fi\n",
-            )
-            .unwrap();
-            std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-            let mut setup = Setup {
-                dir,
-                remote,
-                commits: Vec::new(),
-            };
-            let repo = setup.open();
-            let base = repo.fetch("main", 0, None).unwrap();
-            setup.commits = (0..n)
-                .map(|i| {
-                    let file = FileWrite {
-                        path: format!("f{i}"),
-                        content: vec![b'x'; i + 1],
-                    };
-                    let at = time::OffsetDateTime::now_utc();
-                    repo.build_commit(base, &[file], ("t", "t@example.com"), at, "m")
-                        .unwrap()
-                })
-                .collect();
-            setup
-        }
+                    .commit(Some(&branch), &sig, &sig, "m", &tree, &[&base])
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        (dir, commits)
+    }
 
-        fn open(&self) -> DeployRepo {
-            let url = self.dir.path().join("remote.git");
-            let remote = Remote::new(url.to_str().unwrap(), None);
-            DeployRepo::open(remote, &self.dir.path().join("cache")).unwrap()
-        }
+    fn open(dir: &Path) -> DeployRepo {
+        let url = dir.join("remote.git").to_str().unwrap().to_string();
+        DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap()
+    }
 
-        /// Pushes commit `i` to `release/v<i>/staging` on a thread of its own.
-        fn push(&self, i: usize) -> std::thread::JoinHandle<Result<(), GitError>> {
-            let (repo, commit) = (self.open(), self.commits[i]);
-            std::thread::spawn(move || repo.push(&[(format!("release/v{i}/staging"), commit)]))
+    /// Commits asked for at once are all fetched (in as few commands as came together), each
+    /// caller's into the one cache.
+    #[test]
+    fn commits_asked_for_at_once_are_all_fetched() {
+        let (dir, commits) = remote_with_commits(6);
+        let askers: Vec<_> = commits
+            .iter()
+            .map(|c| {
+                let (repo, c) = (open(dir.path()), c.clone());
+                std::thread::spawn(move || repo.fetch_any_commit(&c))
+            })
+            .collect();
+        for (asker, commit) in askers.into_iter().zip(&commits) {
+            assert_eq!(asker.join().unwrap().unwrap().to_string(), *commit);
         }
-
-        /// Pushes commit 0, then, while the remote holds it, commits 1 to n together.
-        fn push_while_one_runs(&self) -> Vec<Result<(), GitError>> {
-            let first = self.push(0);
-            let log = self.dir.path().join("remote.git/pushes.log");
-            while !log.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            let others: Vec<_> = (1..self.commits.len()).map(|i| self.push(i)).collect();
-            std::iter::once(first)
-                .chain(others)
-                .map(|p| p.join().unwrap())
-                .collect()
-        }
-
-        fn pushes_received(&self) -> Vec<String> {
-            std::fs::read_to_string(self.dir.path().join("remote.git/pushes.log"))
-                .unwrap()
-                .lines()
-                .map(|l| l.trim().to_string())
-                .collect()
-        }
-
-        fn on_remote(&self, i: usize) -> Option<Oid> {
-            self.remote
-                .refname_to_id(&format!("refs/heads/release/v{i}/staging"))
-                .ok()
+        let cache = open(dir.path());
+        for c in &commits {
+            assert!(cache.repo().find_commit(Oid::from_str(c).unwrap()).is_ok());
         }
     }
 
-    /// Pushes asked for while another runs go to the remote in one push; each gets its branch.
+    /// One commit the remote does not have fails a fetch of several (git refuses the whole
+    /// command); each is then fetched alone: the others arrive, only the missing one fails.
     #[test]
-    fn pushes_asked_for_while_one_runs_go_together() {
-        let setup = Setup::new(4);
-        for pushed in setup.push_while_one_runs() {
-            pushed.unwrap();
-        }
-        assert_eq!(
-            setup.pushes_received(),
-            vec!["1", "3"],
-            "one push, then the three asked for meanwhile"
-        );
-        for (i, commit) in setup.commits.iter().enumerate() {
-            assert_eq!(setup.on_remote(i), Some(*commit));
-        }
-    }
-
-    /// One refused branch in a batch refuses the batch (it is atomic); each push is then made
-    /// alone, so only the clashing one is refused.
-    #[test]
-    fn a_clash_in_a_batch_refuses_only_the_clashing_push() {
-        let setup = Setup::new(4);
-        // Someone else made release/v2/staging already (on the base commit).
-        let theirs = setup.remote.refname_to_id("refs/heads/main").unwrap();
-        setup
-            .remote
-            .reference("refs/heads/release/v2/staging", theirs, false, "theirs")
-            .unwrap();
-        let results = setup.push_while_one_runs();
+    fn a_missing_commit_in_a_batch_fails_only_its_own_fetch() {
+        let (dir, commits) = remote_with_commits(4);
+        let missing = "0123456789abcdef0123456789abcdef01234567".to_string();
         assert!(
-            results[0].is_ok() && results[1].is_ok() && results[3].is_ok(),
-            "{results:?}"
+            open(dir.path())
+                .fetch_commits(&[commits[0].clone(), missing.clone()])
+                .is_err()
         );
-        assert!(
-            matches!(results[2], Err(GitError::PushRejected { .. })),
-            "{:?}",
-            results[2]
-        );
-        assert_eq!(setup.on_remote(1), Some(setup.commits[1]));
-        assert_eq!(setup.on_remote(3), Some(setup.commits[3]));
-        assert_eq!(setup.on_remote(2), Some(theirs));
+        let mut wanted = commits.clone();
+        wanted.insert(2, missing.clone());
+        let askers: Vec<_> = wanted
+            .iter()
+            .map(|c| {
+                let (repo, c) = (open(dir.path()), c.clone());
+                std::thread::spawn(move || repo.fetch_any_commit(&c))
+            })
+            .collect();
+        for (asker, commit) in askers.into_iter().zip(&wanted) {
+            let fetched = asker.join().unwrap();
+            assert_eq!(
+                fetched.is_err(),
+                *commit == missing,
+                "{commit}: {fetched:?}"
+            );
+        }
     }
 }

@@ -43,6 +43,14 @@ pub enum StoreError {
     },
 }
 
+/// The file of a `sqlite:` URL (`None`: not a SQLite URL).
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(rest.split('?').next().unwrap_or(rest))
+}
+
 fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
     AuditEntry {
         at: r.get("at"),
@@ -210,6 +218,26 @@ impl Store {
 
     /// Opens an existing SQLite store only if its file exists (for read-only commands that
     /// must not create files).
+    /// Opens an existing store to read it only: no migration runs (a store an older bot
+    /// still uses stays as that bot knows it), and nothing can be written. `None`: there is
+    /// no store at `url`.
+    pub async fn open_read_only(url: &str) -> Result<Option<Store>, StoreError> {
+        let Some(path) = sqlite_path(url) else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        if !std::path::Path::new(path).exists() {
+            return Ok(None);
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .read_only(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Some(Store { pool }))
+    }
+
     pub async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
         let path = url
             .trim_start_matches("sqlite://")

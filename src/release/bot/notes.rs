@@ -97,11 +97,12 @@ impl Bot {
                 pr.status_posting = false;
             }
         }
-        pr.status_body_sha = Some(digest);
-        self.store.save_release_pr(pr).await?;
+        // Before the digest that says "written": a failure here is written again next time.
         self.store
             .set_waits_for(rel.release_id, &pr.environment, &status_line)
             .await?;
+        pr.status_body_sha = Some(digest);
+        self.store.save_release_pr(pr).await?;
         Ok(())
     }
 }
