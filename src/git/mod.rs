@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, Weak};
 
-mod batch;
-
 use base64::Engine;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature, Time};
 use sha2::{Digest, Sha256};
@@ -236,10 +234,6 @@ pub fn housekeeping(cache_root: &Path) {
         }
     }
 }
-
-/// What a batched command came to for one request: `Err(None)`, the batch failed and the
-/// request is to be made alone.
-type BatchAnswer = Result<(), Option<GitError>>;
 
 /// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
 #[derive(Default)]
@@ -668,26 +662,6 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
-        // Fetched together with the commits other callers ask for meanwhile (see `batch`).
-        let fetched = batch::batcher::<String, BatchAnswer>(&self.path, "fetch commits").ask(
-            commit.to_string(),
-            |commits| match self.fetch_commits(&commits) {
-                Ok(()) => commits.iter().map(|_| Ok(())).collect(),
-                Err(e) if commits.len() == 1 => vec![Err(Some(e))],
-                // One commit the remote does not serve fails them all: each is asked alone.
-                Err(_) => commits.iter().map(|_| Err(None)).collect(),
-            },
-        );
-        match fetched {
-            Some(Ok(())) => {}
-            Some(Err(Some(e))) => return Err(e),
-            Some(Err(None)) | None => self.fetch_commits(&[commit.to_string()])?,
-        }
-        Ok(oid)
-    }
-
-    /// Fetches `commits` (each by itself, no history) into the cache, in one command.
-    fn fetch_commits(&self, commits: &[String]) -> Result<(), GitError> {
         let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
@@ -700,10 +674,10 @@ impl DeployRepo {
                     "--depth=1",
                 ])
                 .arg(self.remote.transport_url())
-                .args(commits),
-            commits.join(" "),
+                .arg(commit),
+            commit.to_string(),
         )?;
-        Ok(())
+        Ok(oid)
     }
 
     /// The names of the remote's tags, without fetching them (a read shared with others
@@ -1242,94 +1216,5 @@ mod time_limit_tests {
         }
         assert!(!still_running(), "a git process for {url} is still running");
         drop(held);
-    }
-}
-
-#[cfg(test)]
-mod batch_tests {
-    use super::*;
-
-    /// A bare remote with `n` commits besides `main` (each on a branch of its own), and an
-    /// empty cache of it.
-    fn remote_with_commits(n: usize) -> (tempfile::TempDir, Vec<String>) {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = Repository::init_bare(dir.path().join("remote.git")).unwrap();
-        let sig = Signature::now("t", "t@example.com").unwrap();
-        let empty = remote.treebuilder(None).unwrap().write().unwrap();
-        let empty = remote.find_tree(empty).unwrap();
-        let base = remote
-            .commit(Some("refs/heads/main"), &sig, &sig, "base", &empty, &[])
-            .unwrap();
-        let base = remote.find_commit(base).unwrap();
-        let commits = (0..n)
-            .map(|i| {
-                let blob = remote.blob(format!("{i}").as_bytes()).unwrap();
-                let mut tree = remote.treebuilder(None).unwrap();
-                tree.insert("f", blob, 0o100644).unwrap();
-                let tree = remote.find_tree(tree.write().unwrap()).unwrap();
-                let branch = format!("refs/heads/b{i}");
-                remote
-                    .commit(Some(&branch), &sig, &sig, "m", &tree, &[&base])
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        (dir, commits)
-    }
-
-    fn open(dir: &Path) -> DeployRepo {
-        let url = dir.join("remote.git").to_str().unwrap().to_string();
-        DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap()
-    }
-
-    /// Commits asked for at once are all fetched (in as few commands as came together), each
-    /// caller's into the one cache.
-    #[test]
-    fn commits_asked_for_at_once_are_all_fetched() {
-        let (dir, commits) = remote_with_commits(6);
-        let askers: Vec<_> = commits
-            .iter()
-            .map(|c| {
-                let (repo, c) = (open(dir.path()), c.clone());
-                std::thread::spawn(move || repo.fetch_any_commit(&c))
-            })
-            .collect();
-        for (asker, commit) in askers.into_iter().zip(&commits) {
-            assert_eq!(asker.join().unwrap().unwrap().to_string(), *commit);
-        }
-        let cache = open(dir.path());
-        for c in &commits {
-            assert!(cache.repo().find_commit(Oid::from_str(c).unwrap()).is_ok());
-        }
-    }
-
-    /// One commit the remote does not have fails a fetch of several (git refuses the whole
-    /// command); each is then fetched alone: the others arrive, only the missing one fails.
-    #[test]
-    fn a_missing_commit_in_a_batch_fails_only_its_own_fetch() {
-        let (dir, commits) = remote_with_commits(4);
-        let missing = "0123456789abcdef0123456789abcdef01234567".to_string();
-        assert!(
-            open(dir.path())
-                .fetch_commits(&[commits[0].clone(), missing.clone()])
-                .is_err()
-        );
-        let mut wanted = commits.clone();
-        wanted.insert(2, missing.clone());
-        let askers: Vec<_> = wanted
-            .iter()
-            .map(|c| {
-                let (repo, c) = (open(dir.path()), c.clone());
-                std::thread::spawn(move || repo.fetch_any_commit(&c))
-            })
-            .collect();
-        for (asker, commit) in askers.into_iter().zip(&wanted) {
-            let fetched = asker.join().unwrap();
-            assert_eq!(
-                fetched.is_err(),
-                *commit == missing,
-                "{commit}: {fetched:?}"
-            );
-        }
     }
 }

@@ -22,9 +22,10 @@
 //! job slot together with the job's lane (never one while waiting for the other); then, for a
 //! trigger, a version's lane, then the lane of the release it makes (or finds); for a job in
 //! no lane, the lanes of the releases it claims, in ascending order of release; then the merge
-//! turn; then a git cache's lock. A job waiting for any of these locks gives its slot back and
-//! takes one again after the wait (`without_slot`), or, for the merge turn, once it has let
-//! the turn go; a job holding a slot never waits for a lock with it. Every wait past the
+//! turn; then a git cache's lock. A job waiting for a lane gives its slot back and takes one
+//! again after the wait (`without_slot`), so a job holding a slot never waits for a lane with
+//! it. The merge turn is waited for with the slot: a turn holder never waits for a slot, and so
+//! at most `--jobs` jobs wait for the turn, each within its time limit. Every wait past the
 //! lanes is bounded: git commands and forge requests have time limits, and every job has one.
 
 use std::collections::{BTreeSet, HashMap};
@@ -73,15 +74,14 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Gives the running job's worker slot back, before it waits for a lock another job holds:
 /// a waiting job does not keep another from running. [`retake_slot`] takes one again.
-pub(super) fn give_back_slot() {
+fn give_back_slot() {
     let _ = JOB.try_with(|j| locked(&j.slot).take());
 }
 
 /// Takes a worker slot again if the running job gave its slot back, so `--jobs` still bounds
-/// the jobs at work. A job holding a slot never waits for a lock with it, so waiting here while
-/// holding a release's or a version's lane closes no circle (and holds up only that release);
-/// the merge turn is let go first, or every merge would wait for a slot.
-pub(super) async fn retake_slot() {
+/// the jobs at work. A job holding a slot never waits for a lane with it, so waiting here while
+/// holding a release's or a version's lane closes no circle (and holds up only that release).
+async fn retake_slot() {
     let Ok(Some(slots)) =
         JOB.try_with(|j| locked(&j.slot).is_none().then(|| j.slots.clone()).flatten())
     else {

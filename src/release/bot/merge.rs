@@ -94,11 +94,7 @@ impl Bot {
             let Some(rel) = self.current(release_id).await? else {
                 return Ok(());
             };
-            let merged = self.evaluate(&rel, &mut pr).await;
-            // A job that waited for the merge turn without its slot takes one again now that
-            // the turn is let go (never while holding it: merges would wait for slots).
-            super::lanes::retake_slot().await;
-            if !merged? {
+            if !self.evaluate(&rel, &mut pr).await? {
                 return Ok(());
             }
         }
@@ -273,15 +269,11 @@ impl Bot {
             let mut decision = policy::decide(&gate.facts(&self.config.policy));
             if decision == Decision::Merge {
                 if merging.is_none() {
-                    merging = Some(match self.merging.try_lock() {
-                        Ok(turn) => turn,
-                        // Waiting, the job keeps no worker slot from other releases; it takes
-                        // one again once the turn is let go (see `advance`).
-                        Err(_) => {
-                            super::lanes::give_back_slot();
-                            self.merging.lock().await
-                        }
-                    });
+                    // Waiting for the turn, the job keeps its worker slot: at most `--jobs`
+                    // jobs wait for it, each within its time limit. (Given back, every approval
+                    // of a burst would queue for the turn at once and most would run out of
+                    // time waiting: 15 of 500 merged in 7 minutes.)
+                    merging = Some(self.merging.lock().await);
                     // The facts a merge is decided on are read under the turn: whatever was
                     // read before (by reconcile, or before a wait) may be stale by now,
                     // memberships this job read included.
