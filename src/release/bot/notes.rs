@@ -71,7 +71,6 @@ impl Bot {
         let number = pr.pr_number.unwrap_or_default();
         // What the release waits for now, as its pull request says it.
         let status_line = status.split_whitespace().collect::<Vec<_>>().join(" ");
-        tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, status = %status_line, "status");
         match pr.status_comment_id {
             Some(id) => self.forge.edit_note(repo, number, id, &body).await?,
             None => {
@@ -101,6 +100,8 @@ impl Bot {
         self.store
             .set_waits_for(rel.release_id, &pr.environment, &status_line)
             .await?;
+        // Said once posted and recorded (`status` shows the same words from then on).
+        tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, status = %status_line, "status");
         pr.status_body_sha = Some(digest);
         self.store.save_release_pr(pr).await?;
         Ok(())
