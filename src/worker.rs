@@ -90,12 +90,16 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
         done: Notify::new(),
         rewind: Mutex::new(None),
     });
+    // Every task the worker starts is its own: stopping the worker (a crash in the tests, the
+    // end of the process) stops them at their next await, as a crash would.
+    let mut tasks = tokio::task::JoinSet::new();
     let reconciling = Arc::new(tokio::sync::Mutex::new(()));
-    spawn_reconcile(&shared, &reconciling, "at start-up");
+    spawn_reconcile(&mut tasks, &shared, &reconciling, "at start-up");
     let mut next_tick = tokio::time::Instant::now() + pacing.reconcile_every;
     // The newest delivery dispatched: only newer ones (and retries) are read again.
     let mut seen = 0;
     loop {
+        while tasks.try_join_next().is_some() {}
         if let Some(id) = lock(&shared.rewind).take() {
             seen = seen.min(id - 1);
         }
@@ -155,7 +159,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= next_tick {
                         next_tick = tokio::time::Instant::now() + pacing.reconcile_every;
-                        spawn_reconcile(&shared, &reconciling, "on the timer");
+                        spawn_reconcile(&mut tasks, &shared, &reconciling, "on the timer");
                     }
                 }
             }
@@ -170,7 +174,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
                 Some(queue) => queue.push_back(d),
                 None => {
                     queues.insert(key.clone(), VecDeque::from([d]));
-                    tokio::spawn(work_through(shared.clone(), key));
+                    tasks.spawn(work_through(shared.clone(), key));
                 }
             }
         }
@@ -179,6 +183,7 @@ pub async fn run(bot: Arc<Bot>, store: Store, stored: Arc<Notify>, pacing: Pacin
 
 /// Runs a reconcile pass beside the deliveries, unless one is running already.
 fn spawn_reconcile(
+    tasks: &mut tokio::task::JoinSet<()>,
     shared: &Arc<Shared>,
     running: &Arc<tokio::sync::Mutex<()>>,
     when: &'static str,
@@ -188,7 +193,7 @@ fn spawn_reconcile(
     };
     let bot = shared.bot.clone();
     let limit = shared.pacing.job_limit;
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Err(e) = bot.reconcile_within(limit).await {
             tracing::error!(error = %e, "reconcile {when} failed");
         }
@@ -310,9 +315,20 @@ async fn handle_one(shared: &Arc<Shared>, d: PendingDelivery) -> bool {
 async fn act_apart(shared: &Arc<Shared>, event: &Event) -> Result<(), BotError> {
     let (shared, event) = (shared.clone(), event.clone());
     let work = async move { act(&shared, &event).await };
-    match tokio::spawn(work.in_current_span()).await {
+    // Stopping the worker stops its jobs: a job outliving the worker would act outside its
+    // bookkeeping (and a crash test would not crash it).
+    let mut job = AbortOnDrop(tokio::spawn(work.in_current_span()));
+    match (&mut job.0).await {
         Ok(outcome) => outcome,
         Err(e) => Err(BotError::Panicked(panic_text(e))),
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

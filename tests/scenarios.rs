@@ -15,6 +15,7 @@ on_both_forges!(
     a_release_whose_forge_hangs_holds_up_no_other_release,
     a_busy_release_with_events_queued_takes_no_slot_from_another,
     an_approval_withdrawn_while_waiting_for_the_merge_turn_stops_the_merge,
+    a_bot_stopped_right_after_pushing_a_rebuild_knows_the_push_for_its_own,
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
     a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
     approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
@@ -365,6 +366,73 @@ async fn an_approval_withdrawn_while_waiting_for_the_merge_turn_stops_the_merge(
     );
     let status = w.status_comment(2);
     assert!(status.contains("0 of 1 required approvals"), "{status}");
+}
+
+/// Release 2's branch is rebuilt on the base release 1's merge moved (the same change, so its
+/// approval carries over), and the push lands on the remote but never answers: the job is
+/// stopped at its time limit between the push and its record (as a crash there would). The
+/// bot, trying again, takes the pushed head for its own (no foreign commits, the approval
+/// still counts) and merges.
+async fn a_bot_stopped_right_after_pushing_a_rebuild_knows_the_push_for_its_own(forge: Flavor) {
+    let w = World::with_services(forge, 2).await;
+    w.push_trigger(&service_trigger(1)).await;
+    w.push_trigger(&service_trigger(2)).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "release 1 merges");
+    let built = w.head(2);
+
+    // The deployment repository's hook holds the first push of a rebuilt release branch (a
+    // forced update: the branch existed) after the branch moved: the push never answers.
+    let marks = w.root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let hook = w
+        .root
+        .join(format!("fake/git/{DEPLOY}.git/hooks/post-receive"));
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nm={marks}\nwhile read old new ref; do\n  case \"$ref\" in refs/heads/release/*)\n    if [ \"$old\" != 0000000000000000000000000000000000000000 ] && [ ! -e $m/pushed ]; then\n      touch $m/pushed; sleep 30\n    fi;;\n  esac\ndone\n",
+            marks = marks.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    w.fake
+        .comment(DEPLOY, 2, User::human("alice"), "/approve")
+        .await;
+    wait_for("the rebuild is pushed", || marks.join("pushed").exists()).await;
+    let rebuilt = w.head(2);
+    assert_ne!(rebuilt, built, "the branch was rebuilt on the moved base");
+    let store = w.store().await;
+    let release = store.find_release("svc-2-v1").await.unwrap().unwrap();
+    assert_eq!(
+        store.branches(release.id).await.unwrap()[0].commit_id,
+        built,
+        "the push is not recorded while it has not answered"
+    );
+
+    w.settle().await;
+    assert!(
+        w.pull(2).unwrap().merged,
+        "the approval carried over to the rebuilt head: {:#?}",
+        w.bot_comments(2)
+    );
+    let audit = store.audit_entries(Some("svc-2-v1")).await.unwrap();
+    let events: Vec<&str> = audit.iter().map(|(_, a)| a.event.as_str()).collect();
+    assert!(
+        !events.contains(&"ReleaseBranchForeignCommits"),
+        "its own push taken for a stranger's: {events:?}"
+    );
+    let rebuilds: Vec<_> = audit
+        .iter()
+        .filter(|(_, a)| a.event == "ReleaseRebuilt")
+        .collect();
+    assert_eq!(rebuilds.len(), 1, "one rebuild: {events:?}");
+    assert_eq!(rebuilds[0].1.detail["head"], rebuilt.as_str());
+    assert_eq!(rebuilds[0].1.detail["same_change"], true);
 }
 
 /// Polls `done` (the bot works in the background) for at most 30 s.

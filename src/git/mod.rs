@@ -559,7 +559,7 @@ impl DeployRepo {
     }
 
     /// The commit `branch` points at on the remote now (`None`: no such branch).
-    fn remote_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
+    pub fn remote_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
         let refs = self.shared_read(&format!("refs/heads/{branch}"), || {
             self.ls_remote(&format!("refs/heads/{branch}"))
         })?;

@@ -268,20 +268,22 @@ impl Store {
         Ok(row.map(pr_from_row))
     }
 
-    /// The commit the bot built (and last pushed) for one environment of a release.
+    /// The commit the bot built (and last pushed) for one environment of a release, and the
+    /// commit of a rebuild written down and not yet recorded as pushed (see
+    /// [`Store::begin_rebuild`]).
     pub async fn built_head(
         &self,
         release_id: i64,
         environment: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT commit_id FROM release_branches WHERE release_id = ? AND environment = ?",
+            "SELECT commit_id, rebuilding FROM release_branches WHERE release_id = ? AND environment = ?",
         )
         .bind(release_id)
         .bind(environment)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// Appends an act to the approval ledger; false when the same act was recorded before.
@@ -377,6 +379,14 @@ impl Store {
             if last.pusher.as_deref() == Some(UNKNOWN_PUSHER) && known(pusher) {
                 sqlx::query("UPDATE pr_heads SET pusher = ? WHERE id = ?")
                     .bind(pusher)
+                    .bind(last.id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            // A rebuild recognized after its push webhook recorded the head says what it is.
+            if last.same_change_as.is_none() && same_change_as.is_some() {
+                sqlx::query("UPDATE pr_heads SET same_change_as = ? WHERE id = ?")
+                    .bind(same_change_as)
                     .bind(last.id)
                     .execute(&self.pool)
                     .await?;

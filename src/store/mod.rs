@@ -101,6 +101,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "status",
         include_str!("../../migrations/sqlite/0008_status.sql"),
     ),
+    (
+        9,
+        "rebuild_intent",
+        include_str!("../../migrations/sqlite/0009_rebuild_intent.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -397,6 +402,76 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Writes down, before its push, that the branch of `release_id`'s `environment` is being
+    /// rebuilt as `commit`; `detail` is what the rebuild's audit entry will say.
+    pub async fn begin_rebuild(
+        &self,
+        release_id: i64,
+        environment: &str,
+        commit: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE release_branches SET rebuilding = ?, rebuilding_detail = ? WHERE release_id = ? AND environment = ?",
+        )
+        .bind(commit)
+        .bind(detail.to_string())
+        .bind(release_id)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a rebuild as pushed when `commit` is the one written down by
+    /// [`Store::begin_rebuild`]: the branch's built head becomes `commit` and the rebuild is
+    /// audited, in one transaction. Returns the rebuild's detail, or `None` when `commit` is
+    /// not a rebuild in progress (nothing changes then).
+    pub async fn finish_rebuild(
+        &self,
+        release_id: i64,
+        environment: &str,
+        commit: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
+        let row = sqlx::query(
+            "SELECT rebuilding_detail FROM release_branches WHERE release_id = ? AND environment = ? AND rebuilding = ?",
+        )
+        .bind(release_id)
+        .bind(environment)
+        .bind(commit)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let detail: Option<String> = row.get(0);
+        let detail: serde_json::Value = detail
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or(serde_json::Value::Null);
+        sqlx::query(
+            "UPDATE release_branches SET commit_id = ?, pushed = 1, rebuilding = NULL, rebuilding_detail = NULL WHERE release_id = ? AND environment = ?",
+        )
+        .bind(commit)
+        .bind(release_id)
+        .bind(environment)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(
+            &mut tx,
+            release_id,
+            now,
+            AuditEvent::ReleaseRebuilt,
+            actor,
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(detail))
     }
 
     pub async fn branches(&self, release_id: i64) -> Result<Vec<BranchRecord>, StoreError> {

@@ -216,11 +216,7 @@ impl Bot {
         let Some(rel) = self.store.forge_release(pr.release_id).await? else {
             return Ok(());
         };
-        let built = self
-            .store
-            .built_head(pr.release_id, &pr.environment)
-            .await?
-            .unwrap_or_default();
+        let built = self.built_head(pr, Some(head)).await?.unwrap_or_default();
         if head != built {
             let pusher = self.store.head_pusher(pr, head).await?;
             self.audit(

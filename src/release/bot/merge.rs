@@ -203,11 +203,7 @@ impl Bot {
         fresh: bool,
     ) -> Result<Gate, BotError> {
         let head = pr.head_commit.clone().unwrap_or_default();
-        let built = self
-            .store
-            .built_head(pr.release_id, &pr.environment)
-            .await?
-            .unwrap_or_default();
+        let built = self.built_head(pr, Some(&head)).await?.unwrap_or_default();
         let acts = self.store.acts(pr).await?;
         let mut approvals = policy::approvals_in_force(&acts);
         // Approvals of a head the bot rebuilt on a moved base, as the same change, count for

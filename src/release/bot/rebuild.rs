@@ -11,7 +11,6 @@ use serde_json::json;
 use super::{Bot, BotError, texts};
 use crate::git::{AppRepoInfo, DeployRepo};
 use crate::release::state::AuditEvent;
-use crate::store::BranchRecord;
 use crate::store::forge_releases::{ForgeRelease, ReleasePr};
 
 /// What moving to the current base would change.
@@ -30,11 +29,9 @@ impl Bot {
         rel: &ForgeRelease,
         pr: &mut ReleasePr,
     ) -> Result<bool, BotError> {
-        let Some(built) = self
-            .store
-            .built_head(pr.release_id, &pr.environment)
-            .await?
-        else {
+        self.settle_stopped_rebuild(pr).await?;
+        let head = pr.head_commit.clone();
+        let Some(built) = self.built_head(pr, head.as_deref()).await? else {
             return Ok(false);
         };
         // A head someone else pushed is the gate's business, not the base's.
@@ -102,36 +99,110 @@ impl Bot {
             .map(|c| c.values_file.clone())
             .collect();
         let same = changed.is_empty();
-        prepared.repo.reset_branch(&pr.branch, commit, &built)?;
         let commit = commit.to_string();
+        // Written down before the push: a job stopped between the push and its record leaves
+        // the bot able to tell its own push from a stranger's (see `built_head`).
         self.store
-            .record_branch(
+            .begin_rebuild(
                 pr.release_id,
-                &BranchRecord {
-                    environment: pr.environment.clone(),
-                    branch: pr.branch.clone(),
-                    commit_id: commit.clone(),
-                    pushed: true,
-                },
+                &pr.environment,
+                &commit,
+                &json!({"environment": pr.environment, "base": base.to_string(), "was": built, "head": commit, "same_change": same, "changed": changed}),
             )
             .await?;
-        self.audit(
-            rel,
-            AuditEvent::ReleaseRebuilt,
-            self.bot_login(),
-            json!({"environment": pr.environment, "base": base.to_string(), "was": built, "head": commit, "same_change": same, "changed": changed}),
-        )
-        .await?;
-        let now = self.now();
-        self.store
-            .record_head(pr, &commit, now, None, same.then_some(built.as_str()))
+        let oid = git2::Oid::from_str(&commit).map_err(crate::git::GitError::from)?;
+        prepared.repo.reset_branch(&pr.branch, oid, &built)?;
+        if !self.finish_rebuild(pr, &commit).await? {
+            return Err(BotError::Io(format!(
+                "the rebuild of {} as {} was not on record when it was pushed",
+                pr.branch,
+                texts::short(&commit)
+            )));
+        }
+        self.new_head(pr, &commit, Some(self.now()), false).await?;
+        Ok(true)
+    }
+
+    /// A rebuild written down and never recorded as pushed: its job stopped around the push.
+    /// Whether the push landed is read from the remote (the forge may never say: a lost
+    /// webhook), and when it did the rebuild is recorded as the bot's, before anything is
+    /// built again (a new build on a base that moved since would be another commit, and the
+    /// landed one would be left looking like a stranger's).
+    async fn settle_stopped_rebuild(&self, pr: &mut ReleasePr) -> Result<(), BotError> {
+        let Some((_, Some(pending))) = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
+            .await?
+        else {
+            return Ok(());
+        };
+        let repo = self.deploy_repo().await?;
+        let tip = repo.remote_tip(&pr.branch)?.map(|t| t.to_string());
+        if tip.as_deref() == Some(pending.as_str()) && self.finish_rebuild(pr, &pending).await? {
+            tracing::info!(release = pr.release_id, environment = %pr.environment, head = %pending, "a rebuild pushed by a job that stopped before recording it is recorded");
+            self.new_head(pr, &pending, Some(self.now()), false).await?;
+        }
+        Ok(())
+    }
+
+    /// The commit the bot built (and pushed) for `pr`'s environment. `head`: the branch's
+    /// head as last seen. When it is the commit of a rebuild whose job stopped after the push
+    /// and before recording it, the rebuild is recorded now, so the bot's own push is not
+    /// taken for a stranger's.
+    pub(super) async fn built_head(
+        &self,
+        pr: &ReleasePr,
+        head: Option<&str>,
+    ) -> Result<Option<String>, BotError> {
+        let built = self
+            .store
+            .built_head(pr.release_id, &pr.environment)
             .await?;
-        self.new_head(pr, &commit, Some(now), false).await?;
+        // Read first (a plain read): the gate asks this on every decision.
+        if let (Some(head), Some((_, Some(pending)))) = (head, &built)
+            && head == pending
+            && self.finish_rebuild(pr, head).await?
+        {
+            return Ok(Some(head.to_string()));
+        }
+        Ok(built.map(|(commit, _)| commit))
+    }
+
+    /// Records the rebuild written down as `commit` as pushed: the built head, the audit
+    /// entry, the head's history (the same change as the earlier head, when it is) and the
+    /// note on the pull request. False when `commit` is not a rebuild in progress.
+    async fn finish_rebuild(&self, pr: &ReleasePr, commit: &str) -> Result<bool, BotError> {
+        let now = self.now();
+        let Some(detail) = self
+            .store
+            .finish_rebuild(
+                pr.release_id,
+                &pr.environment,
+                commit,
+                self.bot_login(),
+                now,
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let text = |key: &str| detail[key].as_str().unwrap_or_default().to_string();
+        let was = text("was");
+        let same = detail["same_change"].as_bool() == Some(true);
+        self.store
+            .record_head(pr, commit, now, None, same.then_some(was.as_str()))
+            .await?;
         if let Some(number) = pr.pr_number {
+            let changed: Vec<String> = detail["changed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect();
             self.post_note_once(
                 number,
                 &format!("rebased:{commit}"),
-                &texts::rebuilt_on_base(&base.to_string(), &built, &commit, &changed),
+                &texts::rebuilt_on_base(&text("base"), &was, commit, &changed),
             )
             .await?;
         }
@@ -147,12 +218,8 @@ impl Bot {
         pr: &mut ReleasePr,
         actor: &str,
     ) -> Result<(), BotError> {
-        let built = self
-            .store
-            .built_head(pr.release_id, &pr.environment)
-            .await?
-            .unwrap_or_default();
         let head = pr.head_commit.clone().unwrap_or_default();
+        let built = self.built_head(pr, Some(&head)).await?.unwrap_or_default();
         if pr.state.is_open() && !built.is_empty() && head != built {
             let repo = self.deploy_repo().await?;
             let oid = repo.fetch_commit(&pr.branch, &built)?;
