@@ -39,3 +39,13 @@ git --git-dir "$work/deploy.git" branch --list 'release/*' --format '  %(refname
 git --git-dir "$work/deploy.git" diff main release/mvp-v1/production -- apps/podinfo/values-production.yaml
 git --git-dir "$work/deploy.git" show release/mvp-v1/production:releases/mvp-v1/signed-release-manifest.yaml > "$work/manifest.yaml"
 "$bin" verify --key "$work/config/release-signing.pem.pub" "$work/manifest.yaml"
+
+cat <<EOF2
+
+Done: the release branches are in $work/deploy.git, recorded in $work/config/release-coordinator.db.
+Next:
+  demo/serve.sh             the bot itself, against a fake GitHub: a trigger push opens pull
+                            requests, /approve merges them, the release is tagged and published
+  demo/serve.sh --gitlab    the same on a fake GitLab
+  README.md                 connecting a real forge, the container image, the policy
+EOF2

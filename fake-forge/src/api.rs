@@ -145,7 +145,7 @@ pub(crate) async fn log_and_fail(
             );
         }
         r
-    } else if let Err(why) = authorized(&state, &path, req.headers()) {
+    } else if let Err(why) = authorized(&state, &path, &method, req.headers()) {
         error(StatusCode::UNAUTHORIZED, why)
     } else {
         let if_none_match = req.headers().get("if-none-match").cloned();
@@ -190,9 +190,15 @@ async fn with_etag(response: Response, if_none_match: Option<HeaderValue>) -> Re
 fn authorized(
     state: &Shared,
     path: &str,
+    method: &str,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), &'static str> {
     let st = state.lock().unwrap();
+    let anonymous =
+        !headers.contains_key("authorization") && !headers.contains_key("private-token");
+    if st.anonymous_reads && method == "GET" && anonymous {
+        return Ok(());
+    }
     if st.flavor == crate::Flavor::Gitlab {
         // GitLab's personal, project and group tokens travel as `PRIVATE-TOKEN`.
         let token = headers.get("private-token").and_then(|v| v.to_str().ok());

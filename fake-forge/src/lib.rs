@@ -260,6 +260,9 @@ pub struct State {
     pub issued_tokens: Vec<String>,
     /// GitLab: the only `PRIVATE-TOKEN` accepted, when set.
     pub gitlab_token: Option<String>,
+    /// Reads (`GET`) without credentials are answered, for people looking at a local fake
+    /// with `curl` (the `fake-forge` binary); the tests keep the forge's rule.
+    pub anonymous_reads: bool,
     /// GitLab: group ids by full path (members are in `teams`).
     pub group_ids: BTreeMap<String, u64>,
     /// The forge's clock: it starts at the real time and moves one second with every act of a
@@ -334,6 +337,14 @@ impl FakeForge {
 
     /// Starts a fake of `flavor`: GitHub's REST API at `/`, or GitLab's at `/api/v4`.
     pub async fn start_as(root: &Path, flavor: Flavor) -> FakeForge {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        FakeForge::serve_on(root, flavor, listener)
+    }
+
+    /// Starts a fake of `flavor` answering on `listener`.
+    pub fn serve_on(root: &Path, flavor: Flavor, listener: tokio::net::TcpListener) -> FakeForge {
         let state: Shared = Arc::new(Mutex::new(State {
             flavor,
             clock: Clock(
@@ -348,9 +359,6 @@ impl FakeForge {
             .into(),
             ..State::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free port");
         let addr = listener.local_addr().unwrap();
         let app = match flavor {
             Flavor::Github => router(state.clone()),

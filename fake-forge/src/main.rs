@@ -1,100 +1,248 @@
 //! `fake-forge`: the fake GitHub (or, with `--gitlab`, the fake GitLab) on its own, for trying
-//! the bot locally.
-//!
-//! usage: fake-forge --root DIR [--gitlab] [--control-port PORT] [--webhook URL --secret SECRET]
-//!                   [--repo OWNER/NAME=SEED_DIR]... [--team ORG/SLUG=LOGIN]...
-//!
-//! Each `--repo` becomes a bare repository under DIR/git whose first commit holds the files of
-//! SEED_DIR (recursively). The fake prints its API URL and clone base, then serves until
-//! interrupted. The bot talks to it as to GitHub (or GitLab). People's actions go to a control
-//! port:
-//!
-//!   POST /push     {"repo", "branch", "user", "message", "files": {"path": "content"}}
-//!   POST /comment  {"repo", "number", "user", "body"}
-//!   POST /review   {"repo", "number", "user", "state": "APPROVED"}
-//!   POST /check    {"repo", "sha", "name", "conclusion": "success" | "failure" | null}
-//!
-//! Each sends the webhook the forge would send (on GitLab, `/review` is the approve button and
-//! `/check` a job of the commit's pipeline).
+//! the bot locally (`demo/serve.sh` starts one with the bot). `fake-forge --help` lists the
+//! options; the control port documents its actions at `GET /`.
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use fake_forge::{FakeGithub, User};
-use serde_json::Value;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fake_forge::{FakeForge, Flavor, User};
+use serde_json::{Value, json};
 
-type Fake = State<Arc<FakeGithub>>;
+const USAGE: &str = "\
+usage: fake-forge --root DIR [options]
 
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
+A stateful fake GitHub (or GitLab) over real bare git repositories, for running
+release-coordinator locally. Repositories live under DIR/git; clone URLs are
+file://DIR/git/OWNER/NAME.git.
+
+options:
+  --root DIR               where the fake keeps its repositories (required)
+  --gitlab                 play GitLab: REST API under /api/v4, GitLab's hooks with the
+                           secret as X-Gitlab-Token; --team values are group paths
+  --api-port PORT          the forge's API port (default: a free one; the URL is printed)
+  --control-port PORT      the port people act through (default: a free one); GET / on it
+                           lists the actions and their bodies
+  --webhook URL            where the forge's webhooks go (the bot's /webhooks/github or
+                           /webhooks/gitlab)
+  --secret SECRET          the webhook secret (GitHub signs with it; GitLab sends it)
+  --repo OWNER/NAME=DIR    a repository whose first commit holds the files of DIR
+                           (recursively), on branch main; repeatable
+  --empty-repo OWNER/NAME  a repository whose first commit holds only a README; repeatable
+  --team ORG/SLUG=LOGIN    LOGIN is a member of the team (GitLab: the group); repeatable
+  -h, --help               this text
+
+Reads of the API (GET) need no token here, so `curl` can look around; writes want any token
+(GitHub: Authorization, GitLab: PRIVATE-TOKEN).
+";
+
+/// What `GET /` on the control port answers.
+const CONTROL_HELP: &str = "\
+fake-forge control port: what people do on the forge. Each action sends the webhook the forge
+would send. Bodies are JSON; answers are JSON, or 4xx with a message.
+
+POST /push     {\"repo\": \"acme/shop\", \"branch\": \"main\", \"user\": \"dave\", \"message\": \"...\",
+                \"files\": {\"path/in/repo\": \"content\", ...}}
+               or, instead of \"files\", \"dir\": \"/local/folder\" (every file under it) and
+               optionally \"under\": \"release\" (the folder in the repository to put them in)
+               -> {\"commit\": SHA}
+POST /comment  {\"repo\": \"acme/deploy\", \"number\": 1, \"user\": \"alice\", \"body\": \"/approve\"}
+               -> {\"id\": ID}
+POST /review   {\"repo\": \"acme/deploy\", \"number\": 1, \"user\": \"alice\", \"state\": \"APPROVED\"}
+               (GitLab: the Approve button) -> {\"id\": ID}
+POST /check    {\"repo\": \"acme/deploy\", \"number\": 1, \"name\": \"ci/build\", \"conclusion\": \"success\"}
+               a check run on the pull request's head (or give \"sha\" instead of \"number\");
+               conclusion \"success\", \"failure\" or null (still running). GitLab: a job of the
+               commit's pipeline -> {\"sha\": SHA}
+GET  /pulls    every pull (merge) request: repo, number, title, head branch and commit, state
+GET  /releases the releases and tags of every repository
+GET  /requests every API request the forge answered (method, path, status), oldest first
+";
+
+type Fake = State<Arc<FakeForge>>;
+
+/// A control-port answer: JSON, or a status with a message people can act on.
+type Answer = Result<Json<Value>, (StatusCode, String)>;
+
+fn bad(message: String) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, message + "\n")
 }
 
-async fn push(State(f): Fake, Json(v): Json<Value>) -> String {
-    let files: Vec<(String, Vec<u8>)> = v["files"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, c)| {
-                    (
-                        k.clone(),
-                        c.as_str().unwrap_or_default().as_bytes().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn text(v: &Value, key: &str) -> Result<String, (StatusCode, String)> {
+    match v[key].as_str() {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(bad(format!(
+            "\"{key}\" (a string) is missing; GET / lists the bodies"
+        ))),
+    }
+}
+
+/// The repository named in the body, which must exist.
+fn repo(f: &FakeForge, v: &Value) -> Result<String, (StatusCode, String)> {
+    let name = text(v, "repo")?;
+    let st = f.lock();
+    if st.repos.contains_key(&name) {
+        return Ok(name);
+    }
+    let known: Vec<&str> = st.repos.keys().map(String::as_str).collect();
+    Err((
+        StatusCode::NOT_FOUND,
+        format!(
+            "no repository {name}; this fake has: {}\n",
+            known.join(", ")
+        ),
+    ))
+}
+
+/// The pull request named in the body, which must exist in `repo`.
+fn number(f: &FakeForge, repo: &str, v: &Value) -> Result<u64, (StatusCode, String)> {
+    let number = v["number"]
+        .as_u64()
+        .ok_or_else(|| bad("\"number\" (the pull request's number) is missing".into()))?;
+    if f.lock().repos[repo].pull(number).is_none() {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("{repo} has no pull request {number}; GET /pulls lists them\n"),
+        ));
+    }
+    Ok(number)
+}
+
+async fn push(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let repo = repo(&f, &v)?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(dir) = v["dir"].as_str() {
+        let under = v["under"].as_str().unwrap_or_default().trim_matches('/');
+        let prefix = if under.is_empty() {
+            String::new()
+        } else {
+            format!("{under}/")
+        };
+        files_of(Path::new(dir), &prefix, &mut files)
+            .map_err(|e| bad(format!("reading {dir}: {e}")))?;
+    } else if let Some(map) = v["files"].as_object() {
+        for (path, content) in map {
+            let content = content
+                .as_str()
+                .ok_or_else(|| bad(format!("the content of {path} is not a string")))?;
+            files.push((path.clone(), content.as_bytes().to_vec()));
+        }
+    }
+    if files.is_empty() {
+        return Err(bad(
+            "nothing to push: give \"files\" or \"dir\" (GET / lists the bodies)".into(),
+        ));
+    }
     let refs: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(p, c)| (p.as_str(), c.as_slice()))
         .collect();
-    f.push(
-        &text(&v, "repo"),
-        &text(&v, "branch"),
-        &refs,
-        &[],
-        &text(&v, "user"),
-        &text(&v, "message"),
-    )
-    .await
+    let branch = v["branch"].as_str().unwrap_or("main");
+    let message = v["message"].as_str().unwrap_or("A push through fake-forge");
+    let commit = f
+        .push(&repo, branch, &refs, &[], &text(&v, "user")?, message)
+        .await;
+    Ok(Json(json!({ "commit": commit })))
 }
 
-async fn comment(State(f): Fake, Json(v): Json<Value>) -> String {
+async fn comment(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let repo = repo(&f, &v)?;
+    let number = number(&f, &repo, &v)?;
     let id = f
         .comment(
-            &text(&v, "repo"),
-            v["number"].as_u64().unwrap_or_default(),
-            User::human(&text(&v, "user")),
-            &text(&v, "body"),
+            &repo,
+            number,
+            User::human(&text(&v, "user")?),
+            &text(&v, "body")?,
         )
         .await;
-    id.to_string()
+    Ok(Json(json!({ "id": id })))
 }
 
-async fn review(State(f): Fake, Json(v): Json<Value>) -> String {
+async fn review(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let repo = repo(&f, &v)?;
+    let number = number(&f, &repo, &v)?;
+    let state = v["state"].as_str().unwrap_or("APPROVED");
     let id = f
-        .review(
-            &text(&v, "repo"),
-            v["number"].as_u64().unwrap_or_default(),
-            User::human(&text(&v, "user")),
-            &text(&v, "state"),
-        )
+        .review(&repo, number, User::human(&text(&v, "user")?), state)
         .await;
-    id.to_string()
+    Ok(Json(json!({ "id": id })))
 }
 
-async fn check(State(f): Fake, Json(v): Json<Value>) -> &'static str {
-    f.check_run(
-        &text(&v, "repo"),
-        &text(&v, "sha"),
-        &text(&v, "name"),
-        v["conclusion"].as_str(),
-    )
-    .await;
-    "ok"
+async fn check(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let repo = repo(&f, &v)?;
+    let sha = match v["sha"].as_str() {
+        Some(sha) => sha.to_string(),
+        None => {
+            let number = number(&f, &repo, &v)?;
+            let st = f.lock();
+            let r = &st.repos[&repo];
+            let head = &r.pull(number).expect("checked above").head;
+            r.branch_tip(head).ok_or_else(|| {
+                (
+                    StatusCode::CONFLICT,
+                    format!("the branch {head} of pull request {number} is gone\n"),
+                )
+            })?
+        }
+    };
+    f.check_run(&repo, &sha, &text(&v, "name")?, v["conclusion"].as_str())
+        .await;
+    Ok(Json(json!({ "sha": sha })))
+}
+
+async fn pulls(State(f): Fake) -> Json<Value> {
+    let st = f.lock();
+    let mut out = Vec::new();
+    for (name, r) in &st.repos {
+        for p in &r.pulls {
+            out.push(json!({
+                "repo": name,
+                "number": p.number,
+                "title": p.title,
+                "head": p.head,
+                "sha": r.branch_tip(&p.head),
+                "state": if p.merged { "merged" } else if p.open { "open" } else { "closed" },
+            }));
+        }
+    }
+    Json(Value::Array(out))
+}
+
+async fn releases(State(f): Fake) -> Json<Value> {
+    let st = f.lock();
+    let mut out = serde_json::Map::new();
+    for (name, r) in &st.repos {
+        let tags: Vec<String> = r
+            .git()
+            .tag_names(None)
+            .map(|t| t.iter().flatten().flatten().map(str::to_string).collect())
+            .unwrap_or_default();
+        let releases: Vec<Value> = r
+            .releases
+            .iter()
+            .map(|rel| json!({"tag": rel.tag, "name": rel.name}))
+            .collect();
+        out.insert(name.clone(), json!({ "tags": tags, "releases": releases }));
+    }
+    Json(Value::Object(out))
+}
+
+async fn requests(State(f): Fake) -> Json<Value> {
+    let logged: Vec<Value> = f
+        .requests()
+        .into_iter()
+        .map(|r| json!({"method": r.method, "path": r.path, "status": r.status}))
+        .collect();
+    Json(Value::Array(logged))
+}
+
+async fn help() -> Response {
+    CONTROL_HELP.into_response()
 }
 
 fn files_of(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
@@ -110,51 +258,68 @@ fn files_of(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) -> std::
     Ok(())
 }
 
+async fn bind(port: u16, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port} for the {what}: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut root: Option<PathBuf> = None;
     let mut webhook: Option<String> = None;
     let mut secret = String::new();
     let mut repos = Vec::new();
+    let mut empty_repos = Vec::new();
     let mut teams = Vec::new();
+    let mut api_port: u16 = 0;
     let mut control_port: u16 = 0;
-    let mut flavor = fake_forge::Flavor::Github;
+    let mut flavor = Flavor::Github;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
             args.next()
-                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
+                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value; see --help"))
         };
         match arg.as_str() {
             "--root" => root = Some(value()?.into()),
             "--webhook" => webhook = Some(value()?),
             "--secret" => secret = value()?,
             "--repo" => repos.push(value()?),
+            "--empty-repo" => empty_repos.push(value()?),
             "--team" => teams.push(value()?),
+            "--api-port" => api_port = value()?.parse()?,
             "--control-port" => control_port = value()?.parse()?,
-            "--gitlab" => flavor = fake_forge::Flavor::Gitlab,
+            "--gitlab" => flavor = Flavor::Gitlab,
             "--help" | "-h" => {
-                println!(
-                    "usage: fake-forge --root DIR [--gitlab] [--webhook URL --secret SECRET] [--repo OWNER/NAME=SEED_DIR]... [--team ORG/SLUG=LOGIN]...\n  --gitlab  play GitLab (REST API under /api/v4, GitLab's hooks with the secret as X-Gitlab-Token); teams are group paths"
-                );
+                print!("{USAGE}");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}; see --help"),
         }
     }
-    let root = root.ok_or_else(|| anyhow::anyhow!("--root DIR is required"))?;
-    let fake = FakeGithub::start_as(&root, flavor).await;
+    let root = root.ok_or_else(|| anyhow::anyhow!("--root DIR is required; see --help"))?;
+    let api = bind(api_port, "forge's API (--api-port)").await?;
+    let control = bind(control_port, "control port (--control-port)").await?;
+    let fake = FakeForge::serve_on(&root, flavor, api);
+    fake.lock().anonymous_reads = true;
     for spec in &repos {
         let (name, seed) = spec
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--repo wants OWNER/NAME=SEED_DIR, got {spec}"))?;
         let mut files = Vec::new();
-        files_of(Path::new(seed), "", &mut files)?;
+        files_of(Path::new(seed), "", &mut files)
+            .map_err(|e| anyhow::anyhow!("--repo {spec}: reading {seed}: {e}"))?;
         let refs: Vec<(&str, &[u8])> = files
             .iter()
             .map(|(p, c)| (p.as_str(), c.as_slice()))
             .collect();
         fake.create_repo(name, "main", &refs);
+        println!("repository {name}: {}/{name}.git", fake.clone_base());
+    }
+    for name in &empty_repos {
+        let readme = format!("# {name}\n");
+        fake.create_repo(name, "main", &[("README.md", readme.as_bytes())]);
         println!("repository {name}: {}/{name}.git", fake.clone_base());
     }
     for spec in &teams {
@@ -167,18 +332,30 @@ async fn main() -> anyhow::Result<()> {
         fake.set_webhook(&url, &secret);
     }
     match flavor {
-        fake_forge::Flavor::Github => println!("fake GitHub API at {}", fake.api_url()),
-        fake_forge::Flavor::Gitlab => println!("fake GitLab at    {}/api/v4", fake.api_url()),
+        Flavor::Github => println!("fake GitHub API at {} (the bot's apiUrl)", fake.api_url()),
+        Flavor::Gitlab => println!(
+            "fake GitLab at    {} (the bot's url; the API is under /api/v4)",
+            fake.api_url()
+        ),
     }
-    println!("clone base       {}", fake.clone_base());
+    println!(
+        "clone base       {} (the bot's cloneUrlBase)",
+        fake.clone_base()
+    );
+    println!(
+        "control          http://{} (GET / lists the actions)",
+        control.local_addr()?
+    );
     let fake = Arc::new(fake);
-    let control = tokio::net::TcpListener::bind(("127.0.0.1", control_port)).await?;
-    println!("control          http://{}", control.local_addr()?);
     let app = axum::Router::new()
+        .route("/", get(help))
         .route("/push", post(push))
         .route("/comment", post(comment))
         .route("/review", post(review))
         .route("/check", post(check))
+        .route("/pulls", get(pulls))
+        .route("/releases", get(releases))
+        .route("/requests", get(requests))
         .with_state(fake);
     tokio::select! {
         r = axum::serve(control, app) => r?,

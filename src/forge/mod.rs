@@ -148,6 +148,21 @@ pub enum ForgeError {
     Rejected(String),
 }
 
+/// An error's words with every cause after them (HTTP clients put the reason, such as
+/// "Connection refused", in a cause), each said once.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !why.contains(&text) {
+            why = format!("{why}: {text}");
+        }
+        source = cause.source();
+    }
+    why
+}
+
 impl ForgeError {
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -84,6 +84,8 @@ pub struct GithubForge {
     clone_base: String,
     git: GitCredentials,
     bot_login: String,
+    /// Named in errors that never reached GitHub (a stale `apiUrl` is the usual cause).
+    api_url: String,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +153,7 @@ impl GithubForge {
             }
         };
         Ok(GithubForge {
+            api_url: api_url.to_string(),
             client,
             cache: Default::default(),
             clone_base: clone_base.trim_end_matches('/').to_string(),
@@ -205,7 +208,7 @@ impl GithubForge {
             .client
             ._get_with_headers(path_and_query.as_str(), Some(headers))
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         let cached = (response.status() == http::StatusCode::NOT_MODIFIED)
             .then(|| {
                 self.cache
@@ -220,13 +223,13 @@ impl GithubForge {
             None => {
                 let response = octocrab::map_github_error(response)
                     .await
-                    .map_err(map_err)?;
+                    .map_err(|e| self.api_err(e))?;
                 let etag = response.headers().get(http::header::ETAG).cloned();
                 let body = self
                     .client
                     .body_to_string(response)
                     .await
-                    .map_err(map_err)?;
+                    .map_err(|e| self.api_err(e))?;
                 if let Some(etag) = etag {
                     let mut cache = self.cache.lock().unwrap();
                     if cache.len() >= CACHE_ENTRIES {
@@ -240,6 +243,18 @@ impl GithubForge {
         serde_json::from_str(&body).map_err(|e| {
             ForgeError::Rejected(format!("GET {path_and_query}: unexpected response: {e}"))
         })
+    }
+}
+
+impl GithubForge {
+    /// [`map_err`], with the API's address named when the request did not get an answer.
+    fn api_err(&self, e: octocrab::Error) -> ForgeError {
+        match map_err(e) {
+            ForgeError::Transient(why) if !why.contains(&self.api_url) => {
+                ForgeError::Transient(format!("{} (GitHub API at {})", why, self.api_url))
+            }
+            other => other,
+        }
     }
 }
 
@@ -267,7 +282,8 @@ fn map_err(e: octocrab::Error) -> ForgeError {
                 _ => ForgeError::Rejected(format!("{status}: {msg}")),
             }
         }
-        other => ForgeError::Transient(other.to_string()),
+        // Every cause: hyper's own words stop at "client error (Connect)".
+        other => ForgeError::Transient(crate::forge::with_causes(&other)),
     }
 }
 
@@ -400,7 +416,7 @@ impl Forge for GithubForge {
                 .client
                 .installation_token_with_buffer(chrono::Duration::minutes(5))
                 .await
-                .map_err(map_err)?,
+                .map_err(|e| self.api_err(e))?,
         };
         Ok(GitAccess {
             url: format!("{}/{repo}.git", self.clone_base),
@@ -422,7 +438,7 @@ impl Forge for GithubForge {
                 Some(&json!({"head": format!("{owner}:{head_branch}"), "state": "all", "per_page": 10})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         // The newest first: a release branch gets at most one pull request from the bot.
         Ok(pulls
             .into_iter()
@@ -450,7 +466,7 @@ impl Forge for GithubForge {
                 Some(&json!({"title": new.title, "head": new.head_branch, "base": new.base_branch, "body": fit(new.body, COMMENT_LIMIT), "maintainer_can_modify": false})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(p.into())
     }
 
@@ -462,7 +478,7 @@ impl Forge for GithubForge {
                 Some(&json!({"state": "closed"})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -479,7 +495,7 @@ impl Forge for GithubForge {
                 Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(c.id)
     }
 
@@ -497,7 +513,7 @@ impl Forge for GithubForge {
                 Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -597,7 +613,7 @@ impl Forge for GithubForge {
                 Some(&json!({"sha": head_commit, "merge_method": method.as_str()})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(MergeOutcome::Merged(r.sha))
     }
 
@@ -644,7 +660,7 @@ impl Forge for GithubForge {
                 Some(&json!({"state": if failed { "failure" } else { "success" }, "context": context, "description": description})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -666,7 +682,7 @@ impl Forge for GithubForge {
                 Some(&json!({"body": fit(body, COMMENT_LIMIT)})),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -684,7 +700,7 @@ impl Forge for GithubForge {
                 Some(&json!({"tag_name": tag, "name": name, "body": fit(body, COMMENT_LIMIT)})),
             )
             .await;
-        match created.map_err(map_err) {
+        match created.map_err(|e| self.api_err(e)) {
             Ok(r) => Ok(r.html_url),
             // Already published: by an earlier attempt (the same notes) it is the release;
             // anyone else's release of the tag is not adopted.
@@ -693,7 +709,7 @@ impl Forge for GithubForge {
                     .client
                     .get(format!("/repos/{repo}/releases/tags/{tag}"), None::<&()>)
                     .await
-                    .map_err(map_err)?;
+                    .map_err(|e| self.api_err(e))?;
                 if r.body.as_deref().unwrap_or_default().trim() != body.trim() {
                     return Err(ForgeError::Conflict(format!(
                         "a release of {tag} that the bot did not make exists ({})",
@@ -704,5 +720,35 @@ impl Forge for GithubForge {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stale `apiUrl` (nothing listens there) fails with the address and the reason, not
+    /// hyper's bare "client error (Connect)".
+    #[tokio::test]
+    async fn an_unreachable_api_is_named_with_the_reason() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let forge = GithubForge::connect(
+            &url,
+            "https://github.com",
+            GithubAuth::Token(SecretString::from("a-token".to_string())),
+            "release-coordinator[bot]",
+        )
+        .await
+        .unwrap();
+        let err = forge
+            .find_change_request("acme/deploy", "release/x/staging")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("GitHub API at {url}")), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+        assert!(!err.contains("a-token"), "{err}");
     }
 }

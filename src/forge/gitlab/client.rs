@@ -263,7 +263,7 @@ fn map_err(e: ApiError<RestError>) -> ForgeError {
     let message = match &e {
         ApiError::GitlabWithStatus { msg, .. } => msg.clone(),
         ApiError::GitlabService { status, .. } => status.to_string(),
-        other => other.to_string(),
+        other => crate::forge::with_causes(other),
     };
     match status_of(&e) {
         Some(404) => ForgeError::NotFound(message),
@@ -856,5 +856,30 @@ impl Forge for GitlabForge {
             Err(e) => return Err(e),
         };
         Ok(release.links.and_then(|l| l.self_url).unwrap_or(fallback))
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::*;
+
+    /// A stale `url` (nothing listens there) fails with the address and the reason.
+    #[tokio::test]
+    async fn an_unreachable_instance_is_named_with_the_reason() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let err = GitlabForge::connect(
+            &format!("http://{addr}"),
+            None,
+            SecretString::from("glpat-a-token".to_string()),
+        )
+        .await
+        .err()
+        .expect("nothing listens there")
+        .to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+        assert!(!err.contains("glpat-a-token"), "{err}");
     }
 }
