@@ -253,7 +253,8 @@ async fn work_through(shared: Arc<Shared>, key: String) {
                 }
             }
         };
-        let span = tracing::info_span!("delivery", id = %next.delivery_id, kind = %next.kind);
+        // `release` is filled in when a step of a release fails, so the failure line names it.
+        let span = tracing::info_span!("delivery", id = %next.delivery_id, kind = %next.kind, release = tracing::field::Empty);
         let id = next.id;
         let read_again = handle_one(&shared, next).instrument(span).await;
         {
@@ -373,13 +374,17 @@ async fn act(shared: &Shared, event: &Event) -> Result<(), BotError> {
         .await
         .unwrap_or(Err(BotError::TimedOut(limit)));
     // Shown by `status` until the release moves on.
-    if let (Err(e), crate::release::bot::Lane::Release(id)) = (&outcome, &lane)
-        && let Err(store) = shared
+    if let (Err(e), crate::release::bot::Lane::Release(id)) = (&outcome, &lane) {
+        if let Ok(Some(rel)) = shared.store.forge_release(*id).await {
+            tracing::Span::current().record("release", rel.version_tag.as_str());
+        }
+        if let Err(store) = shared
             .store
             .set_release_error(*id, OffsetDateTime::now_utc(), &e.to_string())
             .await
-    {
-        tracing::warn!(error = %store, "recording a release's failed attempt failed");
+        {
+            tracing::warn!(error = %store, "recording a release's failed attempt failed");
+        }
     }
     outcome
 }

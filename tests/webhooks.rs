@@ -565,6 +565,16 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
     // With serve's default log level, as JSON lines.
     let server = Server::start_with(dir, &forges, Some(&deploy), &["--log-format", "json"], None);
     fake.set_webhook(&format!("{}/webhooks/gitlab", server.base), GITLAB_TOKEN);
+    // The first attempt to open the merge request meets a 500: the failure is logged with the
+    // release it was about, and the next attempt opens it.
+    fake.fail(fake_forge::Failure {
+        method: "POST".into(),
+        path_prefix: "/api/v4/projects/acme%2Fdeploy/merge_requests".into(),
+        status: 500,
+        retry_after: None,
+        times: 1,
+        carried_out: false,
+    });
 
     let trigger: Vec<(String, Vec<u8>)> = std::fs::read_dir(manifest.join("demo/app"))
         .unwrap()
@@ -621,6 +631,16 @@ async fn serve_releases_through_gitlab_when_the_deployment_repository_is_there()
     while said("status").is_none() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let failed = said("handling a delivery failed; it will be tried again")
+        .expect("the failed attempt's line");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["span"]["release"], "mvp-v1", "{failed}");
+    assert!(
+        failed["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500")),
+        "{failed}"
+    );
     let accepted = said("trigger accepted: release branches pushed").expect("the trigger's line");
     assert_eq!(accepted["level"], "INFO");
     assert_eq!(accepted["fields"]["release"], "mvp-v1");

@@ -269,7 +269,7 @@ fn map_err(e: ApiError<RestError>) -> ForgeError {
         Some(404) => ForgeError::NotFound(message),
         Some(401 | 403) => ForgeError::Unauthorized(message),
         Some(409) => ForgeError::Conflict(message),
-        Some(s) if s >= 500 => ForgeError::Transient(message),
+        Some(s) if s >= 500 => ForgeError::Transient(format!("{s}: {message}")),
         Some(_) => ForgeError::Rejected(message),
         // No answer at all: the connection failed or timed out.
         None if matches!(e, ApiError::Client { .. }) => ForgeError::Transient(message),

@@ -100,6 +100,8 @@ impl Bot {
                     .await,
             );
             held_version = Some(version.clone());
+            // The delivery's log lines (a failure's among them) name the release.
+            tracing::Span::current().record("release", version.as_str());
             if self.store.find_release(&version).await?.is_none() {
                 break;
             }
