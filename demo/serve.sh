@@ -112,19 +112,26 @@ pids+=($!)
 wait_for "http://127.0.0.1:$bot_port/healthz" "$work/bot.log"
 
 post() { echo "curl -sS $control/$1 -H 'content-type: application/json' -d '$2'"; }
+if [ "$forge" = gitlab ]; then
+  pr="merge request" approve_button="GitLab's Approve button"
+  read_api="curl -sS 'http://127.0.0.1:$api_port/api/v4/projects/acme%2Fdeploy/merge_requests'"
+else
+  pr="pull request" approve_button="a review that approves"
+  read_api="curl -sS http://127.0.0.1:$api_port/repos/acme/deploy/pulls"
+fi
 cat <<EOF
 
 Ready. The fake $forge plays the forge; you play the people. In another terminal:
 
-# 1. dave pushes the trigger (demo/app) to acme/shop: the bot opens the staging pull request (1)
+# 1. dave pushes the trigger (demo/app) to acme/shop: the bot opens the staging $pr (1)
 $(post push "{\"repo\": \"acme/shop\", \"user\": \"dave\", \"message\": \"Promote mvp-ready\", \"dir\": \"$root/demo/app\", \"under\": \"release\"}")
 
 # 2. CI passes on it, and alice (qa-lead) approves: staging merges, production opens (2)
 $(post check '{"repo": "acme/deploy", "number": 1, "name": "ci/build", "conclusion": "success"}')
 $(post comment '{"repo": "acme/deploy", "number": 1, "user": "alice", "body": "/approve"}')
 
-# 3. production needs its checks and two roles: alice (qa-lead) and bob (product-owner, through
-#    the acme/product team, who approves with the forge's review button)
+# 3. production needs its checks and two roles: alice (qa-lead) and bob (product-owner), who
+#    approves with $approve_button
 $(post check '{"repo": "acme/deploy", "number": 2, "name": "ci/build", "conclusion": "success"}')
 $(post check '{"repo": "acme/deploy", "number": 2, "name": "security-scan", "conclusion": "success"}')
 $(post comment '{"repo": "acme/deploy", "number": 2, "user": "alice", "body": "/approve"}')
@@ -136,10 +143,12 @@ curl -sS $control/releases
 $bin/release-coordinator status --config $work/config/orchestration-config.yaml
 $bin/release-coordinator audit mvp-v1 --config $work/config/orchestration-config.yaml
 
-Between steps, the bot's status comment on each pull request says what it waits for:
+Between steps, the bot's status comment on each $pr says what it waits for:
   tail -f $work/bot.log        the bot's story, one line per step
   curl -sS $control/           every action of the control port and its body
-  curl -sS $control/requests   every API call the bot made
+  curl -sS $control/requests   every API request the fake answered (the bot's calls)
+  $read_api
+                               the fake's API, read without a token
 Ctrl-C stops the bot and the fake.
 EOF
 wait -n "${pids[@]}"

@@ -151,7 +151,19 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is invalid input (exit 1, as documented), not clap's 2, which here means
+    // the command could not run; `--help` and `--version` exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // The bot tells what it does at `info`; a one-shot command speaks through its output.
     let default_filter = match cli.command {
         Command::Serve { .. } => "warn,release_coordinator=info",
@@ -404,7 +416,9 @@ async fn status(
         return ExitCode::SUCCESS;
     }
     if releases.is_empty() {
-        println!("no releases in flight or finished yet");
+        println!(
+            "no releases in flight or finished yet (a refused trigger makes none: the commit status and comment on the trigger commit, and the bot's log, say why)"
+        );
     }
     for r in &releases {
         let from = match (&r.app_repo, &r.app_commit) {
@@ -451,6 +465,9 @@ async fn audit(
         && entries.is_empty()
     {
         return fail(1, &format!("no release {v} in the store"));
+    }
+    if entries.is_empty() && format == OutputFormat::Text {
+        println!("no releases in the store yet");
     }
     for (release, e) in &entries {
         if format == OutputFormat::Json {
@@ -566,6 +583,7 @@ async fn serve(
     );
     // Tests and scripts read this line to find the port.
     println!("listening on http://{}", running.addr);
+    tracing::info!(address = %running.addr, "listening");
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
         Err(e) => return fail(2, &format!("cannot handle SIGTERM: {e}")),

@@ -541,19 +541,19 @@ fn settings_not_acted_on_are_named_where_they_are_set() {
     let trigger = w.trigger_dir().join("promotion-trigger.yaml");
     let expected = [
         format!(
-            "{}:10:13: note: recorded, not acted on yet: nothing is notified",
+            "{}:10:13: note: promotion_targets[4].notify: recorded, not acted on yet: nothing is notified",
             trigger.display()
         ),
         format!(
-            "{}:12:18: note: recorded, not acted on yet: there is no rollback yet",
+            "{}:12:18: note: rollbackEnabled: recorded, not acted on yet: there is no rollback yet",
             trigger.display()
         ),
         format!(
-            "{}:13:23: note: recorded, not acted on yet: every release changes the image tags only",
+            "{}:13:23: note: customDeployStrategy: recorded, not acted on yet: every release changes the image tags only",
             trigger.display()
         ),
         format!(
-            "{}:24:19: note: recorded, not acted on yet: nothing is notified",
+            "{}:24:19: note: defaults.notifyChannels: recorded, not acted on yet: nothing is notified",
             w.config.display()
         ),
         format!(
@@ -1219,4 +1219,25 @@ fn schemas_in_the_repository_match_the_types() {
             "schemas/{name} is stale: run `release-coordinator schema`"
         );
     }
+}
+
+/// A usage error is invalid input: exit 1 with clap's words, as the README's exit codes say;
+/// `--help` exits 0.
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let missing = Command::new(BIN).arg("status").output().unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("--config"),
+        "{}",
+        stderr(&missing)
+    );
+    let bad_value = Command::new(BIN)
+        .args(["status", "--config", "x.yaml", "--format", "yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_value.status.code(), Some(1), "{}", stderr(&bad_value));
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Usage"), "{}", stdout(&help));
 }

@@ -112,10 +112,6 @@ fn run(command: &str) -> String {
     stdout
 }
 
-fn pulls(control: u16) -> serde_json::Value {
-    serde_json::from_str(&run(&format!("curl -fsS http://127.0.0.1:{control}/pulls"))).unwrap()
-}
-
 fn state_of(pulls: &serde_json::Value, number: u64) -> Option<String> {
     pulls.as_array()?.iter().find_map(|p| {
         (p["number"] == number).then(|| p["state"].as_str().unwrap_or_default().to_string())
@@ -124,16 +120,27 @@ fn state_of(pulls: &serde_json::Value, number: u64) -> Option<String> {
 
 /// Polls the fake forge until `done` holds (the bot works in the background).
 fn wait_until(what: &str, control: u16, demo: &Demo, done: impl Fn(&serde_json::Value) -> bool) {
+    wait_for_read(
+        what,
+        &format!("http://127.0.0.1:{control}/pulls"),
+        demo,
+        done,
+    )
+}
+
+/// Polls a JSON read of the fake forge until `done` holds.
+fn wait_for_read(what: &str, url: &str, demo: &Demo, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let pulls = pulls(control);
-        if done(&pulls) {
+        let read: serde_json::Value =
+            serde_json::from_str(&run(&format!("curl -fsS {url}"))).unwrap();
+        if done(&read) {
             return;
         }
         if Instant::now() > deadline {
             let log =
                 std::fs::read_to_string(demo.dir.path().join("demo/bot.log")).unwrap_or_default();
-            panic!("{what}: not after 60 s; pulls {pulls}\nbot log:\n{log}");
+            panic!("{what}: not after 60 s; {url}: {read}\nbot log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -166,9 +173,28 @@ fn walkthrough(flag: &str) {
     wait_until("production merges", control, &demo, |p| {
         state_of(p, 2).as_deref() == Some("merged")
     });
+    // Tagging and publishing come right after the last merge.
+    wait_for_read(
+        "the release is published",
+        &format!("http://127.0.0.1:{control}/releases"),
+        &demo,
+        |r| {
+            r["acme/shop"]["releases"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    );
 
     // Step 4 looks at the outcome: tagged, published, completed, audited.
-    let outputs: Vec<String> = steps[3].iter().map(|c| run(c)).collect();
+    // The release is completed a moment after it is published.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outputs = loop {
+        let outputs: Vec<String> = steps[3].iter().map(|c| run(c)).collect();
+        if outputs.join("\n").contains("ReleaseCompleted") || Instant::now() > deadline {
+            break outputs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let all = outputs.join("\n");
     let releases: serde_json::Value = serde_json::from_str(
         outputs
@@ -242,6 +268,28 @@ fn the_control_port_documents_itself_and_names_what_is_wrong() {
     assert!(
         no_pull.contains("acme/deploy has no pull request 7") && no_pull.ends_with(" 404"),
         "{no_pull}"
+    );
+    let typo = run(&format!(
+        "curl -sS -w ' %{{http_code}}' http://127.0.0.1:{control}/check -H 'content-type: application/json' -d '{{\"repo\": \"acme/deploy\", \"sha\": \"abc\", \"name\": \"ci/build\", \"conclusion\": \"sucess\"}}'"
+    ));
+    assert!(
+        typo.contains("\"conclusion\" must be one of success, failure") && typo.ends_with(" 400"),
+        "{typo}"
+    );
+    let text_number = run(&format!(
+        "curl -sS -w ' %{{http_code}}' http://127.0.0.1:{control}/comment -H 'content-type: application/json' -d '{{\"repo\": \"acme/deploy\", \"number\": \"1\", \"user\": \"a\", \"body\": \"/approve\"}}'"
+    ));
+    assert!(
+        text_number.contains("\"number\" must be a whole number such as 1, not \"1\"")
+            && text_number.ends_with(" 400"),
+        "{text_number}"
+    );
+    let no_action = run(&format!(
+        "curl -sS -w ' %{{http_code}}' -X POST http://127.0.0.1:{control}/approve"
+    ));
+    assert!(
+        no_action.contains("no action /approve; GET / lists them") && no_action.ends_with(" 404"),
+        "{no_action}"
     );
     // The forge's API can be read without a token, as people look around with curl.
     let api = demo_api_reads(&demo);

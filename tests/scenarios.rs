@@ -540,9 +540,36 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
         ),
         "{replies}"
     );
+    // The audit log says the same: each approval is on record, with why it does not count.
+    let audit = w.store().await.audit_entries(Some("mvp-v1")).await.unwrap();
+    let recorded = |who: &str| {
+        audit
+            .iter()
+            .find(|(_, a)| a.event == "ApprovalRecorded" && a.actor == who)
+            .map(|(_, a)| a.detail.clone())
+            .unwrap_or_else(|| panic!("{who}'s approval is on record: {audit:#?}"))
+    };
+    for (who, why) in [
+        ("dave", "the requester of a release cannot approve it"),
+        ("mallory", "you hold no approver role"),
+    ] {
+        let detail = recorded(who);
+        assert_eq!(detail["counts"], false, "{detail}");
+        assert!(
+            detail["refused"].as_str().is_some_and(|r| r.contains(why)),
+            "{detail}"
+        );
+    }
 
     // alice approves; then someone pushes to the release branch: her approval is for the old head.
     w.comment(1, "alice", "/approve").await;
+    let audit = w.store().await.audit_entries(Some("mvp-v1")).await.unwrap();
+    assert!(
+        audit.iter().any(|(_, a)| a.event == "ApprovalRecorded"
+            && a.actor == "alice"
+            && a.detail["counts"] == true),
+        "{audit:#?}"
+    );
     let old_head = w.head(1);
     w.push_to_release_branch(1, "mallory", "sneaky").await;
     w.settle().await;

@@ -60,7 +60,8 @@ POST /check    {\"repo\": \"acme/deploy\", \"number\": 1, \"name\": \"ci/build\"
                commit's pipeline -> {\"sha\": SHA}
 GET  /pulls    every pull (merge) request: repo, number, title, head branch and commit, state
 GET  /releases the releases and tags of every repository
-GET  /requests every API request the forge answered (method, path, status), oldest first
+GET  /requests every API request the forge answered (method, path, status), oldest first: the
+               bot's calls, and any reads made with curl
 ";
 
 type Fake = State<Arc<FakeForge>>;
@@ -100,9 +101,18 @@ fn repo(f: &FakeForge, v: &Value) -> Result<String, (StatusCode, String)> {
 
 /// The pull request named in the body, which must exist in `repo`.
 fn number(f: &FakeForge, repo: &str, v: &Value) -> Result<u64, (StatusCode, String)> {
-    let number = v["number"]
-        .as_u64()
-        .ok_or_else(|| bad("\"number\" (the pull request's number) is missing".into()))?;
+    let number = match &v["number"] {
+        Value::Null => {
+            return Err(bad(
+                "\"number\" (the pull request's number) is missing".into()
+            ));
+        }
+        n => n.as_u64().ok_or_else(|| {
+            bad(format!(
+                "\"number\" must be a whole number such as 1, not {n}"
+            ))
+        })?,
+    };
     if f.lock().repos[repo].pull(number).is_none() {
         return Err((
             StatusCode::NOT_FOUND,
@@ -190,7 +200,27 @@ async fn check(State(f): Fake, Json(v): Json<Value>) -> Answer {
             })?
         }
     };
-    f.check_run(&repo, &sha, &text(&v, "name")?, v["conclusion"].as_str())
+    // GitHub's conclusions of a completed check run; null is one still running.
+    const CONCLUSIONS: [&str; 7] = [
+        "success",
+        "failure",
+        "neutral",
+        "cancelled",
+        "skipped",
+        "timed_out",
+        "action_required",
+    ];
+    let conclusion = match &v["conclusion"] {
+        Value::Null => None,
+        Value::String(c) if CONCLUSIONS.contains(&c.as_str()) => Some(c.as_str()),
+        other => {
+            return Err(bad(format!(
+                "\"conclusion\" must be one of {} or null (still running), not {other}",
+                CONCLUSIONS.join(", ")
+            )));
+        }
+    };
+    f.check_run(&repo, &sha, &text(&v, "name")?, conclusion)
         .await;
     Ok(Json(json!({ "sha": sha })))
 }
@@ -243,6 +273,16 @@ async fn requests(State(f): Fake) -> Json<Value> {
 
 async fn help() -> Response {
     CONTROL_HELP.into_response()
+}
+
+async fn no_such_action(uri: axum::http::Uri) -> (StatusCode, String) {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "the control port has no action {}; GET / lists them\n",
+            uri.path()
+        ),
+    )
 }
 
 fn files_of(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
@@ -356,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/pulls", get(pulls))
         .route("/releases", get(releases))
         .route("/requests", get(requests))
+        .fallback(no_such_action)
         .with_state(fake);
     tokio::select! {
         r = axum::serve(control, app) => r?,

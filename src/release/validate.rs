@@ -584,46 +584,46 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
     if !t.notify_channels.is_empty() {
         notes.push(ts.at(
             route!["notifyChannels"],
-            format!("{NOT_ACTED_ON} nothing is notified (the release records the channels)"),
+            format!("notifyChannels: {NOT_ACTED_ON} nothing is notified (the release records the channels)"),
         ));
     }
     for (i, p) in t.promotion_targets.iter().enumerate() {
         if let PromotionTarget::Notify(_) = p {
             notes.push(ts.at(
                 route!["promotion_targets", i, "notify"],
-                format!("{NOT_ACTED_ON} nothing is notified (the release records the channels)"),
+                format!("promotion_targets[{i}].notify: {NOT_ACTED_ON} nothing is notified (the release records the channels)"),
             ));
         }
     }
     if t.rollback_enabled.is_some() {
         notes.push(ts.at(
             route!["rollbackEnabled"],
-            format!("{NOT_ACTED_ON} there is no rollback yet (`/rollback` is not a command)"),
+            format!("rollbackEnabled: {NOT_ACTED_ON} there is no rollback yet (`/rollback` is not a command)"),
         ));
     }
     if t.custom_deploy_strategy.is_some() {
         notes.push(ts.at(
             route!["customDeployStrategy"],
-            format!("{NOT_ACTED_ON} every release changes the image tags only (no strategy values are written)"),
+            format!("customDeployStrategy: {NOT_ACTED_ON} every release changes the image tags only (no strategy values are written)"),
         ));
     }
     let (c, cs) = (&cfg.orchestration.defaults, &cfg.orchestration_src);
     if !c.notify_channels.is_empty() {
         notes.push(cs.at(
             route!["defaults", "notifyChannels"],
-            format!("{NOT_ACTED_ON} nothing is notified"),
+            format!("defaults.notifyChannels: {NOT_ACTED_ON} nothing is notified"),
         ));
     }
     if c.auto_rollback_on_failure {
         notes.push(cs.at(
             route!["defaults", "autoRollbackOnFailure"],
-            format!("{NOT_ACTED_ON} there is no rollback yet"),
+            format!("defaults.autoRollbackOnFailure: {NOT_ACTED_ON} there is no rollback yet"),
         ));
     }
     if c.max_retries != crate::config::Defaults::default().max_retries {
         notes.push(cs.at(
             route!["defaults", "maxRetries"],
-            format!("{NOT_ACTED_ON} the bot tries each delivery 5 times with backoff, then reconcile goes on"),
+            format!("defaults.maxRetries: {NOT_ACTED_ON} the bot tries each delivery 5 times with backoff, then reconcile goes on"),
         ));
     }
     let policy_file = cfg

@@ -66,8 +66,9 @@ impl Bot {
                 if self.store.has_act(pr, &act).await? {
                     return Ok(());
                 }
-                self.record_act(&rel, pr, &act).await?;
-                if let Some(why) = self.approval_refusal(&rel, pr, &act).await?
+                let refused = self.approval_refusal(&rel, pr, &act).await?;
+                self.record_act(&rel, pr, &act, refused.as_deref()).await?;
+                if let Some(why) = refused
                     && let Some(number) = pr.pr_number
                 {
                     let key = format!("refused:{}:{}", r.source, crate::store::ts(at));
@@ -92,7 +93,7 @@ impl Bot {
                         head: None,
                         at,
                     };
-                    self.record_act(&rel, pr, &act).await?;
+                    self.record_act(&rel, pr, &act, None).await?;
                 }
             }
             ReviewState::Commented => {}

@@ -119,6 +119,7 @@ impl Bot {
             let command = match command {
                 Ok(command) => command,
                 Err(e) => {
+                    tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, user = login, why = %e, "comment not understood");
                     replies.push(texts::command_error(login, &e.to_string()));
                     continue;
                 }
@@ -134,6 +135,7 @@ impl Bot {
                 continue;
             }
             if let Some(who_may) = self.may_give(&rel, &pr, login, command).await? {
+                tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, user = login, command = ?command, "command refused: {who_may}");
                 replies.push(texts::command_refused(login, command, who_may));
                 continue;
             }
@@ -148,8 +150,9 @@ impl Bot {
                         head,
                         at: written_at,
                     };
-                    self.record_act(&rel, &pr, &act).await?;
-                    if let Some(why) = self.approval_refusal(&rel, &pr, &act).await? {
+                    let refused = self.approval_refusal(&rel, &pr, &act).await?;
+                    self.record_act(&rel, &pr, &act, refused.as_deref()).await?;
+                    if let Some(why) = refused {
                         replies.push(texts::approval_refused(login, &why));
                     }
                 }
@@ -162,7 +165,7 @@ impl Bot {
                         head: None,
                         at: written_at,
                     };
-                    self.record_act(&rel, &pr, &act).await?;
+                    self.record_act(&rel, &pr, &act, None).await?;
                     replies.push(texts::approval_withdrawn(login));
                 }
                 Command::Hold => {
@@ -260,25 +263,34 @@ impl Bot {
     }
 
     /// Records an act in the append-only ledger (once: the same act read again is a no-op),
-    /// and audits it.
+    /// and audits and logs it. `refused`: why an approval does not count, as the policy reads
+    /// it when given (the merge decision reads it again).
     pub(super) async fn record_act(
         &self,
         rel: &ForgeRelease,
         pr: &ReleasePr,
         act: &ApprovalAct,
+        refused: Option<&str>,
     ) -> Result<(), BotError> {
         if self.store.record_act(pr, act).await? {
-            let event = match act.kind {
-                ActKind::Approve => AuditEvent::ApprovalRecorded,
-                ActKind::Withdraw => AuditEvent::ApprovalWithdrawn,
+            let (event, mut detail) = match act.kind {
+                ActKind::Approve => (
+                    AuditEvent::ApprovalRecorded,
+                    json!({"counts": refused.is_none(), "refused": refused}),
+                ),
+                ActKind::Withdraw => (AuditEvent::ApprovalWithdrawn, json!({})),
             };
-            self.audit(
-                rel,
-                event,
-                &act.user,
-                json!({"environment": pr.environment, "source": act.source, "head": act.head, "at": crate::store::ts(act.at)}),
-            )
-            .await?;
+            detail["environment"] = json!(pr.environment);
+            detail["source"] = json!(act.source);
+            detail["head"] = json!(act.head);
+            detail["at"] = json!(crate::store::ts(act.at));
+            let message = match (act.kind, refused) {
+                (ActKind::Withdraw, _) => "approval withdrawn".to_string(),
+                (ActKind::Approve, None) => "approval recorded".to_string(),
+                (ActKind::Approve, Some(why)) => format!("approval does not count: {why}"),
+            };
+            tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = pr.pr_number, user = %act.user, source = %act.source, "{message}");
+            self.audit(rel, event, &act.user, detail).await?;
         }
         Ok(())
     }
@@ -306,6 +318,6 @@ impl Bot {
             head: None,
             at,
         };
-        self.record_act(&rel, pr, &act).await
+        self.record_act(&rel, pr, &act, None).await
     }
 }
