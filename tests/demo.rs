@@ -138,9 +138,14 @@ fn wait_for_read(what: &str, url: &str, demo: &Demo, done: impl Fn(&serde_json::
             return;
         }
         if Instant::now() > deadline {
-            let log =
-                std::fs::read_to_string(demo.dir.path().join("demo/bot.log")).unwrap_or_default();
-            panic!("{what}: not after 60 s; {url}: {read}\nbot log:\n{log}");
+            let log = |name: &str| {
+                std::fs::read_to_string(demo.dir.path().join("demo").join(name)).unwrap_or_default()
+            };
+            panic!(
+                "{what}: not after 60 s; {url}: {read}\nbot log:\n{}\nfake forge log:\n{}",
+                log("bot.log"),
+                log("fake-forge.log")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -394,7 +394,7 @@ async fn create_pull(
             payloads::pull_request(repo, &pull, "opened", &user),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "pull_request", payload).await;
+    crate::deliver(&s, &crate::http(&s), "pull_request", payload).await;
     created(body)
 }
 
@@ -435,7 +435,7 @@ async fn update_pull(
         (payloads::pull(repo, &pull), payload)
     };
     if let Some(p) = payload {
-        crate::deliver(&s, &reqwest::Client::new(), "pull_request", p).await;
+        crate::deliver(&s, &crate::http(&s), "pull_request", p).await;
     }
     ok(answer)
 }
@@ -481,7 +481,7 @@ async fn merge_pull(
             payloads::pull_request(repo, &p, "closed", &user),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "pull_request", payload).await;
+    crate::deliver(&s, &crate::http(&s), "pull_request", payload).await;
     ok(answer)
 }
 
@@ -549,7 +549,7 @@ async fn create_comment(
             payloads::issue_comment(repo, &c, "created"),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "issue_comment", payload).await;
+    crate::deliver(&s, &crate::http(&s), "issue_comment", payload).await;
     created(answer)
 }
 
@@ -573,7 +573,7 @@ async fn update_comment(
             payloads::issue_comment(repo, &c, "edited"),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "issue_comment", payload).await;
+    crate::deliver(&s, &crate::http(&s), "issue_comment", payload).await;
     ok(answer)
 }
 

@@ -243,7 +243,7 @@ async fn create_merge_request(
             gl::merge_request_hook(st, repo, &pull, "open", &user, None),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "Merge Request Hook", hook).await;
+    crate::deliver(&s, &crate::http(&s), "Merge Request Hook", hook).await;
     created(answer)
 }
 
@@ -291,7 +291,7 @@ async fn update_merge_request(
         )
     };
     if let Some(h) = hook {
-        crate::deliver(&s, &reqwest::Client::new(), "Merge Request Hook", h).await;
+        crate::deliver(&s, &crate::http(&s), "Merge Request Hook", h).await;
     }
     ok(answer)
 }
@@ -361,7 +361,7 @@ async fn merge(
             gl::merge_request_hook(st, repo, &pull, "merge", &user, None),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "Merge Request Hook", hook).await;
+    crate::deliver(&s, &crate::http(&s), "Merge Request Hook", hook).await;
     ok(answer)
 }
 
@@ -435,7 +435,7 @@ async fn create_note(
             gl::note_hook(st, repo, repo.pull(iid).unwrap(), &c, "create"),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "Note Hook", hook).await;
+    crate::deliver(&s, &crate::http(&s), "Note Hook", hook).await;
     created(answer)
 }
 
@@ -465,7 +465,7 @@ async fn update_note(
             gl::note_hook(st, repo, repo.pull(iid).unwrap(), &c, "update"),
         )
     };
-    crate::deliver(&s, &reqwest::Client::new(), "Note Hook", hook).await;
+    crate::deliver(&s, &crate::http(&s), "Note Hook", hook).await;
     ok(answer)
 }
 

@@ -269,6 +269,8 @@ pub struct State {
     /// person or the forge, so that the times it reports order every act, as a real forge's
     /// do when people act seconds apart. Tests move it further with [`FakeForge::advance`].
     pub clock: Clock,
+    /// The client webhooks are sent with.
+    pub http: reqwest::Client,
     /// Every webhook sent, in order, to send again late ([`FakeForge::resend`]).
     pub sent: Vec<(String, Value)>,
 }
@@ -318,6 +320,71 @@ impl Default for Clock {
 
 pub type Shared = Arc<Mutex<State>>;
 
+/// A forge keeps its repositories packed on its own machines (GitHub and GitLab repack and
+/// pack refs in the background): once a second, each repository with loose refs or many
+/// loose objects (pushes leave both) has them packed, so that receiving a push into a
+/// repository with hundreds of release branches costs what it costs a forge, not what
+/// reading hundreds of loose files costs.
+async fn housekeeping(state: Shared) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let paths: Vec<PathBuf> = {
+                let st = state.lock().unwrap_or_else(|e| e.into_inner());
+                st.repos.values().map(|r| r.path.clone()).collect()
+            };
+            for path in paths {
+                if loose_refs(&path.join("refs")) {
+                    // Under the fake's lock: its own writes (libgit2) fail on a ref that git
+                    // holds locked instead of waiting, as the bot's pushes (git) do.
+                    let _st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    git_in(&path, &["pack-refs", "--all"]);
+                }
+                // Packing objects takes no ref locks: new loose objects written meanwhile stay.
+                if loose_objects(&path.join("objects")) > 256 {
+                    git_in(&path, &["repack", "-d", "-q"]);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn git_in(path: &Path, args: &[&str]) {
+    let _ = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output();
+}
+
+fn loose_refs(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                loose_refs(&path)
+            } else {
+                true
+            }
+        })
+}
+
+fn loose_objects(objects: &Path) -> usize {
+    std::fs::read_dir(objects)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().len() == 2)
+        .map(|e| std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(0))
+        .sum()
+}
+
 /// The running fake: an HTTP server on a free port of 127.0.0.1, playing GitHub or GitLab.
 pub struct FakeForge {
     pub state: Shared,
@@ -357,6 +424,13 @@ impl FakeForge {
                 Flavor::Gitlab => "release-bot",
             }
             .into(),
+            // A fresh connection per webhook, as a forge's delivery service opens: a kept-alive
+            // one may meet the bot's idle timeout just as it is reused, and the fake does not
+            // redeliver.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("a plain HTTP client builds"),
             ..State::default()
         }));
         let addr = listener.local_addr().unwrap();
@@ -367,11 +441,12 @@ impl FakeForge {
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("the fake serves");
         });
+        tokio::spawn(housekeeping(state.clone()));
         FakeForge {
+            client: http(&state),
             state,
             addr,
             root: root.to_path_buf(),
-            client: reqwest::Client::new(),
         }
     }
 
@@ -955,6 +1030,12 @@ impl FakeForge {
 }
 
 /// Posts a webhook to the configured URL (if any), signed as GitHub does or with GitLab's token.
+/// The fake's HTTP client for webhooks (one per fake: a client per delivery would load the
+/// system's root certificates every time; one per process would outlive a test's runtime).
+pub(crate) fn http(state: &Shared) -> reqwest::Client {
+    state.lock().unwrap().http.clone()
+}
+
 pub async fn deliver(state: &Shared, client: &reqwest::Client, kind: &str, payload: Value) {
     let (target, id) = {
         let mut st = state.lock().unwrap();

@@ -235,6 +235,31 @@ pub fn housekeeping(cache_root: &Path) {
     }
 }
 
+/// Pushes from a cache between two tidy-ups (see [`DeployRepo::tidy_now_and_then`]).
+const TIDY_EVERY: u32 = 64;
+
+/// Runs the local git command `args` on the cache at `path`; a failure is logged (the cache
+/// works untidy, only slower).
+fn tidy_cache(path: &Path, args: &[&str]) {
+    let result = blocking(|| {
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+    });
+    match result {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            tracing::warn!(cache = %path.display(), command = ?args, error = %clean_stderr(&out.stderr), "tidying the cache failed")
+        }
+        Err(e) => {
+            tracing::warn!(cache = %path.display(), error = %e, "tidying the cache could not run git")
+        }
+    }
+}
+
 /// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
 #[derive(Default)]
 struct SharedReads {
@@ -413,6 +438,30 @@ impl DeployRepo {
 
     pub fn repo(&self) -> &Repository {
         &self.repo
+    }
+
+    /// Every [`TIDY_EVERY`] pushes from this cache, packs its loose objects and refs. Each
+    /// release leaves a few loose objects (its commit, trees, files) and a tracking ref, and a
+    /// push reads the commit of every release branch the remote shows: from hundreds of loose
+    /// files that costs tens of milliseconds a push, from a pack a few (the shallow cache
+    /// cannot have a commit-graph). `git maintenance --auto` waits for 6,700 loose objects.
+    fn tidy_now_and_then(&self) {
+        static PUSHES: LazyLock<Mutex<HashMap<PathBuf, u32>>> = LazyLock::new(Default::default);
+        let due = {
+            let mut pushes = PUSHES.lock().unwrap_or_else(|e| e.into_inner());
+            let n = pushes.entry(self.path.clone()).or_default();
+            *n += 1;
+            if *n >= TIDY_EVERY {
+                *n = 0;
+            }
+            *n == 0
+        };
+        if !due {
+            return;
+        }
+        let _writing = self.lock_for_writing();
+        tidy_cache(&self.path, &["repack", "-d", "-q"]);
+        tidy_cache(&self.path, &["pack-refs", "--all"]);
     }
 
     /// Fetches the base branch (and any existing branches under `extra_prefix`, such as a
@@ -795,7 +844,23 @@ impl DeployRepo {
                 stderr: clean_stderr(&out.stderr),
             });
         }
+        for (name, oid) in branches {
+            self.pushed(name, *oid);
+        }
+        self.tidy_now_and_then();
         Ok(())
+    }
+
+    /// Records in the cache where a pushed branch now is (as git does for a named remote):
+    /// the cache's view of the remote stays right, and the pushed objects are reachable, so
+    /// the tidy-up packs them.
+    fn pushed(&self, branch: &str, commit: Oid) {
+        if let Err(e) = self
+            .repo
+            .reference(&tracking_ref(branch), commit, true, "pushed")
+        {
+            tracing::debug!(branch, error = %e, "recording a pushed branch in the cache failed");
+        }
     }
 
     /// Makes the annotated tag `name` on `commit` (in the cache) and pushes it, only if the
@@ -892,6 +957,8 @@ impl DeployRepo {
                 stderr: clean_stderr(&out.stderr),
             });
         }
+        self.pushed(branch, commit);
+        self.tidy_now_and_then();
         Ok(())
     }
 
@@ -910,6 +977,9 @@ impl DeployRepo {
                 remote: self.remote.display(),
                 stderr: clean_stderr(&out.stderr),
             });
+        }
+        if let Ok(mut tracking) = self.repo.find_reference(&tracking_ref(branch)) {
+            let _ = tracking.delete();
         }
         Ok(true)
     }
@@ -1169,6 +1239,72 @@ mod time_limit_tests {
             .unwrap_err();
         assert!(matches!(err, GitError::TimedOut { .. }), "{err}");
         assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    }
+
+    /// Pushes leave loose objects and refs in the cache; every `TIDY_EVERY` pushes they are
+    /// packed, and the cache reads the same afterwards.
+    #[test]
+    fn the_cache_is_packed_every_so_many_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote.git");
+        let seed = dir.path().join("seed");
+        let run = |cwd: &Path, args: &[&str]| {
+            let out = Command::new("git")
+                .current_dir(cwd)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(dir.path(), &["init", "-q", "--bare", "remote.git"]);
+        run(dir.path(), &["init", "-q", "-b", "main", "seed"]);
+        std::fs::write(seed.join("values.yaml"), "tag: 1\n").unwrap();
+        run(&seed, &["add", "."]);
+        run(&seed, &["commit", "-qm", "seed"]);
+        run(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
+
+        let cache = dir.path().join("cache");
+        let url = format!("file://{}", remote.display());
+        let repo = DeployRepo::open(Remote::new(url, None), &cache).unwrap();
+        let base = repo.fetch("main", 1, None).unwrap();
+        let loose = || {
+            let counts = run(&repo.path, &["count-objects", "-v"]);
+            counts
+                .lines()
+                .find_map(|l| l.strip_prefix("count: "))
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        };
+        for i in 0..TIDY_EVERY {
+            let commit = repo
+                .build_commit(
+                    base,
+                    &[FileWrite {
+                        path: format!("apps/svc-{i}/values.yaml"),
+                        content: format!("tag: {i}\n").into_bytes(),
+                    }],
+                    ("t", "t@t"),
+                    time::OffsetDateTime::UNIX_EPOCH,
+                    "release",
+                )
+                .unwrap();
+            repo.push(&[(format!("release/{i}"), commit)]).unwrap();
+            if i == TIDY_EVERY - 2 {
+                assert!(loose() > 0, "loose objects before the tidy-up");
+            }
+        }
+        assert_eq!(loose(), 0, "packed after {TIDY_EVERY} pushes");
+        let packed = std::fs::read_to_string(repo.path.join("packed-refs")).unwrap();
+        assert!(packed.contains("refs/remotes/origin/release/0"), "{packed}");
+        let branches = repo.remote_branches("release/").unwrap();
+        assert_eq!(branches.len(), TIDY_EVERY as usize);
     }
 
     /// A remote that accepts the connection and never answers is given up after the limit,
