@@ -383,14 +383,6 @@ impl Store {
                     .execute(&self.pool)
                     .await?;
             }
-            // A rebuild recognized after its push webhook recorded the head says what it is.
-            if last.same_change_as.is_none() && same_change_as.is_some() {
-                sqlx::query("UPDATE pr_heads SET same_change_as = ? WHERE id = ?")
-                    .bind(same_change_as)
-                    .bind(last.id)
-                    .execute(&self.pool)
-                    .await?;
-            }
             return Ok(());
         }
         sqlx::query(

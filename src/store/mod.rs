@@ -425,6 +425,19 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a rebuild written down whose push certainly did not land (its lease was
+    /// refused) or that `/retry` replaces.
+    pub async fn drop_rebuild(&self, release_id: i64, environment: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE release_branches SET rebuilding = NULL, rebuilding_detail = NULL WHERE release_id = ? AND environment = ?",
+        )
+        .bind(release_id)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a rebuild as pushed when `commit` is the one written down by
     /// [`Store::begin_rebuild`]: the branch's built head becomes `commit` and the rebuild is
     /// audited, in one transaction. Returns the rebuild's detail, or `None` when `commit` is
@@ -461,6 +474,56 @@ impl Store {
         .bind(environment)
         .execute(&mut *tx)
         .await?;
+        // The head's history says, in the same transaction, that this head is the bot's and
+        // (when it is) the same change as the head it replaced: a stop right after must not
+        // lose the link the approvals carry over by.
+        let same_as = (detail["same_change"] == true)
+            .then(|| detail["was"].as_str().map(str::to_string))
+            .flatten();
+        let rows = sqlx::query(
+            "SELECT id, commit_id, since, pusher, same_change_as FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
+        )
+        .bind(release_id)
+        .bind(environment)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut heads: Vec<(i64, String, OffsetDateTime, Option<String>, Option<String>)> = rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), parse_ts(r.get(2)), r.get(3), r.get(4)))
+            .collect();
+        // Ordered as `heads` orders them (by time, stable).
+        heads.sort_by_key(|h| h.2);
+        match heads.last() {
+            Some((id, last, _, pusher, same))
+                if last == commit
+                    && pusher
+                        .as_deref()
+                        .is_none_or(|p| p == forge_releases::UNKNOWN_PUSHER) =>
+            {
+                sqlx::query(
+                    "UPDATE pr_heads SET pusher = NULL, same_change_as = COALESCE(same_change_as, ?) WHERE id = ?",
+                )
+                .bind(if same.is_none() { same_as.as_deref() } else { None })
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Someone's push of this very commit is theirs: it stays on record as theirs,
+            // and no approval carries over to it.
+            Some((_, last, _, _, _)) if last == commit => {}
+            _ => {
+                sqlx::query(
+                    "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher, same_change_as) VALUES (?, ?, ?, ?, NULL, ?)",
+                )
+                .bind(release_id)
+                .bind(environment)
+                .bind(commit)
+                .bind(ts(now))
+                .bind(same_as.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         append_audit(
             &mut tx,
             release_id,

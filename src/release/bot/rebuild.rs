@@ -111,7 +111,15 @@ impl Bot {
             )
             .await?;
         let oid = git2::Oid::from_str(&commit).map_err(crate::git::GitError::from)?;
-        prepared.repo.reset_branch(&pr.branch, oid, &built)?;
+        if let Err(e) = prepared.repo.reset_branch(&pr.branch, oid, &built) {
+            // A refused lease: the push did not land, and the intent goes with it.
+            if matches!(e, crate::git::GitError::PushRejected { .. }) {
+                self.store
+                    .drop_rebuild(pr.release_id, &pr.environment)
+                    .await?;
+            }
+            return Err(e.into());
+        }
         if !self.finish_rebuild(pr, &commit).await? {
             return Err(BotError::Io(format!(
                 "the rebuild of {} as {} was not on record when it was pushed",
@@ -188,10 +196,6 @@ impl Bot {
         };
         let text = |key: &str| detail[key].as_str().unwrap_or_default().to_string();
         let was = text("was");
-        let same = detail["same_change"].as_bool() == Some(true);
-        self.store
-            .record_head(pr, commit, now, None, same.then_some(was.as_str()))
-            .await?;
         if let Some(number) = pr.pr_number {
             let changed: Vec<String> = detail["changed"]
                 .as_array()
@@ -221,6 +225,10 @@ impl Bot {
         let head = pr.head_commit.clone().unwrap_or_default();
         let built = self.built_head(pr, Some(&head)).await?.unwrap_or_default();
         if pr.state.is_open() && !built.is_empty() && head != built {
+            // A rebuild written down and not seen on the branch is replaced by this reset.
+            self.store
+                .drop_rebuild(pr.release_id, &pr.environment)
+                .await?;
             let repo = self.deploy_repo().await?;
             let oid = repo.fetch_commit(&pr.branch, &built)?;
             repo.reset_branch(&pr.branch, oid, &head)?;
