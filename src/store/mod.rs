@@ -487,30 +487,35 @@ impl Store {
         .bind(environment)
         .fetch_all(&mut *tx)
         .await?;
-        let mut heads: Vec<(i64, String, OffsetDateTime, Option<String>, Option<String>)> = rows
+        let mut heads: Vec<forge_releases::HeadRecord> = rows
             .into_iter()
-            .map(|r| (r.get(0), r.get(1), parse_ts(r.get(2)), r.get(3), r.get(4)))
+            .map(|r| forge_releases::HeadRecord {
+                id: r.get(0),
+                commit: r.get(1),
+                since: parse_ts(r.get(2)),
+                pusher: r.get(3),
+                same_change_as: r.get(4),
+            })
             .collect();
         // Ordered as `heads` orders them (by time, stable).
-        heads.sort_by_key(|h| h.2);
+        heads.sort_by_key(|h| h.since);
+        let unknown = |p: &Option<String>| {
+            p.as_deref()
+                .is_none_or(|p| p == forge_releases::UNKNOWN_PUSHER)
+        };
         match heads.last() {
-            Some((id, last, _, pusher, same))
-                if last == commit
-                    && pusher
-                        .as_deref()
-                        .is_none_or(|p| p == forge_releases::UNKNOWN_PUSHER) =>
-            {
+            Some(last) if last.commit == commit && unknown(&last.pusher) => {
                 sqlx::query(
                     "UPDATE pr_heads SET pusher = NULL, same_change_as = COALESCE(same_change_as, ?) WHERE id = ?",
                 )
-                .bind(if same.is_none() { same_as.as_deref() } else { None })
-                .bind(id)
+                .bind(same_as.as_deref())
+                .bind(last.id)
                 .execute(&mut *tx)
                 .await?;
             }
             // Someone's push of this very commit is theirs: it stays on record as theirs,
             // and no approval carries over to it.
-            Some((_, last, _, _, _)) if last == commit => {}
+            Some(last) if last.commit == commit => {}
             _ => {
                 sqlx::query(
                     "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher, same_change_as) VALUES (?, ?, ?, ?, NULL, ?)",
