@@ -435,7 +435,11 @@ async fn status(
                 (Some(n), None) => format!("#{n}"),
                 _ => String::new(),
             };
-            println!("  {:<12} {:<9} {pr}", e.environment, e.pull_request_state);
+            let state = match &e.deployment {
+                Some(d) => format!("{}, {d}", e.pull_request_state),
+                None => e.pull_request_state.clone(),
+            };
+            println!("  {:<12} {state:<9} {pr}", e.environment);
             if let Some(w) = &e.waits_for {
                 println!("  {:<12} {w}", "");
             }
@@ -550,6 +554,26 @@ async fn serve(
         },
         None => None,
     };
+    // Argo CD: the API token is needed; the notification route opens with its tokens.
+    let (argocd, argocd_tokens) = match &config.orchestration.argocd {
+        Some(a) => {
+            let token =
+                match secrets_from_env(std::slice::from_ref(&a.token_env), "argocd.tokenEnv") {
+                    Ok(mut t) => t.remove(0),
+                    Err(e) => return fail(1, &e),
+                };
+            let hooks = if a.webhook_token_env.is_empty() {
+                None
+            } else {
+                match secrets_from_env(&a.webhook_token_env, "argocd.webhookTokenEnv") {
+                    Ok(t) => Some(t),
+                    Err(e) => return fail(1, &e),
+                }
+            };
+            (Some(crate::argocd::ArgoCd::new(&a.url, token)), hooks)
+        }
+        None => (None, None),
+    };
     let url = match store_url(&config, store_flag) {
         Ok(url) => url,
         Err(code) => return code,
@@ -564,9 +588,11 @@ async fn serve(
             Ok(f) => f,
             Err(e) => return fail(1, &format!("{}: {e}", config_path.display())),
         };
-    let bot = std::sync::Arc::new(crate::release::bot::Bot::new(
-        config, settings, store, forge,
-    ));
+    let mut bot = crate::release::bot::Bot::new(config, settings, store, forge);
+    if let Some(argocd) = argocd {
+        bot = bot.with_argocd(argocd);
+    }
+    let bot = std::sync::Arc::new(bot);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => return fail(2, &format!("cannot listen on {listen}: {e}")),
@@ -576,6 +602,7 @@ async fn serve(
         ServiceConfig {
             github_webhook_secrets: github_secrets,
             gitlab_webhook_tokens: gitlab_tokens,
+            argocd_webhook_tokens: argocd_tokens,
             limits,
         },
         listener,

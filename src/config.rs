@@ -37,6 +37,80 @@ pub struct OrchestrationConfig {
     /// The forges the bot serves (`serve`); the offline commands do not need them.
     #[serde(default)]
     pub forges: Forges,
+    /// Argo CD, which deploys the merged deployment repository: with it, a release is complete
+    /// when it runs, not when it merged.
+    #[serde(default)]
+    pub argocd: Option<ArgoCdConfig>,
+}
+
+/// Where the bot learns whether a merged release runs: Argo CD's API, read for every
+/// environment being deployed, and its notifications, which tell the bot when to read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgoCdConfig {
+    /// The Argo CD server, e.g. `https://argocd.example.com` (the API is `<url>/api/v1`).
+    pub url: String,
+    /// The environment variable holding an Argo CD API token (a read-only account's; see
+    /// `deploy/argocd/`).
+    pub token_env: String,
+    /// The Application that deploys a service in an environment: a template over `service`
+    /// and `environment`. A service's `argocdApplications` names its own.
+    #[serde(default = "default_argocd_application")]
+    pub application: String,
+    /// How long an Application may stay `Degraded` or `Missing` after it synced the release
+    /// before the deployment counts as failed (`30s`, `10m`, `1h`).
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: String,
+    /// Environment variables that each hold a token Argo CD Notifications sends to
+    /// `POST /webhooks/argocd` (as `Authorization: Bearer`, or as the basic-auth password);
+    /// several, so one can be rotated. None: the route is closed and reconcile alone reads.
+    #[serde(default)]
+    pub webhook_token_env: Vec<String>,
+}
+
+fn default_argocd_application() -> String {
+    "{{ service }}-{{ environment }}".into()
+}
+fn default_health_timeout() -> String {
+    "10m".into()
+}
+
+impl ArgoCdConfig {
+    /// The Application deploying `service` in `environment`.
+    pub fn application_of(&self, service: &ServiceConfig, environment: &str) -> String {
+        if let Some(name) = service.argocd_applications.get(environment) {
+            return name.clone();
+        }
+        render_application(&self.application, &service.name, environment)
+            .unwrap_or_else(|_| format!("{}-{environment}", service.name))
+    }
+
+    pub fn health_timeout_secs(&self) -> u64 {
+        parse_duration_secs(&self.health_timeout).unwrap_or(600)
+    }
+}
+
+fn render_application(template: &str, service: &str, environment: &str) -> Result<String, String> {
+    let name = minijinja::Environment::new()
+        .render_str(
+            template,
+            minijinja::context! {service => service, environment => environment},
+        )
+        .map_err(|e| e.to_string())?;
+    // Argo CD Applications are Kubernetes objects: DNS-1123 subdomain names.
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a valid Application name (lower-case letters, digits, `-`, `.`)"
+        ));
+    }
+    Ok(name)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -263,6 +337,9 @@ pub struct ServiceConfig {
     /// means no repository may release it through the bot.
     #[serde(default)]
     pub repositories: Vec<String>,
+    /// The Argo CD Application per environment, where it is not named by `argocd.application`.
+    #[serde(default)]
+    pub argocd_applications: BTreeMap<String, String>,
 }
 
 fn default_tag_path() -> String {
@@ -805,6 +882,41 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
             ));
         }
     }
+    if let Some(a) = &c.argocd {
+        if !a.url.starts_with("https://") && !a.url.starts_with("http://") {
+            d.push(src.at(
+                route!["argocd", "url"],
+                format!("`{}` is not an http(s) URL of an Argo CD server", a.url),
+            ));
+        } else if clear(&a.url) {
+            d.push(src.at(
+                route!["argocd", "url"],
+                format!("`{}` is plain http: the bot's Argo CD token would cross the network unencrypted; use https", a.url),
+            ));
+        }
+        if parse_duration_secs(&a.health_timeout).is_none() {
+            d.push(src.at(
+                route!["argocd", "healthTimeout"],
+                format!(
+                    "`{}` is not a duration (like `90s`, `10m`, `1h`)",
+                    a.health_timeout
+                ),
+            ));
+        }
+        for s in &c.services {
+            for env in s.values.keys() {
+                if s.argocd_applications.contains_key(env) {
+                    continue;
+                }
+                if let Err(why) = render_application(&a.application, &s.name, env) {
+                    d.push(src.at(
+                        route!["argocd", "application"],
+                        format!("for service `{}` in `{env}`: {why}", s.name),
+                    ));
+                }
+            }
+        }
+    }
     if c.services.is_empty() {
         d.push(src.at(
             route!["services"],
@@ -1052,6 +1164,51 @@ mod tests {
                 .message
                 .contains("`image.tag` in `apps/booking/values-staging.yaml` is already the tag of service `booking`"),
             "{d}"
+        );
+    }
+
+    #[test]
+    fn argocd_settings_are_checked_where_they_are_written() {
+        let good = "argocd:\n  url: https://argocd.example.com\n  tokenEnv: ARGOCD_TOKEN\n";
+        let (c, src) = orchestration(&format!("{BASE}{good}"));
+        assert!(validate_orchestration(&c, &src).is_empty());
+        let argo = c.argocd.as_ref().unwrap();
+        assert_eq!(
+            argo.application_of(&c.services[0], "staging"),
+            "booking-staging"
+        );
+        assert_eq!(argo.health_timeout_secs(), 600);
+        let bad = "argocd:\n  url: http://argocd.example.com\n  tokenEnv: ARGOCD_TOKEN\n  application: \"{{ service }}_{{ environment }}\"\n  healthTimeout: soon\n";
+        let (c, src) = orchestration(&format!("{BASE}{bad}"));
+        let d = validate_orchestration(&c, &src);
+        let text = d.to_string();
+        assert_eq!(d.0.len(), 3, "{text}");
+        assert!(
+            text.contains("the bot's Argo CD token would cross the network unencrypted"),
+            "{text}"
+        );
+        assert!(text.contains("`soon` is not a duration"), "{text}");
+        assert!(
+            text.contains("for service `booking` in `staging`: `booking_staging` is not a valid Application name"),
+            "{text}"
+        );
+        // Each at its own line: url (11), application (13), healthTimeout (14).
+        let mut lines: Vec<usize> = d.0.iter().map(|p| p.line).collect();
+        lines.sort();
+        assert_eq!(lines, vec![11, 13, 14], "{text}");
+        // A service names its own Application.
+        let own = BASE.replace(
+            "    values:\n",
+            "    argocdApplications:\n      staging: booking-stg\n    values:\n",
+        );
+        let (c, src) = orchestration(&format!("{own}{good}"));
+        assert!(validate_orchestration(&c, &src).is_empty());
+        assert_eq!(
+            c.argocd
+                .as_ref()
+                .unwrap()
+                .application_of(&c.services[0], "staging"),
+            "booking-stg"
         );
     }
 

@@ -48,6 +48,8 @@ pub enum Event {
     PullRequest(PullRequest),
     Check(Check),
     Installation(Installation),
+    /// Argo CD Notifications said something about an Application.
+    Deployment(DeploymentNotice),
 }
 
 impl Event {
@@ -58,7 +60,7 @@ impl Event {
             Event::Review(e) => Some(&e.repo),
             Event::PullRequest(e) => Some(&e.repo),
             Event::Check(e) => Some(&e.repo),
-            Event::Installation(_) => None,
+            Event::Installation(_) | Event::Deployment(_) => None,
         }
     }
 }
@@ -237,4 +239,17 @@ pub struct Installation {
     pub action: String,
     pub installation_id: u64,
     pub account: String,
+}
+
+/// A notification from Argo CD about one Application (see `deploy/argocd/`). Only a hint: the
+/// bot reads the Application from Argo CD's API before it concludes anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentNotice {
+    pub application: String,
+    /// The notification's trigger (`on-deployed`, `on-sync-failed`, ...), as sent.
+    #[serde(default)]
+    pub trigger: Option<String>,
+    /// The revision the notification was about, as sent.
+    #[serde(default)]
+    pub revision: Option<String>,
 }

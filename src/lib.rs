@@ -4,6 +4,7 @@
 //! it against the operator's policy and opens release branches in the deployment repository,
 //! with image tags changed in place, signed release documents and an audit trail.
 
+pub mod argocd;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -236,6 +236,7 @@ fn order_key(d: &PendingDelivery) -> String {
             c.commit
         ),
         Ok(Event::Installation(_)) => "installation".to_string(),
+        Ok(Event::Deployment(n)) => format!("argocd {}", n.application),
         Err(_) => format!("unreadable {}", d.id),
     }
 }

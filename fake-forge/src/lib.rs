@@ -10,6 +10,7 @@
 //! made to fail (a status, `Retry-After`) to test the bot's error paths.
 
 mod api;
+pub mod argocd;
 mod gitlab_api;
 mod gitlab_payloads;
 mod payloads;
@@ -273,6 +274,8 @@ pub struct State {
     pub http: reqwest::Client,
     /// Every webhook sent, in order, to send again late ([`FakeForge::resend`]).
     pub sent: Vec<(String, Value)>,
+    /// The fake Argo CD beside the forge (`/api/v1/applications`).
+    pub argocd: argocd::ArgoCdState,
 }
 
 impl State {
@@ -437,7 +440,8 @@ impl FakeForge {
         let app = match flavor {
             Flavor::Github => router(state.clone()),
             Flavor::Gitlab => gitlab_api::router(state.clone()),
-        };
+        }
+        .merge(argocd::router(state.clone()));
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("the fake serves");
         });
@@ -1021,6 +1025,135 @@ impl FakeForge {
             }
         };
         self.send(kind, payload).await;
+    }
+
+    /// The fake Argo CD's URL (it answers beside the forge, on the same port).
+    pub fn argocd_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Argo CD's API accepts only `token`; its notifications go to `url` with `hook_token` as
+    /// a bearer token.
+    pub fn set_argocd(&self, token: &str, url: &str, hook_token: &str) {
+        let mut st = self.lock();
+        st.argocd.token = Some(token.to_string());
+        st.argocd.notify = Some((url.to_string(), hook_token.to_string()));
+    }
+
+    /// An Argo CD Application deploying `repo`'s `target` branch, synced to its tip and
+    /// healthy, as one is before any release.
+    pub fn argocd_app(&self, name: &str, repo: &str, target: &str) {
+        let mut st = self.lock();
+        let now = st.tick();
+        let tip = st.repos[repo].branch_tip(target);
+        let id = st.id();
+        st.argocd.apps.insert(
+            name.to_string(),
+            argocd::ArgoApp {
+                name: name.to_string(),
+                repo: repo.to_string(),
+                target: target.to_string(),
+                sync_status: "Synced".into(),
+                revision: tip.clone(),
+                health: "Healthy".into(),
+                phase: Some("Succeeded".into()),
+                message: "successfully synced (all tasks run)".into(),
+                operation_revision: tip.clone(),
+                started_at: Some(now),
+                finished_at: Some(now),
+                history: tip.map(|t| (id, t, now)).into_iter().collect(),
+            },
+        );
+    }
+
+    /// Argo CD syncs Application `name` to the tip of its branch: the sync ends in `phase`
+    /// (`Succeeded`, `Failed`, `Error`, `Running`) with `health`, and the notification of the
+    /// matching stock trigger is sent (unless lost). Returns the revision synced.
+    pub async fn argocd_sync(&self, name: &str, phase: &str, health: &str) -> String {
+        let (revision, note) = {
+            let mut st = self.lock();
+            let now = st.tick();
+            let id = st.id();
+            let app = st.argocd.apps[name].clone();
+            let tip = st.repos[&app.repo]
+                .branch_tip(&app.target)
+                .expect("the tracked branch exists");
+            let app = st.argocd.apps.get_mut(name).unwrap();
+            app.phase = Some(phase.to_string());
+            app.operation_revision = Some(tip.clone());
+            app.started_at = Some(now);
+            app.finished_at = (phase != "Running").then_some(now);
+            app.health = health.to_string();
+            match phase {
+                "Succeeded" => {
+                    app.sync_status = "Synced".into();
+                    app.revision = Some(tip.clone());
+                    app.message = "successfully synced (all tasks run)".into();
+                    app.history.push((id, tip.clone(), now));
+                }
+                "Running" => {
+                    app.sync_status = "OutOfSync".into();
+                    app.message = "waiting for completion of hook batch/Job/migrate".into();
+                }
+                _ => {
+                    app.sync_status = "OutOfSync".into();
+                    app.revision = Some(tip.clone());
+                    app.message = "one or more objects failed to apply, reason: Deployment.apps \"web\" is invalid: spec.template.spec.containers[0].image: Required value".into();
+                }
+            }
+            let app = app.clone();
+            (
+                tip,
+                argocd::trigger_of(&app).map(|t| argocd::notification(&app, t)),
+            )
+        };
+        if let Some(note) = note {
+            self.notify_argocd(note).await;
+        }
+        revision
+    }
+
+    /// The Application's health changes (pods crash, or recover) without a sync.
+    pub async fn argocd_health(&self, name: &str, health: &str) {
+        let note = {
+            let mut st = self.lock();
+            st.tick();
+            let app = st.argocd.apps.get_mut(name).unwrap();
+            app.health = health.to_string();
+            let app = app.clone();
+            argocd::trigger_of(&app).map(|t| argocd::notification(&app, t))
+        };
+        if let Some(note) = note {
+            self.notify_argocd(note).await;
+        }
+    }
+
+    /// Sends an Argo CD notification as its webhook service does (unless told to lose it).
+    pub async fn notify_argocd(&self, body: Value) {
+        let target = {
+            let mut st = self.lock();
+            st.argocd.notifications.push(body.clone());
+            if st.argocd.lose_notifications > 0 {
+                st.argocd.lose_notifications -= 1;
+                return;
+            }
+            st.argocd.notify.clone()
+        };
+        let Some((url, token)) = target else { return };
+        let sent = self
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "argocd-notifications/fake")
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => eprintln!("fake-argocd: notification answered {}", r.status()),
+            Err(e) => eprintln!("fake-argocd: notification not delivered: {e}"),
+        }
     }
 
     /// The requests answered so far.

@@ -34,6 +34,14 @@ options:
                            (recursively), on branch main; repeatable
   --empty-repo OWNER/NAME  a repository whose first commit holds only a README; repeatable
   --team ORG/SLUG=LOGIN    LOGIN is a member of the team (GitLab: the group); repeatable
+  --argocd-app NAME=OWNER/NAME
+                           a fake Argo CD Application NAME deploying the repository's main
+                           branch (answered at /api/v1/applications/NAME on the API port);
+                           repeatable
+  --argocd-token TOKEN     the only bearer token the fake Argo CD API accepts (default: any)
+  --argocd-webhook URL     where Argo CD notifications go (the bot's /webhooks/argocd)
+  --argocd-webhook-token TOKEN
+                           the bearer token the notifications carry
   -h, --help               this text
 
 Reads of the API (GET) need no token here, so `curl` can look around; writes want any token
@@ -58,6 +66,13 @@ POST /check    {\"repo\": \"acme/deploy\", \"number\": 1, \"name\": \"ci/build\"
                a check run on the pull request's head (or give \"sha\" instead of \"number\");
                conclusion \"success\", \"failure\" or null (still running). GitLab: a job of the
                commit's pipeline -> {\"sha\": SHA}
+POST /argocd/sync   {\"app\": \"podinfo-staging\", \"phase\": \"Succeeded\", \"health\": \"Healthy\"}
+               Argo CD syncs the Application to its branch's tip; phase \"Succeeded\", \"Failed\",
+               \"Error\" or \"Running\"; health \"Healthy\", \"Progressing\", \"Degraded\",
+               \"Missing\", \"Suspended\" or \"Unknown\"; sends the notification
+               -> {\"revision\": SHA}
+POST /argocd/health {\"app\": \"podinfo-staging\", \"health\": \"Degraded\"} the health changes
+GET  /argocd        every Application: revision, sync status, phase, health
 GET  /pulls    every pull (merge) request: repo, number, title, head branch and commit, state
 GET  /releases the releases and tags of every repository
 GET  /requests every API request the forge answered (method, path, status), oldest first: the
@@ -225,6 +240,89 @@ async fn check(State(f): Fake, Json(v): Json<Value>) -> Answer {
     Ok(Json(json!({ "sha": sha })))
 }
 
+const PHASES: [&str; 4] = ["Succeeded", "Failed", "Error", "Running"];
+const HEALTHS: [&str; 6] = [
+    "Healthy",
+    "Progressing",
+    "Degraded",
+    "Missing",
+    "Suspended",
+    "Unknown",
+];
+
+/// The Application named in the body, which must exist.
+fn argocd_app(f: &FakeForge, v: &Value) -> Result<String, (StatusCode, String)> {
+    let name = text(v, "app")?;
+    let st = f.lock();
+    if st.argocd.apps.contains_key(&name) {
+        return Ok(name);
+    }
+    let known: Vec<&str> = st.argocd.apps.keys().map(String::as_str).collect();
+    Err((
+        StatusCode::NOT_FOUND,
+        format!(
+            "no Argo CD Application {name}; this fake has: {} (--argocd-app adds one)\n",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ),
+    ))
+}
+
+fn one_of(
+    v: &Value,
+    key: &str,
+    default: &str,
+    allowed: &[&str],
+) -> Result<String, (StatusCode, String)> {
+    let value = v[key].as_str().unwrap_or(default);
+    if allowed.contains(&value) {
+        Ok(value.to_string())
+    } else {
+        Err(bad(format!(
+            "\"{key}\" must be one of {}, not {value}",
+            allowed.join(", ")
+        )))
+    }
+}
+
+async fn argocd_sync(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let app = argocd_app(&f, &v)?;
+    let phase = one_of(&v, "phase", "Succeeded", &PHASES)?;
+    let health = one_of(&v, "health", "Healthy", &HEALTHS)?;
+    let revision = f.argocd_sync(&app, &phase, &health).await;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+async fn argocd_health(State(f): Fake, Json(v): Json<Value>) -> Answer {
+    let app = argocd_app(&f, &v)?;
+    let health = one_of(&v, "health", "Healthy", &HEALTHS)?;
+    f.argocd_health(&app, &health).await;
+    Ok(Json(json!({ "app": app, "health": health })))
+}
+
+async fn argocd_apps(State(f): Fake) -> Json<Value> {
+    let st = f.lock();
+    Json(Value::Array(
+        st.argocd
+            .apps
+            .values()
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "repo": a.repo,
+                    "revision": a.revision,
+                    "sync": a.sync_status,
+                    "phase": a.phase,
+                    "health": a.health,
+                })
+            })
+            .collect(),
+    ))
+}
+
 async fn pulls(State(f): Fake) -> Json<Value> {
     let st = f.lock();
     let mut out = Vec::new();
@@ -315,6 +413,10 @@ async fn main() -> anyhow::Result<()> {
     let mut api_port: u16 = 0;
     let mut control_port: u16 = 0;
     let mut flavor = Flavor::Github;
+    let mut argocd_apps_wanted = Vec::new();
+    let mut argocd_token: Option<String> = None;
+    let mut argocd_webhook: Option<String> = None;
+    let mut argocd_webhook_token = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -331,6 +433,10 @@ async fn main() -> anyhow::Result<()> {
             "--api-port" => api_port = value()?.parse()?,
             "--control-port" => control_port = value()?.parse()?,
             "--gitlab" => flavor = Flavor::Gitlab,
+            "--argocd-app" => argocd_apps_wanted.push(value()?),
+            "--argocd-token" => argocd_token = Some(value()?),
+            "--argocd-webhook" => argocd_webhook = Some(value()?),
+            "--argocd-webhook-token" => argocd_webhook_token = value()?,
             "--help" | "-h" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -371,6 +477,26 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = webhook {
         fake.set_webhook(&url, &secret);
     }
+    for spec in &argocd_apps_wanted {
+        let (name, repo) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--argocd-app wants NAME=OWNER/NAME, got {spec}"))?;
+        if !fake.lock().repos.contains_key(repo) {
+            anyhow::bail!("--argocd-app {spec}: no repository {repo} (give it with --repo)");
+        }
+        fake.argocd_app(name, repo, "main");
+    }
+    {
+        let mut st = fake.lock();
+        st.argocd.token = argocd_token;
+        st.argocd.notify = argocd_webhook.map(|url| (url, argocd_webhook_token));
+    }
+    if !argocd_apps_wanted.is_empty() {
+        println!(
+            "fake Argo CD at   {} (the bot's argocd.url)",
+            fake.argocd_url()
+        );
+    }
     match flavor {
         Flavor::Github => println!("fake GitHub API at {} (the bot's apiUrl)", fake.api_url()),
         Flavor::Gitlab => println!(
@@ -393,6 +519,9 @@ async fn main() -> anyhow::Result<()> {
         .route("/comment", post(comment))
         .route("/review", post(review))
         .route("/check", post(check))
+        .route("/argocd", get(argocd_apps))
+        .route("/argocd/sync", post(argocd_sync))
+        .route("/argocd/health", post(argocd_health))
         .route("/pulls", get(pulls))
         .route("/releases", get(releases))
         .route("/requests", get(requests))

@@ -729,6 +729,45 @@ impl DeployRepo {
         Ok(oid)
     }
 
+    /// Whether `revision` of the remote has `commit` in its history (Argo CD reports the
+    /// revision it synced; a release is deployed once that revision contains its merge). The
+    /// cache is shallow: the revision is fetched with its history back to `commit`'s time, and
+    /// a revision older than the commit cannot contain it, so nothing deeper is ever fetched.
+    pub fn contains(&self, revision: &str, commit: &str) -> Result<bool, GitError> {
+        if revision == commit {
+            return Ok(true);
+        }
+        let rev = self.fetch_any_commit(revision)?;
+        let merged = self.fetch_any_commit(commit)?;
+        let time = |oid| -> Result<i64, GitError> {
+            Ok(self.repo.find_commit(oid)?.committer().when().seconds())
+        };
+        let since = time(merged)?;
+        if time(rev)? < since {
+            return Ok(false);
+        }
+        {
+            let _writing = self.lock_for_writing();
+            self.read_from_remote(
+                self.remote
+                    .git(&self.path)
+                    .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
+                    // A second of slack: "since" is exclusive in some versions of git.
+                    .arg(format!("--shallow-since={}", since - 1))
+                    .arg(self.remote.transport_url())
+                    .arg(revision),
+                revision.to_string(),
+            )?;
+        }
+        let out = output(
+            self.remote
+                .git(&self.path)
+                .args(["merge-base", "--is-ancestor", commit, revision]),
+            &self.remote,
+        )?;
+        Ok(out.status.success())
+    }
+
     /// The names of the remote's tags, without fetching them (a read shared with others
     /// asking at the same time, see [`DeployRepo::shared_read`]).
     pub fn remote_tags(&self) -> Result<Vec<String>, GitError> {

@@ -74,10 +74,17 @@ impl ReleaseState {
         match to {
             Pending => false,
             Tagging => self == Pending,
-            AwaitingApproval => matches!(self, Pending | Tagging | AwaitingChecks | Merging),
+            // The next environment, after the last one merged (or deployed, with Argo CD).
+            AwaitingApproval => {
+                matches!(
+                    self,
+                    Pending | Tagging | AwaitingChecks | Merging | Deploying
+                )
+            }
             AwaitingChecks => matches!(self, AwaitingApproval | Merging),
             Merging => matches!(self, AwaitingApproval | AwaitingChecks),
-            Deploying => self == Merging,
+            // Watched again with `/retry` after a failed deployment.
+            Deploying => matches!(self, Merging | Failed),
             Documenting => matches!(self, Merging | Deploying | Failed),
             Completed => self == Documenting,
             // A release fails after its merge (a tag that clashes); `/retry` picks it up again.
@@ -115,6 +122,11 @@ pub enum AuditEvent {
     ReleaseMergeFailed,
     ReleaseMerged,
     ReleaseNextEnvironment,
+    /// An environment merged and Argo CD is watched deploying it.
+    ReleaseDeploying,
+    /// Every Application of an environment synced the merge and is healthy.
+    ReleaseDeployed,
+    ReleaseDeployFailed,
     ReleaseDocumenting,
     ReleaseCompleted,
     ReleaseFailed,
@@ -143,6 +155,9 @@ impl AuditEvent {
             AuditEvent::ReleaseMergeFailed => "ReleaseMergeFailed",
             AuditEvent::ReleaseMerged => "ReleaseMerged",
             AuditEvent::ReleaseNextEnvironment => "ReleaseNextEnvironment",
+            AuditEvent::ReleaseDeploying => "ReleaseDeploying",
+            AuditEvent::ReleaseDeployed => "ReleaseDeployed",
+            AuditEvent::ReleaseDeployFailed => "ReleaseDeployFailed",
             AuditEvent::ReleaseDocumenting => "ReleaseDocumenting",
             AuditEvent::ReleaseCompleted => "ReleaseCompleted",
             AuditEvent::ReleaseFailed => "ReleaseFailed",

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::store::Store;
 use crate::store::deliveries::DeliveryWriter;
-use webhook::{GithubVerifier, GitlabVerifier};
+use webhook::{GithubVerifier, TokenVerifier};
 
 pub use door::{DEFAULT_MAX_BODY_BYTES, DoorLimits};
 
@@ -31,7 +31,10 @@ pub struct Inner {
     pub store: Store,
     pub writer: DeliveryWriter,
     pub github: Option<GithubVerifier>,
-    pub gitlab: Option<GitlabVerifier>,
+    pub gitlab: Option<TokenVerifier>,
+    pub argocd: Option<TokenVerifier>,
+    /// The forge the bot releases through: Argo CD's notifications are stored under it.
+    pub home: crate::events::ForgeKind,
     /// Reads bodies within the door's limits.
     pub bodies: door::BodyReader,
     /// Notified when a delivery was stored, to wake the worker.
@@ -56,12 +59,19 @@ pub struct ServiceConfig {
     pub github_webhook_secrets: Option<Vec<SecretString>>,
     /// `X-Gitlab-Token` values accepted (several during a rotation).
     pub gitlab_webhook_tokens: Option<Vec<SecretString>>,
+    /// Tokens Argo CD Notifications authenticate with (`POST /webhooks/argocd`).
+    pub argocd_webhook_tokens: Option<Vec<SecretString>>,
     pub limits: DoorLimits,
 }
 
 impl AppState {
     /// Starts the delivery writer over `store`.
-    pub fn new(store: Store, config: ServiceConfig, interest: Interest) -> AppState {
+    pub fn new(
+        store: Store,
+        config: ServiceConfig,
+        interest: Interest,
+        home: crate::events::ForgeKind,
+    ) -> AppState {
         let stored = Arc::new(Notify::new());
         let writer = DeliveryWriter::spawn(store.clone(), stored.clone());
         AppState {
@@ -75,7 +85,12 @@ impl AppState {
                 gitlab: config
                     .gitlab_webhook_tokens
                     .as_deref()
-                    .map(GitlabVerifier::new),
+                    .map(TokenVerifier::new),
+                argocd: config
+                    .argocd_webhook_tokens
+                    .as_deref()
+                    .map(TokenVerifier::new),
+                home,
                 bodies: door::BodyReader::new(config.limits.clone()),
                 stored,
                 interest,
@@ -88,6 +103,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/github", post(webhook::github))
         .route("/webhooks/gitlab", post(webhook::gitlab))
+        .route("/webhooks/argocd", post(webhook::argocd))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -134,7 +150,7 @@ pub fn start(
         forge == kind && crate::release::bot::concerns_the_bot(&settings, e)
     });
     let limits = config.limits.clone();
-    let state = AppState::new(store.clone(), config, interest);
+    let state = AppState::new(store.clone(), config, interest, kind);
     let stored = state.stored.clone();
     let addr = listener
         .local_addr()

@@ -66,15 +66,16 @@ impl GithubVerifier {
     }
 }
 
-/// Checks `X-Gitlab-Token` against every configured token, in constant time: both sides are
+/// Checks a shared token (GitLab's `X-Gitlab-Token`, Argo CD's bearer or basic-auth password)
+/// against every configured token, in constant time: both sides are
 /// hashed first (so lengths do not leak) and the digests compared without an early exit.
-pub struct GitlabVerifier {
+pub struct TokenVerifier {
     digests: Vec<[u8; 32]>,
 }
 
-impl GitlabVerifier {
-    pub fn new(tokens: &[SecretString]) -> GitlabVerifier {
-        GitlabVerifier {
+impl TokenVerifier {
+    pub fn new(tokens: &[SecretString]) -> TokenVerifier {
+        TokenVerifier {
             digests: tokens
                 .iter()
                 .map(|t| <Sha256 as sha2::Digest>::digest(t.expose_secret().as_bytes()).into())
@@ -113,6 +114,10 @@ pub enum Rejection {
     BadSignature,
     #[error("the X-Gitlab-Token does not match any configured webhook token")]
     BadToken,
+    #[error(
+        "the Authorization header does not carry a configured Argo CD webhook token (Bearer, or basic auth with it as the password)"
+    )]
+    BadAuthorization,
     #[error(transparent)]
     Payload(#[from] PayloadError),
 }
@@ -121,7 +126,9 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let status = match self {
             Rejection::NotConfigured(_) => StatusCode::NOT_FOUND,
-            Rejection::BadSignature | Rejection::BadToken => StatusCode::UNAUTHORIZED,
+            Rejection::BadSignature | Rejection::BadToken | Rejection::BadAuthorization => {
+                StatusCode::UNAUTHORIZED
+            }
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::Busy => {
@@ -325,6 +332,84 @@ pub async fn gitlab(State(state): State<AppState>, delivery: GitlabDelivery) -> 
         delivery.delivery_id,
         delivery.kind,
         delivery.event,
+    )
+    .await
+}
+
+/// A verified Argo CD notification (see `deploy/argocd/`): the Application it is about.
+pub struct ArgoCdDelivery {
+    pub delivery_id: String,
+    pub notice: crate::events::DeploymentNotice,
+}
+
+/// The token of an `Authorization` header: `Bearer <token>`, or the password of
+/// `Basic base64(user:password)` (Argo CD's webhook service offers both).
+fn authorization_token(header: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(header).ok()?;
+    let (scheme, value) = text.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().as_bytes().to_vec());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()?;
+        let colon = pair.iter().position(|b| *b == b':')?;
+        return Some(pair[colon + 1..].to_vec());
+    }
+    None
+}
+
+impl FromRequest<AppState> for ArgoCdDelivery {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejection> {
+        let verifier = state
+            .argocd
+            .as_ref()
+            .ok_or(Rejection::NotConfigured("Argo CD"))?;
+        let (parts, body) = req.into_parts();
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| authorization_token(h.as_bytes()))
+            .ok_or(Rejection::BadAuthorization)?;
+        if !verifier.verify(&token) {
+            return Err(Rejection::BadAuthorization);
+        }
+        let body = state
+            .bodies
+            .read(&parts, body, |_| {})
+            .await?
+            .into_bytes()?;
+        let notice: crate::events::DeploymentNotice = crate::forge::parse_payload("argocd", &body)?;
+        if notice.application.is_empty() || notice.application.len() > 253 {
+            return Err(Rejection::Payload(PayloadError {
+                kind: "argocd".into(),
+                path: "application".into(),
+                message: "must name an Application (deploy/argocd/argocd-notifications-cm.yaml shows the body)".into(),
+            }));
+        }
+        // Argo CD sends no delivery id; its retries repeat the body. A repeated notification
+        // dropped as a redelivery costs nothing: reconcile reads the Application anyway.
+        let digest = sha2::Sha256::digest(&body);
+        Ok(ArgoCdDelivery {
+            delivery_id: format!("argocd:{}", hex::encode(&digest[..16])),
+            notice,
+        })
+    }
+}
+
+/// `POST /webhooks/argocd`.
+pub async fn argocd(State(state): State<AppState>, delivery: ArgoCdDelivery) -> Response {
+    let home = state.home;
+    store_delivery(
+        &state,
+        home,
+        delivery.delivery_id,
+        "argocd".into(),
+        Some(Event::Deployment(delivery.notice)),
     )
     .await
 }

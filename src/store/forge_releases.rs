@@ -70,6 +70,42 @@ pub struct ReleasePr {
     pub merge_commit: Option<String>,
     /// When the bot opened the pull request (its approval timeout runs from then).
     pub opened_at: Option<OffsetDateTime>,
+    /// After the merge, with Argo CD: how the environment's deployment stands.
+    pub deploy: Option<DeployState>,
+    /// When every Application was first seen synced to the merge (the health timeout runs
+    /// from then).
+    pub synced_at: Option<OffsetDateTime>,
+    pub deployed_at: Option<OffsetDateTime>,
+    /// The last thing seen of the deployment, in words.
+    pub deploy_detail: Option<String>,
+}
+
+/// How an environment's merged release stands in the cluster (with Argo CD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployState {
+    Deploying,
+    Deployed,
+    Failed,
+}
+
+impl DeployState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployState::Deploying => "deploying",
+            DeployState::Deployed => "deployed",
+            DeployState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeployState> {
+        [
+            DeployState::Deploying,
+            DeployState::Deployed,
+            DeployState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
 }
 
 fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
@@ -90,11 +126,18 @@ fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
         held_by: r.get("held_by"),
         merge_commit: r.get("merge_commit"),
         opened_at: r.get::<Option<&str>, _>("opened_at").map(parse_ts),
+        deploy: r
+            .get::<Option<&str>, _>("deploy_state")
+            .and_then(DeployState::parse),
+        synced_at: r.get::<Option<&str>, _>("synced_at").map(parse_ts),
+        deployed_at: r.get::<Option<&str>, _>("deployed_at").map(parse_ts),
+        deploy_detail: r.get("deploy_detail"),
     }
 }
 
 const PR_COLUMNS: &str = "release_id, environment, position, branch, pr_number, opening, head_commit, \
-     status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit, opened_at";
+     status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit, opened_at, \
+     deploy_state, synced_at, deployed_at, deploy_detail";
 
 impl Store {
     /// Links a recorded release to the forge it came from and lists its pull requests to be.
@@ -217,11 +260,22 @@ impl Store {
         Ok(rows.into_iter().map(pr_from_row).collect())
     }
 
+    /// Merged release pull requests whose environment Argo CD is deploying.
+    pub async fn release_prs_deploying(&self) -> Result<Vec<ReleasePr>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PR_COLUMNS} FROM release_prs WHERE deploy_state = 'deploying' ORDER BY release_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(pr_from_row).collect())
+    }
+
     /// Saves the mutable fields of a release pull request.
     pub async fn save_release_pr(&self, pr: &ReleasePr) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE release_prs SET pr_number = ?, opening = ?, head_commit = ?, status_comment_id = ?, \
-             status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ?, opened_at = ? \
+             status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ?, opened_at = ?, \
+             deploy_state = ?, synced_at = ?, deployed_at = ?, deploy_detail = ? \
              WHERE release_id = ? AND environment = ?",
         )
         .bind(pr.pr_number.map(|n| n as i64))
@@ -234,6 +288,10 @@ impl Store {
         .bind(&pr.held_by)
         .bind(&pr.merge_commit)
         .bind(pr.opened_at.map(ts))
+        .bind(pr.deploy.map(DeployState::as_str))
+        .bind(pr.synced_at.map(ts))
+        .bind(pr.deployed_at.map(ts))
+        .bind(&pr.deploy_detail)
         .bind(pr.release_id)
         .bind(&pr.environment)
         .execute(&self.pool)

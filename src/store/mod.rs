@@ -106,6 +106,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "rebuild_intent",
         include_str!("../../migrations/sqlite/0009_rebuild_intent.sql"),
     ),
+    (
+        10,
+        "deployments",
+        include_str!("../../migrations/sqlite/0010_deployments.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

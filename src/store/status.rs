@@ -38,6 +38,8 @@ pub struct EnvironmentOverview {
     pub url: Option<String>,
     /// What the pull request waits for, as its status comment says.
     pub waits_for: Option<String>,
+    /// After the merge, with Argo CD: deploying, deployed or failed.
+    pub deployment: Option<String>,
 }
 
 impl Store {
@@ -122,7 +124,7 @@ impl Store {
         for r in rows {
             let id: i64 = r.get("id");
             let environments = sqlx::query(
-                "SELECT p.environment, p.branch, p.state, p.pr_number, s.url, s.waits_for
+                "SELECT p.environment, p.branch, p.state, p.pr_number, p.deploy_state, s.url, s.waits_for
                  FROM release_prs p LEFT JOIN pr_status s
                    ON s.release_id = p.release_id AND s.environment = p.environment
                  WHERE p.release_id = ? ORDER BY p.position",
@@ -138,6 +140,7 @@ impl Store {
                 pull_request: e.get::<Option<i64>, _>("pr_number").map(|n| n as u64),
                 url: e.get("url"),
                 waits_for: e.get("waits_for"),
+                deployment: e.get("deploy_state"),
             })
             .collect();
             let last_error = match (

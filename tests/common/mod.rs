@@ -21,6 +21,11 @@ pub const BOT: &str = "release-coordinator[bot]";
 /// The fake GitLab's token user (a project access token's bot user).
 pub const GITLAB_BOT: &str = "release-bot";
 pub const GITLAB_TOKEN: &str = "glpat-scenario-token";
+/// The fake Argo CD's API token, and the token its notifications carry.
+pub const ARGOCD_TOKEN: &str = "argocd-scenario-token";
+pub const ARGOCD_HOOK_TOKEN: &str = "argocd-scenario-hook-token";
+/// An `argocd:` section for [`World::with_config`]: the fake Argo CD beside the fake forge.
+pub const ARGOCD_CONFIG: &str = "argocd:\n  url: {argocd}\n  tokenEnv: SCENARIO_ARGOCD_TOKEN\n  healthTimeout: 5m\n  webhookTokenEnv: [UNUSED_IN_PROCESS]\n";
 pub const PODINFO: &str =
     "fixtures/deploy-repos/values/stefanprodan__podinfo/charts/podinfo/values.yaml";
 pub const GUESTBOOK: &str =
@@ -148,7 +153,8 @@ impl World {
             assert!(public.status.success());
             fake.register_app(4242, &String::from_utf8(public.stdout).unwrap(), 77);
         }
-        std::fs::write(config_dir.join("orchestration-config.yaml"), edit(config)).unwrap();
+        let config = edit(config).replace("{argocd}", &fake.argocd_url());
+        std::fs::write(config_dir.join("orchestration-config.yaml"), config).unwrap();
         release_coordinator::signing::keygen(&config_dir.join("release-signing.pem")).unwrap();
 
         let jobs = 8;
@@ -375,19 +381,26 @@ pub async fn start_bot(
     let (settings, forge) = release_coordinator::forge::connect(&config, &secrets)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let bot = Bot::with_clock(
+    let argocd = config.orchestration.argocd.as_ref().map(|a| {
+        release_coordinator::argocd::ArgoCd::new(&a.url, SecretString::from(ARGOCD_TOKEN))
+    });
+    let mut bot = Bot::with_clock(
         config,
         settings,
         store,
         forge,
         Arc::new(ForgeTime(fake.state.clone())),
     );
+    if let Some(argocd) = argocd {
+        bot = bot.with_argocd(argocd);
+    }
     let secret = Some(vec![SecretString::from(SECRET)]);
     let (service, hook) = match fake.flavor() {
         Flavor::Github => (
             ServiceConfig {
                 github_webhook_secrets: secret,
                 gitlab_webhook_tokens: None,
+                argocd_webhook_tokens: Some(vec![SecretString::from(ARGOCD_HOOK_TOKEN)]),
                 limits: server::DoorLimits::default(),
             },
             "github",
@@ -396,6 +409,7 @@ pub async fn start_bot(
             ServiceConfig {
                 github_webhook_secrets: None,
                 gitlab_webhook_tokens: secret,
+                argocd_webhook_tokens: Some(vec![SecretString::from(ARGOCD_HOOK_TOKEN)]),
                 limits: server::DoorLimits::default(),
             },
             "gitlab",
@@ -415,6 +429,11 @@ pub async fn start_bot(
         },
     );
     fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);
+    fake.set_argocd(
+        ARGOCD_TOKEN,
+        &format!("http://{}/webhooks/argocd", running.addr),
+        ARGOCD_HOOK_TOKEN,
+    );
     (bot, running)
 }
 

@@ -98,6 +98,17 @@ impl Bot {
     /// The release cannot be completed without a person: recorded as `Failed` with the reason,
     /// which is also posted on its last pull request.
     async fn fail(&self, rel: &ForgeRelease, why: &str) -> Result<(), BotError> {
+        self.fail_with(rel, why, &texts::failed_after_merge(&rel.version_tag, why))
+            .await
+    }
+
+    /// [`Bot::fail`], saying `note` on the last pull request.
+    pub(super) async fn fail_with(
+        &self,
+        rel: &ForgeRelease,
+        why: &str,
+        note: &str,
+    ) -> Result<(), BotError> {
         let Some(rel) = self.current(rel.release_id).await? else {
             return Ok(());
         };
@@ -123,7 +134,7 @@ impl Bot {
             self.post_note_once(
                 number,
                 &format!("failed:{}", &super::notes::sha_hex(why)[..16]),
-                &texts::failed_after_merge(&rel.version_tag, why),
+                note,
             )
             .await?;
         }

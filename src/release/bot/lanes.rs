@@ -439,7 +439,8 @@ impl Bot {
                     _ => Placed::Lane(Lane::Free),
                 }
             }
-            Event::Installation(_) => Placed::Lane(Lane::Free),
+            // Claims the lanes of the releases it concerns (see `on_deployment_notice`).
+            Event::Installation(_) | Event::Deployment(_) => Placed::Lane(Lane::Free),
         })
     }
 }

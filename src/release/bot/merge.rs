@@ -76,13 +76,22 @@ impl Bot {
                 return Ok(());
             }
             match pr.state {
-                PrState::Merged => continue,
+                // With Argo CD, the next environment waits until this one is deployed.
+                PrState::Merged => {
+                    if self.deployed(&rel, &mut pr).await? {
+                        continue;
+                    }
+                    return Ok(());
+                }
                 PrState::Closed => return Ok(()),
                 PrState::Waiting => self.open_pr(&rel, &mut pr).await?,
                 PrState::Open | PrState::Scheduled => {
                     if refresh && !self.refresh(&rel, &mut pr).await? {
                         if pr.state == PrState::Merged {
-                            continue;
+                            let rel = self.current(release_id).await?.unwrap_or(rel);
+                            if self.deployed(&rel, &mut pr).await? {
+                                continue;
+                            }
                         }
                         return Ok(());
                     }
@@ -95,6 +104,13 @@ impl Bot {
                 return Ok(());
             };
             if !self.evaluate(&rel, &mut pr).await? {
+                return Ok(());
+            }
+            // Merged just now: with Argo CD, the next environment waits for this one to run.
+            let Some(rel) = self.current(release_id).await? else {
+                return Ok(());
+            };
+            if !self.deployed(&rel, &mut pr).await? {
                 return Ok(());
             }
         }
@@ -409,6 +425,7 @@ impl Bot {
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, merge_commit = %sha, "merged");
         pr.state = PrState::Merged;
         pr.merge_commit = Some(sha.clone());
+        self.start_watching(pr);
         self.store.save_release_pr(pr).await?;
         self.sign_approval_record(&rel, pr, gate, &sha, self.bot_login())
             .await?;
@@ -425,7 +442,8 @@ impl Bot {
         Ok(Merged::Yes)
     }
 
-    /// After one environment merged: the next one starts from `AwaitingApproval`.
+    /// After one environment merged: with Argo CD the release is `Deploying` (the next
+    /// environment waits for it), without it the next one starts from `AwaitingApproval`.
     pub(super) async fn after_merge(
         &self,
         rel: &ForgeRelease,
@@ -435,13 +453,44 @@ impl Bot {
         let Some(rel) = self.current(rel.release_id).await? else {
             return Ok(());
         };
+        if pr.deploy == Some(crate::store::forge_releases::DeployState::Deploying) {
+            if rel.state == ReleaseState::Merging {
+                self.transition(
+                    &rel,
+                    ReleaseState::Deploying,
+                    AuditEvent::ReleaseDeploying,
+                    self.bot_login(),
+                    json!({"environment": pr.environment, "merge_commit": pr.merge_commit}),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        self.next_environment(&rel, pr, ReleaseState::Merging).await
+    }
+
+    /// `pr`'s environment is done (merged; deployed, with Argo CD): if another environment
+    /// waits, the release waits for its approval. Only from `from`: the state the release is in
+    /// while that environment finishes.
+    pub(super) async fn next_environment(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+        from: ReleaseState,
+    ) -> Result<(), BotError> {
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(());
+        };
+        if rel.state != from {
+            return Ok(());
+        }
         let more = self
             .store
             .release_prs(rel.release_id)
             .await?
             .iter()
             .any(|p| p.state == PrState::Waiting);
-        if more && rel.state == ReleaseState::Merging {
+        if more {
             self.transition(
                 &rel,
                 ReleaseState::AwaitingApproval,

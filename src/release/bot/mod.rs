@@ -16,6 +16,7 @@
 
 mod approvals;
 mod commands;
+mod deploy;
 mod finish;
 mod lanes;
 mod merge;
@@ -78,6 +79,8 @@ pub struct Bot {
     pub settings: ForgeSettings,
     pub store: Store,
     pub forge: Arc<dyn Forge>,
+    /// Argo CD, when the operator configured it: merged environments are watched deploying.
+    argocd: Option<crate::argocd::ArgoCd>,
     clock: Arc<dyn Clock>,
     cache_root: PathBuf,
     /// The members of each team or group, with when and in which job they were read.
@@ -120,6 +123,7 @@ impl Bot {
             settings,
             store,
             forge,
+            argocd: None,
             clock,
             cache_root,
             teams: Mutex::new(HashMap::new()),
@@ -127,6 +131,12 @@ impl Bot {
             merging: tokio::sync::Mutex::new(()),
             just_built: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Watches merged environments deploy through `argocd` (the operator's `argocd:` names it).
+    pub fn with_argocd(mut self, argocd: crate::argocd::ArgoCd) -> Bot {
+        self.argocd = Some(argocd);
+        self
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -152,6 +162,7 @@ impl Bot {
                 tracing::info!(action = %i.action, account = %i.account, "installation changed");
                 Ok(())
             }
+            Event::Deployment(n) => self.on_deployment_notice(n).await,
         }
     }
 
@@ -277,7 +288,7 @@ pub fn concerns_the_bot(settings: &ForgeSettings, event: &Event) -> bool {
         Event::Review(r) => deployment(&r.repo),
         Event::PullRequest(p) => deployment(&p.repo),
         Event::Check(c) => deployment(&c.repo),
-        Event::Installation(_) => true,
+        Event::Installation(_) | Event::Deployment(_) => true,
     }
 }
 

@@ -250,7 +250,8 @@ impl Bot {
             actor,
             json!({"environment": pr.environment, "state": rel.state.as_str()}),
         )
-        .await
+        .await?;
+        self.watch_again(rel, pr).await
     }
 }
 

@@ -240,6 +240,36 @@ pub fn stale_approvals(head: &str, old_head: &str, users: &[String]) -> String {
     )
 }
 
+/// The status of a merged environment Argo CD is deploying.
+pub fn deploying_status(detail: &str) -> String {
+    format!("🚀 Merged; Argo CD is deploying it: {detail}.")
+}
+
+pub fn deployed_status(applications: &[String]) -> String {
+    if applications.is_empty() {
+        return "✅ Merged and deployed.".into();
+    }
+    format!(
+        "✅ Deployed: {} synced the release and {} Healthy.",
+        applications
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if applications.len() == 1 { "is" } else { "are" }
+    )
+}
+
+pub fn deploy_failed_status(why: &str) -> String {
+    format!("❌ Merged, but the deployment failed: {why}.")
+}
+
+pub fn deploy_failed(version: &str, environment: &str, why: &str) -> String {
+    format!(
+        "❌ Release {version} failed to deploy to {environment}: {why}. The deployment repository has the change; fix what Argo CD reports and comment `/retry` here to watch the deployment again."
+    )
+}
+
 pub fn failed_after_merge(version: &str, why: &str) -> String {
     format!(
         "❌ Release {version} failed after merging: {why}. The deployment repository has the change; tag the application commit by hand or remove the clashing tag and comment `/retry`."

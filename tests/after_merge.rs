@@ -1,0 +1,289 @@
+//! After the merge: with Argo CD configured, an environment is deployed only when every
+//! Application of its services synced a revision containing the merge and is healthy; the
+//! next environment waits for that, and a failed sync or lasting bad health fails the release.
+//! The fake Argo CD answers beside the fake forge and notifies the bot's real route.
+
+mod common;
+
+use common::*;
+use fake_forge::{Flavor, User};
+
+on_both_forges!(
+    staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_good,
+    a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again,
+    the_argocd_route_takes_only_its_token_and_its_shape,
+);
+
+const APPS: [&str; 4] = [
+    "podinfo-staging",
+    "guestbook-staging",
+    "podinfo-production",
+    "guestbook-production",
+];
+
+async fn world_with_argo_cd(forge: Flavor) -> World {
+    let w = World::with_config(forge, |c| format!("{c}{ARGOCD_CONFIG}")).await;
+    for app in APPS {
+        w.fake.argocd_app(app, DEPLOY, "main");
+    }
+    w
+}
+
+/// Staging merged with alice's approval and its checks.
+async fn staging_merged(w: &World) {
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{:#?}", w.bot_comments(1));
+}
+
+async fn events(w: &World) -> Vec<String> {
+    audit_events(w).await.into_iter().map(|(e, _)| e).collect()
+}
+
+async fn staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_good(
+    forge: Flavor,
+) {
+    let w = world_with_argo_cd(forge).await;
+    staging_merged(&w).await;
+
+    // Merged, not deployed: production waits, and the pull request says for what.
+    assert_eq!(w.release_state().await, "Deploying");
+    assert!(w.pull(2).is_none(), "production waits for staging to run");
+    let status = w.status_comment(1);
+    assert!(status.contains("Argo CD is deploying it"), "{status}");
+    assert!(
+        status.contains("`podinfo-staging` has not synced the release yet"),
+        "{status}"
+    );
+
+    // One Application synced and healthy, the other synced and still coming up.
+    w.fake
+        .argocd_sync("podinfo-staging", "Succeeded", "Healthy")
+        .await;
+    w.settle().await;
+    w.fake
+        .argocd_sync("guestbook-staging", "Succeeded", "Progressing")
+        .await;
+    w.settle().await;
+    assert!(w.pull(2).is_none(), "guestbook-staging is not healthy yet");
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("`guestbook-staging` is synced and Progressing"),
+        "{status}"
+    );
+
+    // It turns healthy, and Argo CD's notification is lost: reconcile reads it anyway.
+    w.fake.lock().argocd.lose_notifications = 1;
+    w.fake.argocd_health("guestbook-staging", "Healthy").await;
+    w.settle().await;
+    assert!(w.pull(2).is_none(), "nothing told the bot yet");
+    assert_eq!(w.release_state().await, "Deploying");
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let production = w.pull(2).expect("production opens once staging runs");
+    assert_eq!(production.head, "release/mvp-v1/production");
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("Deployed: `guestbook-staging`, `podinfo-staging`"),
+        "{status}"
+    );
+
+    // Production merges with its two roles, and completes only once it runs.
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    w.comment(2, "alice", "/approve").await;
+    w.fake
+        .review(DEPLOY, 2, User::human("bob"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(2).unwrap().merged, "{:#?}", w.bot_comments(2));
+    assert_eq!(w.release_state().await, "Deploying");
+    assert!(
+        w.fake.lock().repos[APP].releases.is_empty(),
+        "no forge release before production runs"
+    );
+    // A hotfix lands on the base before Argo CD syncs: the revision it syncs is a later one,
+    // which contains the merge.
+    let hotfix = w
+        .fake
+        .push(
+            DEPLOY,
+            "main",
+            &[("HOTFIX.md", b"hotfix\n".as_slice())],
+            &[],
+            "frank",
+            "Hotfix",
+        )
+        .await;
+    w.settle().await;
+    for app in ["podinfo-production", "guestbook-production"] {
+        w.fake.argocd_sync(app, "Succeeded", "Healthy").await;
+        w.settle().await;
+    }
+    assert_eq!(w.release_state().await, "Completed");
+    assert_eq!(w.fake.lock().repos[APP].releases.len(), 1);
+    assert_eq!(
+        w.fake.lock().argocd.apps["podinfo-production"]
+            .revision
+            .as_deref(),
+        Some(hotfix.as_str())
+    );
+
+    // `status` shows each environment deployed.
+    let overview = w
+        .store()
+        .await
+        .release_overviews(Some("mvp-v1"), 0)
+        .await
+        .unwrap();
+    let deployments: Vec<Option<&str>> = overview[0]
+        .environments
+        .iter()
+        .map(|e| e.deployment.as_deref())
+        .collect();
+    assert_eq!(deployments, vec![Some("deployed"), Some("deployed")]);
+
+    // On the record: each environment's deployment, staging's before production opened.
+    let log = audit_events(&w).await;
+    let at = |event: &str, env: &str| {
+        log.iter()
+            .position(|(e, d)| e == event && d["environment"] == env)
+            .unwrap_or_else(|| panic!("{event} for {env} in {log:#?}"))
+    };
+    assert!(at("ReleaseDeploying", "staging") < at("ReleaseDeployed", "staging"));
+    assert!(at("ReleaseDeployed", "staging") < at("ReleaseApprovalRequested", "production"));
+    assert!(at("ReleaseMerged", "production") < at("ReleaseDeployed", "production"));
+    let completed = log.iter().position(|(e, _)| e == "ReleaseCompleted");
+    assert!(
+        completed > Some(at("ReleaseDeployed", "production")),
+        "{log:#?}"
+    );
+    let deployed = &log[at("ReleaseDeployed", "production")].1;
+    assert_eq!(
+        deployed["applications"],
+        serde_json::json!(["guestbook-production", "podinfo-production"])
+    );
+}
+
+async fn a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again(forge: Flavor) {
+    let w = world_with_argo_cd(forge).await;
+    staging_merged(&w).await;
+
+    // Argo CD fails to sync the merge.
+    w.fake
+        .argocd_sync("podinfo-staging", "Failed", "Healthy")
+        .await;
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("the deployment failed") && status.contains("podinfo-staging"),
+        "{status}"
+    );
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("failed to deploy to staging") && c.contains("/retry")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    assert!(
+        w.pull(2).is_none(),
+        "production never opens on a failed staging"
+    );
+    assert!(
+        events(&w)
+            .await
+            .contains(&"ReleaseDeployFailed".to_string())
+    );
+
+    // The requester fixes it in Argo CD (the sync succeeds; a notification while the release
+    // is failed changes nothing) and asks again: the deployment is watched anew.
+    w.fake
+        .argocd_sync("podinfo-staging", "Succeeded", "Healthy")
+        .await;
+    w.fake
+        .argocd_sync("guestbook-staging", "Succeeded", "Degraded")
+        .await;
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    w.comment(1, "dave", "/retry").await;
+    assert_eq!(
+        w.release_state().await,
+        "Deploying",
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("`guestbook-staging` is Degraded (fails after 5m)"),
+        "{status}"
+    );
+    assert_eq!(w.release_state().await, "Deploying");
+
+    // Degraded for longer than the health timeout: failed, at the next look.
+    w.fake.advance(time::Duration::minutes(6));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("`guestbook-staging` is Degraded longer than the health timeout (5m)"),
+        "{status}"
+    );
+    assert!(w.pull(2).is_none());
+}
+
+async fn the_argocd_route_takes_only_its_token_and_its_shape(forge: Flavor) {
+    let w = world_with_argo_cd(forge).await;
+    let url = format!("http://{}/webhooks/argocd", w.running.addr);
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"application": "podinfo-staging", "trigger": "on-deployed"});
+    let post = |auth: Option<String>, body: serde_json::Value| {
+        let mut req = client.post(&url).json(&body);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send()
+    };
+    let no_auth = post(None, body.clone()).await.unwrap();
+    assert_eq!(no_auth.status(), 401);
+    let wrong = post(Some("Bearer not-the-token".into()), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(
+        !wrong.text().await.unwrap().contains(ARGOCD_HOOK_TOKEN),
+        "the token is never echoed"
+    );
+    let bearer = post(Some(format!("Bearer {ARGOCD_HOOK_TOKEN}")), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 202);
+    // Argo CD's retry of the same body is a redelivery.
+    let again = post(Some(format!("Bearer {ARGOCD_HOOK_TOKEN}")), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    // Basic auth with the token as the password (Argo CD's `basicAuth`).
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("argocd:{ARGOCD_HOOK_TOKEN}"));
+    let ok = post(
+        Some(format!("Basic {basic}")),
+        serde_json::json!({"application": "guestbook-staging"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 202);
+    let shapeless = post(
+        Some(format!("Bearer {ARGOCD_HOOK_TOKEN}")),
+        serde_json::json!({"app": "podinfo-staging"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(shapeless.status(), 400);
+    let why = shapeless.text().await.unwrap();
+    assert!(why.contains("application"), "{why}");
+    w.settle().await;
+}
