@@ -25,19 +25,23 @@ pub enum Command {
     Retry,
     /// Abort the release: close the pull request, record it as aborted.
     Cancel,
+    /// Open a pull request that restores what the merged release changed in this environment
+    /// (`/rollback [reason]`).
+    Rollback,
     Help,
 }
 
 impl Command {
     /// Every command, in the order `/help` lists them. The match in [`Command::usage`] is
     /// exhaustive, so a new command cannot be added without its help line.
-    pub const ALL: [Command; 7] = [
+    pub const ALL: [Command; 8] = [
         Command::Approve,
         Command::ApproveCancel,
         Command::Hold,
         Command::Unhold,
         Command::Retry,
         Command::Cancel,
+        Command::Rollback,
         Command::Help,
     ];
 
@@ -58,6 +62,10 @@ impl Command {
             Command::Cancel => (
                 "/cancel",
                 "abort the release: close this pull request and record it as aborted",
+            ),
+            Command::Rollback => (
+                "/rollback [reason]",
+                "on a merged release pull request: open a pull request that restores what this release changed in its environment",
             ),
             Command::Help => ("/help", "show this list"),
         }
@@ -105,6 +113,20 @@ fn suggestion(name: &str) -> String {
 
 /// Every command line of `comment`, in order, each parsed or with the reason it is not a command.
 pub fn parse_comment(comment: &str) -> Vec<Result<Command, CommandError>> {
+    command_lines(comment).into_iter().map(|(c, _)| c).collect()
+}
+
+/// The reason given with the first `/rollback` of `comment` (the rest of its line), if any.
+pub fn rollback_reason(comment: &str) -> Option<String> {
+    command_lines(comment)
+        .into_iter()
+        .find(|(c, _)| *c == Ok(Command::Rollback))
+        .map(|(_, rest)| rest)
+        .filter(|r| !r.is_empty())
+}
+
+/// Every command line of `comment` with the text after the command's name.
+fn command_lines(comment: &str) -> Vec<(Result<Command, CommandError>, String)> {
     // In document order and disjoint, so one pass over them keeps up with the lines.
     let ignored = ignored_ranges(comment);
     let mut next_ignored = 0;
@@ -129,7 +151,7 @@ pub fn parse_comment(comment: &str) -> Vec<Result<Command, CommandError>> {
 }
 
 /// `None` when the line only looks like a command (a path such as `/usr/bin`, a lone `/`).
-fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
+fn parse_line(line: &str) -> Option<(Result<Command, CommandError>, String)> {
     let body = &line[1..];
     let name_len = body
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
@@ -140,6 +162,11 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
     }
     let args: Vec<&str> = rest.split_whitespace().collect();
     let lower = name.to_ascii_lowercase();
+    let rest = rest.trim().to_string();
+    // A rollback's reason is free text.
+    if lower == "rollback" {
+        return Some((Ok(Command::Rollback), rest));
+    }
     let (command, allowed): (Command, &[&str]) = match lower.as_str() {
         "approve"
             if args
@@ -156,19 +183,25 @@ fn parse_line(line: &str) -> Option<Result<Command, CommandError>> {
         "cancel" => (Command::Cancel, &[]),
         "help" => (Command::Help, &[]),
         _ => {
-            return Some(Err(CommandError::Unknown {
-                name: name.to_string(),
-            }));
+            return Some((
+                Err(CommandError::Unknown {
+                    name: name.to_string(),
+                }),
+                rest,
+            ));
         }
     };
     if let Some(extra) = args.get(allowed.len()) {
-        return Some(Err(CommandError::UnexpectedArgument {
-            name: lower,
-            argument: (*extra).to_string(),
-            usage: command.usage().0,
-        }));
+        return Some((
+            Err(CommandError::UnexpectedArgument {
+                name: lower,
+                argument: (*extra).to_string(),
+                usage: command.usage().0,
+            }),
+            rest,
+        ));
     }
-    Some(Ok(command))
+    Some((Ok(command), rest))
 }
 
 /// Byte ranges of the comment that are not the author's own prose: code (fenced, indented,
@@ -227,6 +260,23 @@ mod tests {
             .into_iter()
             .map(|r| r.expect("a command"))
             .collect()
+    }
+
+    #[test]
+    fn a_rollback_takes_its_reason_from_the_rest_of_its_line() {
+        let c = "Staging is down.\n\n/rollback  the new image crashes on start \n/approve\n";
+        assert_eq!(
+            parse_comment(c),
+            vec![Ok(Command::Rollback), Ok(Command::Approve)]
+        );
+        assert_eq!(
+            rollback_reason(c).as_deref(),
+            Some("the new image crashes on start")
+        );
+        assert_eq!(rollback_reason("/rollback"), None);
+        // Quoted, it is no command and gives no reason.
+        assert_eq!(rollback_reason("> /rollback because\n"), None);
+        assert_eq!(parse_comment("> /rollback because\n"), vec![]);
     }
 
     #[test]

@@ -418,9 +418,47 @@ impl ReleasePolicy {
     /// The rule for `environment`: its own entry, else the `default` entry the operator wrote
     /// out, else none (an environment without a rule cannot be released to).
     pub fn environment(&self, environment: &str) -> Option<&EnvironmentPolicy> {
+        // A rollback pull request merges under the environment's `rollback` rule, or its own.
+        if let Some(rolled_back) =
+            crate::store::forge_releases::rolled_back_environment(environment)
+        {
+            let rule = self.environment(rolled_back)?;
+            return Some(rule.rollback.as_deref().unwrap_or(rule));
+        }
         self.environments
             .get(environment)
             .or_else(|| self.environments.get("default"))
+    }
+
+    /// The environments `environment` comes after, nearest first (`after:` followed).
+    pub fn chain_before(&self, environment: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let mut at = environment;
+        while let Some(before) = self.environments.get(at).and_then(|e| e.after.as_deref()) {
+            if before == environment || out.contains(&before) {
+                break; // a circle, reported by validation
+            }
+            out.push(before);
+            at = before;
+        }
+        out
+    }
+
+    /// The circle `environment`'s chain runs into, if it does.
+    fn chain_cycle(&self, environment: &str) -> Option<Vec<String>> {
+        let mut seen = vec![environment.to_string()];
+        let mut at = environment;
+        while let Some(before) = self.environments.get(at).and_then(|e| e.after.as_deref()) {
+            seen.push(before.to_string());
+            if before == environment {
+                return Some(seen);
+            }
+            if seen[..seen.len() - 1].iter().any(|s| s == before) {
+                return None; // a circle further on, reported at its own members
+            }
+            at = before;
+        }
+        None
     }
 }
 
@@ -461,6 +499,19 @@ pub struct EnvironmentPolicy {
     /// bot built is merged. On: everyone who pushed to the branch is excluded from approving.
     #[serde(default)]
     pub allow_people_commits: bool,
+    /// The environment a release must have reached first (`production: {after: staging}`): a
+    /// trigger may not skip it or list it later, and this environment's pull request opens
+    /// only once that one is deployed (with Argo CD) or merged (without).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// How long the release stays in the environment before (`after`) before this one opens,
+    /// e.g. `30m`, `2h`.
+    #[serde(default)]
+    pub soak: Option<String>,
+    /// The rule a rollback pull request of this environment merges under, when lighter than
+    /// the environment's own (for example one approval by a `platform-admin`, no checks).
+    #[serde(default)]
+    pub rollback: Option<Box<EnvironmentPolicy>>,
 }
 
 /// A check that must pass, and where it must come from. Written as a name (`ci/build`: a check
@@ -1018,16 +1069,25 @@ fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig)
                 format!("no service in orchestration-config.yaml deploys to environment `{env}`"),
             ));
         }
+        let rollback_roles = rules
+            .rollback
+            .as_ref()
+            .map(|r| r.required_roles.clone())
+            .unwrap_or_default();
         for (field, roles) in [
             ("requiredRoles", &rules.required_roles),
             ("rollbackRoles", &rules.rollback_roles),
+            ("rollback.requiredRoles", &rollback_roles),
         ] {
             for (i, role) in roles.iter().enumerate() {
                 if !p.roles.contains_key(role) {
-                    d.push(src.at(
-                        route!["environments", env.as_str(), field, i],
-                        format!("role `{role}` is not defined under `roles`"),
-                    ));
+                    let at = match field.split_once('.') {
+                        Some((outer, inner)) => {
+                            route!["environments", env.as_str(), outer, inner, i]
+                        }
+                        None => route!["environments", env.as_str(), field, i],
+                    };
+                    d.push(src.at(at, format!("role `{role}` is not defined under `roles`")));
                 }
             }
         }
@@ -1046,6 +1106,63 @@ fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig)
                 route!["environments", env.as_str(), "approvalTimeout"],
                 format!("`{t}` is not a duration; write a number and a unit: `30m`, `72h`, `7d`"),
             ));
+        }
+        if let Some(t) = &rules.soak
+            && parse_duration_secs(t).is_none()
+        {
+            d.push(src.at(
+                route!["environments", env.as_str(), "soak"],
+                format!("`{t}` is not a duration; write a number and a unit: `30m`, `2h`, `1d`"),
+            ));
+        }
+        if let Some(r) = &rules.rollback {
+            for (key, set) in [
+                ("after", r.after.is_some()),
+                ("soak", r.soak.is_some()),
+                ("rollback", r.rollback.is_some()),
+                ("rollbackRoles", !r.rollback_roles.is_empty()),
+            ] {
+                if set {
+                    d.push(src.at(
+                        route!["environments", env.as_str(), "rollback", key],
+                        format!(
+                            "`{key}` means nothing in a rollback rule; set it on `{env}` itself"
+                        ),
+                    ));
+                }
+            }
+        }
+        if rules.soak.is_some() && rules.after.is_none() {
+            d.push(src.at(
+                route!["environments", env.as_str(), "soak"],
+                "a soak time needs `after`: the environment the release soaks in first",
+            ));
+        }
+        if let Some(before) = &rules.after {
+            if env == "default" {
+                d.push(src.at(
+                    route!["environments", env.as_str(), "after"],
+                    "the `default` entry cannot chain; give `after` to each environment that has one",
+                ));
+            } else if before == env {
+                d.push(src.at(
+                    route!["environments", env.as_str(), "after"],
+                    format!("`{env}` cannot come after itself"),
+                ));
+            } else if !p.environments.contains_key(before) || before == "default" {
+                d.push(src.at(
+                    route!["environments", env.as_str(), "after"],
+                    format!("`after: {before}` names no environment of this policy"),
+                ));
+            } else if let Some(cycle) = p.chain_cycle(env) {
+                d.push(src.at(
+                    route!["environments", env.as_str(), "after"],
+                    format!(
+                        "the chain goes round in a circle: {}",
+                        cycle.join(" after ")
+                    ),
+                ));
+            }
         }
     }
     for (role, members) in &p.roles {

@@ -12,6 +12,9 @@ on_both_forges!(
     staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_good,
     a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again,
     the_argocd_route_takes_only_its_token_and_its_shape,
+    a_chain_cannot_be_skipped_and_the_next_environment_opens_after_its_soak,
+    a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot,
+    a_failed_sync_rolls_back_by_itself_when_the_operator_says_so,
 );
 
 const APPS: [&str; 4] = [
@@ -286,4 +289,207 @@ async fn the_argocd_route_takes_only_its_token_and_its_shape(forge: Flavor) {
     let why = shapeless.text().await.unwrap();
     assert!(why.contains("application"), "{why}");
     w.settle().await;
+}
+
+async fn a_chain_cannot_be_skipped_and_the_next_environment_opens_after_its_soak(forge: Flavor) {
+    let policy = String::from_utf8(manifest("demo/config/release-policy.yaml"))
+        .unwrap()
+        .replace("after: staging\n", "after: staging\n    soak: 30m\n");
+    let w = World::with_policy(forge, &policy).await;
+
+    // Straight to production: refused at the commit, nothing opened.
+    let skip = with_trigger(|t| t.replace("  - deploy-to-staging\n", ""));
+    let commit = w.push_trigger(&skip).await;
+    {
+        let st = w.fake.lock();
+        assert!(st.repos[DEPLOY].pulls.is_empty(), "nothing was opened");
+        let comment = st.repos[APP]
+            .commit_comments
+            .iter()
+            .find(|c| c.sha == commit)
+            .expect("a comment on the trigger commit");
+        assert!(
+            comment.body.contains(
+                "release/promotion-trigger.yaml:6:5: `deploy-to-production` skips `staging`"
+            ),
+            "{}",
+            comment.body
+        );
+    }
+
+    // Through staging: production opens 30 minutes after staging merged, not before.
+    w.push_trigger(&trigger_files()).await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{:#?}", w.bot_comments(1));
+    assert!(w.pull(2).is_none(), "production soaks first");
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("soaks in staging for 30m")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    w.fake.advance(time::Duration::minutes(20));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(2).is_none(), "20 minutes are not 30");
+    w.fake.advance(time::Duration::minutes(11));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(2).is_some(), "production opens after the soak");
+    let soaks = w
+        .bot_comments(1)
+        .iter()
+        .filter(|c| c.contains("soaks in staging"))
+        .count();
+    assert_eq!(soaks, 1, "said once");
+}
+
+/// The demo's policy, with a rollback rule for staging: platform admins roll back, and one
+/// approval by someone else merges the rollback (no checks).
+fn rollback_policy() -> String {
+    String::from_utf8(manifest("demo/config/release-policy.yaml"))
+        .unwrap()
+        .replace(
+            "    requiredChecks: [ci/build]\n  production:",
+            "    requiredChecks: [ci/build]\n    rollbackRoles: [platform-admin]\n    rollback:\n      requiredApprovals: 1\n  production:",
+        )
+}
+
+async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flavor) {
+    let w = World::with_policy(forge, &rollback_policy()).await;
+    let before = w.deploy_text("main:apps/podinfo/values-staging.yaml");
+    staging_merged(&w).await;
+    assert!(w.pull(2).is_some(), "production is open");
+
+    // Someone without a rollback role: refused, nothing opened.
+    w.comment(1, "mallory", "/rollback").await;
+    assert!(w.pull(3).is_none());
+    let replies = w.bot_comments(1);
+    assert!(
+        replies.iter().any(|c| c.contains("@mallory")
+            && c.contains("only a holder of one of this environment's `rollbackRoles`")),
+        "{replies:#?}"
+    );
+    // The requester of the release has no say either.
+    w.comment(1, "dave", "/rollback").await;
+    assert!(w.pull(3).is_none());
+
+    // A platform admin: the rollback pull request opens, production goes no further.
+    w.comment(1, "carol", "/rollback the new image crashes on start")
+        .await;
+    let rollback = w.pull(3).expect("the rollback pull request");
+    assert_eq!(rollback.title, "Roll back mvp-v1 in staging");
+    assert_eq!(rollback.head, "rollback/mvp-v1/staging");
+    assert!(
+        rollback.body.contains("the new image crashes on start")
+            && rollback.body.contains("@carol"),
+        "{}",
+        rollback.body
+    );
+    let production = w.pull(2).unwrap();
+    assert!(
+        !production.open && !production.merged,
+        "production was closed"
+    );
+    assert_eq!(w.release_state().await, "AwaitingApproval");
+    let head = w.head(3);
+    assert_eq!(
+        w.deploy_text(&format!("{head}:apps/podinfo/values-staging.yaml")),
+        before,
+        "byte for byte as before the release"
+    );
+    let plan = w.deploy_text(&format!("{head}:releases/mvp-v1/rollback-plan.yaml"));
+    for want in [
+        "environment: staging",
+        "requestedBy: carol",
+        "reason: the new image crashes on start",
+        "service: podinfo",
+        "to: 6.14.1",
+    ] {
+        assert!(plan.contains(want), "{want} in {plan}");
+    }
+
+    // Whoever asked does not approve it; someone else does, under the lighter rule.
+    w.comment(3, "carol", "/approve").await;
+    assert!(!w.pull(3).unwrap().merged);
+    w.comment(3, "alice", "/approve").await;
+    assert!(w.pull(3).unwrap().merged, "{:#?}", w.bot_comments(3));
+    assert_eq!(w.release_state().await, "RolledBack");
+    assert_eq!(
+        w.deploy_text("main:apps/podinfo/values-staging.yaml"),
+        before
+    );
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("rolled back in staging by #3")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    let log = events(&w).await;
+    for e in ["ReleaseRollbackRequested", "ReleaseRolledBack"] {
+        assert!(log.contains(&e.to_string()), "{e} in {log:?}");
+    }
+    // Asked again: nothing new.
+    w.comment(1, "carol", "/rollback").await;
+    assert!(w.pull(4).is_none());
+}
+
+async fn a_failed_sync_rolls_back_by_itself_when_the_operator_says_so(forge: Flavor) {
+    let w = World::build(forge, false, Some(&rollback_policy()), |c| {
+        format!("{c}{ARGOCD_CONFIG}")
+            .replace("defaults:\n", "defaults:\n  autoRollbackOnFailure: true\n")
+    })
+    .await;
+    for app in APPS {
+        w.fake.argocd_app(app, DEPLOY, "main");
+    }
+    let before = w.deploy_text("main:apps/guestbook/values-staging.yaml");
+    staging_merged(&w).await;
+    w.fake
+        .argocd_sync("guestbook-staging", "Failed", "Degraded")
+        .await;
+    w.settle().await;
+
+    // Failed, and the rollback pull request opened by itself, saying so.
+    let rollback = w
+        .pull(2)
+        .expect("the rollback pull request opens by itself");
+    assert_eq!(rollback.title, "Roll back mvp-v1 in staging");
+    assert!(
+        rollback.body.contains("the deployment failed"),
+        "{}",
+        rollback.body
+    );
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("automatic rollback is on")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    assert_eq!(w.release_state().await, "AwaitingApproval");
+
+    // Approved and merged; rolled back once Argo CD runs the restored values.
+    w.comment(2, "alice", "/approve").await;
+    assert!(w.pull(2).unwrap().merged, "{:#?}", w.bot_comments(2));
+    assert_eq!(w.release_state().await, "Deploying");
+    assert_eq!(
+        w.deploy_text("main:apps/guestbook/values-staging.yaml"),
+        before
+    );
+    for app in ["podinfo-staging", "guestbook-staging"] {
+        w.fake.argocd_sync(app, "Succeeded", "Healthy").await;
+        w.settle().await;
+    }
+    assert_eq!(w.release_state().await, "RolledBack");
+    let log = audit_events(&w).await;
+    let requested = log
+        .iter()
+        .find(|(e, _)| e == "ReleaseRollbackRequested")
+        .expect("the rollback is on the record");
+    assert_eq!(requested.1["automatic"], true);
+    assert!(w.pull(3).is_none(), "production never opened");
 }

@@ -545,7 +545,7 @@ fn settings_not_acted_on_are_named_where_they_are_set() {
             trigger.display()
         ),
         format!(
-            "{}:12:18: note: rollbackEnabled: recorded, not acted on yet: there is no rollback yet",
+            "{}:12:18: note: rollbackEnabled: recorded, not acted on yet: without `argocd:` in orchestration-config.yaml no deployment is seen to fail",
             trigger.display()
         ),
         format!(
@@ -555,10 +555,6 @@ fn settings_not_acted_on_are_named_where_they_are_set() {
         format!(
             "{}:24:19: note: defaults.notifyChannels: recorded, not acted on yet: nothing is notified",
             w.config.display()
-        ),
-        format!(
-            "{}:1:1: note: environments.production.rollbackRoles: recorded, not acted on yet",
-            w.config.with_file_name("release-policy.yaml").display()
         ),
     ];
     for args in [
@@ -574,6 +570,8 @@ fn settings_not_acted_on_are_named_where_they_are_set() {
                 stderr(&out)
             );
         }
+        // Rollback roles are acted on (`/rollback`): no note.
+        assert!(!stderr(&out).contains("rollbackRoles"), "{}", stderr(&out));
     }
 }
 
@@ -966,6 +964,64 @@ fn validate_reports_every_problem_as_file_line_column() {
     assert!(err.contains(&format!("{dir}/promotion-trigger.yaml:4:11: trace_id `trace-other` does not match `trace-xyz-789`")), "{err}");
     assert!(err.contains(&format!("{dir}/promotion-trigger.yaml:11:25: manualApprovalRequired is true, so signedBy is required")), "{err}");
     assert!(err.contains("3 problems found"), "{err}");
+}
+
+#[test]
+fn a_chain_of_environments_cannot_be_skipped_or_reordered() {
+    let w = World::new();
+    let dir = w.trigger_dir().display().to_string();
+    let validate = || {
+        w.run(&[
+            "validate",
+            w.trigger_dir().to_str().unwrap(),
+            "--config",
+            w.config.to_str().unwrap(),
+        ])
+    };
+    // The demo's policy: production after staging.
+    w.edit("promotion-trigger.yaml", |t| {
+        t.replace(
+            "  - deploy-to-staging\n  - deploy-to-production\n",
+            "  - deploy-to-production\n  - deploy-to-staging\n",
+        )
+    });
+    let out = validate();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("{dir}/promotion-trigger.yaml:6:5: `deploy-to-production` is listed before `deploy-to-staging`, but release-policy.yaml chains production after staging; list `deploy-to-staging` first")),
+        "{}",
+        stderr(&out)
+    );
+    w.edit("promotion-trigger.yaml", |t| {
+        t.replace("  - deploy-to-staging\n", "")
+    });
+    let out = validate();
+    assert!(
+        stderr(&out).contains(&format!("{dir}/promotion-trigger.yaml:6:5: `deploy-to-production` skips `staging`: release-policy.yaml chains production after staging; add `deploy-to-staging` before it")),
+        "{}",
+        stderr(&out)
+    );
+    // The policy's own chain is checked where it is written.
+    let policy = w.config.with_file_name("release-policy.yaml");
+    let text = fs::read_to_string(&policy).unwrap();
+    fs::write(
+        &policy,
+        text.replace("after: staging", "after: stagign\n    soak: a while"),
+    )
+    .unwrap();
+    let out = validate();
+    let err = stderr(&out);
+    let p = policy.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{p}:16:12: `after: stagign` names no environment of this policy"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:17:11: `a while` is not a duration")),
+        "{err}"
+    );
 }
 
 /// Bad input: each case gets its own specific error, and the deployment repository and the

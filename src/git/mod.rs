@@ -711,6 +711,12 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
+        self.fetch_by_id(commit, "--depth=1")?;
+        Ok(oid)
+    }
+
+    /// Fetches `commit` by its id, with `depth` (a `--depth=` or `--shallow-since=` option).
+    fn fetch_by_id(&self, commit: &str, depth: &str) -> Result<(), GitError> {
         let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
@@ -720,13 +726,34 @@ impl DeployRepo {
                     "--quiet",
                     "--no-tags",
                     "--no-write-fetch-head",
-                    "--depth=1",
+                    depth,
                 ])
                 .arg(self.remote.transport_url())
                 .arg(commit),
             commit.to_string(),
         )?;
-        Ok(oid)
+        Ok(())
+    }
+
+    /// `commit` of the remote and its first parent (what the base was before a merge), fetched
+    /// as deep as that takes.
+    pub fn fetch_with_parent(&self, commit: &str) -> Result<(Oid, Oid), GitError> {
+        let oid = Oid::from_str(commit)?;
+        let parent = |repo: &Repository| -> Option<Oid> {
+            let c = repo.find_commit(oid).ok()?;
+            let p = c.parent_id(0).ok()?;
+            repo.find_commit(p).ok().map(|_| p)
+        };
+        if let Some(p) = parent(&self.repo) {
+            return Ok((oid, p));
+        }
+        self.fetch_by_id(commit, "--depth=2")?;
+        let p = parent(&self.repo).ok_or_else(|| GitError::Fetch {
+            remote: self.remote.display(),
+            branch: commit.to_string(),
+            stderr: "the commit has no parent to restore from".into(),
+        })?;
+        Ok((oid, p))
     }
 
     /// Whether `revision` of the remote has `commit` in its history (Argo CD reports the
@@ -746,19 +773,8 @@ impl DeployRepo {
         if time(rev)? < since {
             return Ok(false);
         }
-        {
-            let _writing = self.lock_for_writing();
-            self.read_from_remote(
-                self.remote
-                    .git(&self.path)
-                    .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
-                    // A second of slack: "since" is exclusive in some versions of git.
-                    .arg(format!("--shallow-since={}", since - 1))
-                    .arg(self.remote.transport_url())
-                    .arg(revision),
-                revision.to_string(),
-            )?;
-        }
+        // A second of slack: "since" is exclusive in some versions of git.
+        self.fetch_by_id(revision, &format!("--shallow-since={}", since - 1))?;
         let out = output(
             self.remote
                 .git(&self.path)

@@ -505,6 +505,7 @@ mod tests {
             claimed_sign_off: None,
             extra_roles: vec![],
             app_commit: None,
+            rollback_enabled: None,
         };
         let change = |old: &str| ValuesChange {
             service: "node-exporter".into(),

@@ -68,19 +68,23 @@ impl ReleaseState {
     /// are stored, so no code path can, say, complete a release that never merged.
     pub fn may_become(self, to: ReleaseState) -> bool {
         use ReleaseState::*;
+        // A completed release can still be rolled back: its rollback pull request waits for
+        // approval like any other.
+        if self == Completed && to == AwaitingApproval {
+            return true;
+        }
         if self.is_final() || self == to {
             return false;
         }
         match to {
             Pending => false,
             Tagging => self == Pending,
-            // The next environment, after the last one merged (or deployed, with Argo CD).
-            AwaitingApproval => {
-                matches!(
-                    self,
-                    Pending | Tagging | AwaitingChecks | Merging | Deploying
-                )
-            }
+            // The next environment, after the last one merged (or deployed, with Argo CD); or a
+            // rollback pull request, after a failure or at any time after a merge.
+            AwaitingApproval => matches!(
+                self,
+                Pending | Tagging | AwaitingChecks | Merging | Deploying | Documenting | Failed
+            ),
             AwaitingChecks => matches!(self, AwaitingApproval | Merging),
             Merging => matches!(self, AwaitingApproval | AwaitingChecks),
             // Watched again with `/retry` after a failed deployment.
@@ -89,7 +93,7 @@ impl ReleaseState {
             Completed => self == Documenting,
             // A release fails after its merge (a tag that clashes); `/retry` picks it up again.
             Failed => matches!(self, Merging | Deploying | Documenting),
-            RolledBack => matches!(self, Deploying | Documenting | Failed),
+            RolledBack => matches!(self, Merging | Deploying | Documenting | Failed),
             // Cancelled, timed out, or its pull request closed: any time before it is final.
             Aborted => true,
         }
@@ -127,6 +131,9 @@ pub enum AuditEvent {
     /// Every Application of an environment synced the merge and is healthy.
     ReleaseDeployed,
     ReleaseDeployFailed,
+    /// A rollback pull request was asked for (`/rollback`, or a failed deployment).
+    ReleaseRollbackRequested,
+    ReleaseRolledBack,
     ReleaseDocumenting,
     ReleaseCompleted,
     ReleaseFailed,
@@ -158,6 +165,8 @@ impl AuditEvent {
             AuditEvent::ReleaseDeploying => "ReleaseDeploying",
             AuditEvent::ReleaseDeployed => "ReleaseDeployed",
             AuditEvent::ReleaseDeployFailed => "ReleaseDeployFailed",
+            AuditEvent::ReleaseRollbackRequested => "ReleaseRollbackRequested",
+            AuditEvent::ReleaseRolledBack => "ReleaseRolledBack",
             AuditEvent::ReleaseDocumenting => "ReleaseDocumenting",
             AuditEvent::ReleaseCompleted => "ReleaseCompleted",
             AuditEvent::ReleaseFailed => "ReleaseFailed",
@@ -195,7 +204,10 @@ mod tests {
     fn final_states_are_final_and_a_release_completes_only_after_documenting() {
         for from in ReleaseState::ALL.into_iter().filter(|s| s.is_final()) {
             for to in ReleaseState::ALL {
-                assert!(!from.may_become(to), "{from} -> {to}");
+                // The one way out: a completed release is rolled back through a pull request.
+                let rollback =
+                    from == ReleaseState::Completed && to == ReleaseState::AwaitingApproval;
+                assert_eq!(from.may_become(to), rollback, "{from} -> {to}");
             }
         }
         for from in ReleaseState::ALL {

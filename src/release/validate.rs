@@ -2,7 +2,7 @@
 //! configuration, each reported at the place to fix. A valid set of inputs becomes a
 //! [`ReleaseSpec`]: every decision made, with the reason for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -38,6 +38,10 @@ pub struct ReleaseSpec {
     /// what each environment requires.
     pub extra_roles: Vec<String>,
     pub app_commit: Option<String>,
+    /// The trigger's `rollbackEnabled`: whether a failed deployment is rolled back by itself
+    /// (absent: the operator's `defaults.autoRollbackOnFailure`). Not a document field.
+    #[serde(skip)]
+    pub rollback_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -282,11 +286,45 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         .qa_coverage
         .or(inputs.qa.as_ref().and_then(|(q, _)| q.overall));
     let mut decided = BTreeSet::new();
+    // Where each environment is first listed, for the policy's chains.
+    let mut listed: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, p) in t.promotion_targets.iter().enumerate() {
+        if let Some(env) = p.environment() {
+            listed.entry(env).or_insert(i);
+        }
+    }
     for (i, p) in t.promotion_targets.iter().enumerate() {
         let Some(env) = p.environment() else { continue };
         // A repeated target is reported once, above; each environment is decided once.
         if !decided.insert(env) {
             continue;
+        }
+        // A chain (`production: {after: staging}`) may be neither skipped nor reordered.
+        let chain = cfg.policy.chain_before(env);
+        if let Some(before) = chain.first() {
+            let whole = std::iter::once(env)
+                .chain(chain.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" after ");
+            match listed.get(before) {
+                None => d.push_with(|| {
+                    ts.at(
+                        route!["promotion_targets", i],
+                        format!(
+                            "`deploy-to-{env}` skips `{before}`: release-policy.yaml chains {whole}; add `deploy-to-{before}` before it"
+                        ),
+                    )
+                }),
+                Some(&j) if j > i => d.push_with(|| {
+                    ts.at(
+                        route!["promotion_targets", i],
+                        format!(
+                            "`deploy-to-{env}` is listed before `deploy-to-{before}`, but release-policy.yaml chains {whole}; list `deploy-to-{before}` first"
+                        ),
+                    )
+                }),
+                _ => {}
+            }
         }
         if !known_envs.contains(env) {
             let list: Vec<&str> = known_envs.iter().copied().collect();
@@ -571,6 +609,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             .map(|(a, _)| a.approved_by.clone())
             .or_else(|| t.signed_by.clone()),
         app_commit: ctx.app.head_commit.clone(),
+        rollback_enabled: t.rollback_enabled,
     })
 }
 
@@ -595,10 +634,13 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
             ));
         }
     }
-    if t.rollback_enabled.is_some() {
+    // A failed deployment is only seen through Argo CD: without it, nothing rolls back by
+    // itself (`/rollback` works either way).
+    let no_argocd = cfg.orchestration.argocd.is_none();
+    if t.rollback_enabled == Some(true) && no_argocd {
         notes.push(ts.at(
             route!["rollbackEnabled"],
-            format!("rollbackEnabled: {NOT_ACTED_ON} there is no rollback yet (`/rollback` is not a command)"),
+            format!("rollbackEnabled: {NOT_ACTED_ON} without `argocd:` in orchestration-config.yaml no deployment is seen to fail, so nothing rolls back by itself (`/rollback` works)"),
         ));
     }
     if t.custom_deploy_strategy.is_some() {
@@ -614,10 +656,10 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
             format!("defaults.notifyChannels: {NOT_ACTED_ON} nothing is notified"),
         ));
     }
-    if c.auto_rollback_on_failure {
+    if c.auto_rollback_on_failure && no_argocd {
         notes.push(cs.at(
             route!["defaults", "autoRollbackOnFailure"],
-            format!("defaults.autoRollbackOnFailure: {NOT_ACTED_ON} there is no rollback yet"),
+            format!("defaults.autoRollbackOnFailure: {NOT_ACTED_ON} without `argocd:` no deployment is seen to fail, so nothing rolls back by itself"),
         ));
     }
     if c.max_retries != crate::config::Defaults::default().max_retries {
@@ -625,20 +667,6 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
             route!["defaults", "maxRetries"],
             format!("defaults.maxRetries: {NOT_ACTED_ON} the bot tries each delivery 5 times with backoff, then reconcile goes on"),
         ));
-    }
-    let policy_file = cfg
-        .resolve_path(&cfg.orchestration.policy_file)
-        .display()
-        .to_string();
-    for (env, rules) in &cfg.policy.environments {
-        if !rules.rollback_roles.is_empty() {
-            notes.push(Diagnostic::whole_file(
-                &policy_file,
-                format!(
-                    "environments.{env}.rollbackRoles: {NOT_ACTED_ON} there is no rollback yet"
-                ),
-            ));
-        }
     }
     notes
 }

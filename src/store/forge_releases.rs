@@ -728,3 +728,107 @@ impl Store {
         Ok(())
     }
 }
+
+/// The environment name under which a rollback pull request of `environment` is kept.
+pub fn rollback_environment(environment: &str) -> String {
+    format!("{ROLLBACK_PREFIX}{environment}")
+}
+
+/// The environment a rollback pull request rolls back, if `environment` is one.
+pub fn rolled_back_environment(environment: &str) -> Option<&str> {
+    environment.strip_prefix(ROLLBACK_PREFIX)
+}
+
+const ROLLBACK_PREFIX: &str = "rollback:";
+
+/// A requested rollback of one environment of a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    pub release_id: i64,
+    pub environment: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub automatic: bool,
+    pub requested_at: OffsetDateTime,
+    pub restores: serde_json::Value,
+}
+
+/// A new rollback, with its pull request's branch, as built and pushed.
+pub struct NewRollback<'a> {
+    pub rollback: &'a Rollback,
+    pub branch: &'a str,
+    pub commit: &'a str,
+    pub position: i64,
+}
+
+impl Store {
+    /// Records a rollback and its pull request to be (its branch already pushed), at once.
+    /// False: this environment of the release is already being rolled back.
+    pub async fn record_rollback(&self, new: NewRollback<'_>) -> Result<bool, StoreError> {
+        let r = new.rollback;
+        let env = rollback_environment(&r.environment);
+        let mut tx = self.pool.begin_with(super::IMMEDIATE).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO rollbacks (release_id, environment, requested_by, reason, automatic, requested_at, restores) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id, environment) DO NOTHING",
+        )
+        .bind(r.release_id)
+        .bind(&r.environment)
+        .bind(&r.requested_by)
+        .bind(&r.reason)
+        .bind(r.automatic as i64)
+        .bind(ts(r.requested_at))
+        .bind(r.restores.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO release_branches (release_id, environment, branch, commit_id, pushed) VALUES (?, ?, ?, ?, 1)",
+        )
+        .bind(r.release_id)
+        .bind(&env)
+        .bind(new.branch)
+        .bind(new.commit)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO release_prs (release_id, environment, position, branch) VALUES (?, ?, ?, ?)",
+        )
+        .bind(r.release_id)
+        .bind(&env)
+        .bind(new.position)
+        .bind(new.branch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The rollbacks of a release, oldest first.
+    pub async fn rollbacks(&self, release_id: i64) -> Result<Vec<Rollback>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT release_id, environment, requested_by, reason, automatic, requested_at, restores \
+             FROM rollbacks WHERE release_id = ? ORDER BY requested_at, environment",
+        )
+        .bind(release_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Rollback {
+                release_id: r.get("release_id"),
+                environment: r.get("environment"),
+                requested_by: r.get("requested_by"),
+                reason: r.get("reason"),
+                automatic: r.get::<i64, _>("automatic") != 0,
+                requested_at: parse_ts(r.get("requested_at")),
+                restores: serde_json::from_str(r.get::<&str, _>("restores"))
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+}

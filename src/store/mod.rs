@@ -111,6 +111,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "deployments",
         include_str!("../../migrations/sqlite/0010_deployments.sql"),
     ),
+    (
+        11,
+        "rollbacks",
+        include_str!("../../migrations/sqlite/0011_rollbacks.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

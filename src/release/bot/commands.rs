@@ -209,6 +209,21 @@ impl Bot {
                     self.retry(&rel, &mut pr, login).await?;
                     replies.push(texts::retrying());
                 }
+                Command::Rollback => {
+                    let reason = commands::rollback_reason(c.body).unwrap_or_default();
+                    let reply = match self.roll_back(&rel, &pr, login, &reason, false).await? {
+                        super::rollback::RollbackOutcome::Opened => {
+                            texts::rollback_opened(login, &pr.environment)
+                        }
+                        super::rollback::RollbackOutcome::AlreadyRequested => {
+                            texts::rollback_already(&pr.environment)
+                        }
+                        super::rollback::RollbackOutcome::Refused(why) => {
+                            texts::rollback_refused(login, &why)
+                        }
+                    };
+                    replies.push(reply);
+                }
                 Command::Help => replies.push(commands::help_text()),
             }
         }
@@ -234,6 +249,17 @@ impl Bot {
         let requester = rel.is_requester(login);
         let who_may = match command {
             Command::Approve | Command::ApproveCancel | Command::Help => return Ok(None),
+            // Only the environment's `rollbackRoles`, read afresh: the requester of the release
+            // has no say over rolling it back.
+            Command::Rollback => {
+                return Ok(if self.holds_rollback_role(&pr.environment, login).await? {
+                    None
+                } else {
+                    Some(
+                        "only a holder of one of this environment's `rollbackRoles` (release-policy.yaml) may roll it back",
+                    )
+                });
+            }
             Command::Hold | Command::Cancel | Command::Retry if requester => return Ok(None),
             Command::Hold => {
                 "only the requester or a holder of a role of this environment may hold it"

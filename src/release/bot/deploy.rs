@@ -23,11 +23,54 @@ enum Look {
 }
 
 impl Bot {
-    /// A merged environment is watched in the cluster when Argo CD is configured.
-    pub(super) fn start_watching(&self, pr: &mut ReleasePr) {
-        if self.argocd.is_some() && pr.deploy.is_none() {
-            pr.deploy = Some(DeployState::Deploying);
+    /// An environment just merged: with Argo CD it is watched deploying; without, it is done
+    /// now (`deployed_at` is when, for the soak time of the environment after it).
+    pub(super) fn merged_now(&self, pr: &mut ReleasePr) {
+        if self.argocd.is_some() {
+            if pr.deploy.is_none() {
+                pr.deploy = Some(DeployState::Deploying);
+            }
+        } else if pr.deployed_at.is_none() {
+            pr.deployed_at = Some(self.now());
         }
+    }
+
+    /// A chained environment with a soak time (`production: {after: staging, soak: 30m}`)
+    /// opens that long after the environment before it was done: until when, if not yet.
+    pub(super) async fn soaking_until(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+    ) -> Result<Option<time::OffsetDateTime>, BotError> {
+        let Some(rule) = self.config.policy.environments.get(&pr.environment) else {
+            return Ok(None);
+        };
+        let (Some(before), Some(soak)) = (&rule.after, &rule.soak) else {
+            return Ok(None);
+        };
+        let Some(secs) = crate::config::parse_duration_secs(soak) else {
+            return Ok(None);
+        };
+        let prs = self.store.release_prs(rel.release_id).await?;
+        let Some(prev) = prs.iter().find(|p| &p.environment == before) else {
+            return Ok(None);
+        };
+        let Some(done) = prev.deployed_at else {
+            return Ok(None);
+        };
+        let until = done + time::Duration::seconds(secs as i64);
+        if self.now() >= until {
+            return Ok(None);
+        }
+        if let Some(number) = prev.pr_number {
+            self.post_note_once(
+                number,
+                &format!("soak:{}", pr.environment),
+                &texts::soaking(&rel.version_tag, before, soak, &pr.environment, until),
+            )
+            .await?;
+        }
+        Ok(Some(until))
     }
 
     /// The Argo CD Applications that deploy `environment` of the release, by service.
@@ -35,6 +78,9 @@ impl Bot {
         let Some(argo) = &self.config.orchestration.argocd else {
             return Vec::new();
         };
+        // A rollback pull request deploys to the environment it rolls back.
+        let environment = crate::store::forge_releases::rolled_back_environment(environment)
+            .unwrap_or(environment);
         let mut names: Vec<String> = rel
             .summary
             .changes
@@ -128,6 +174,7 @@ impl Bot {
                     &texts::deploy_failed(&rel.version_tag, &pr.environment, &why),
                 )
                 .await?;
+                self.roll_back_on_failure(rel, pr, &why).await?;
                 Ok(false)
             }
         }

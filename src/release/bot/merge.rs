@@ -9,7 +9,7 @@ use super::{Bot, BotError, PrState, texts};
 use crate::forge::{ForgeError, MergeOutcome, NewChangeRequest};
 use crate::policy::{self, Approval, Check, Decision, Facts};
 use crate::release::state::{AuditEvent, ReleaseState};
-use crate::store::forge_releases::{ForgeRelease, ReleasePr};
+use crate::store::forge_releases::{ForgeRelease, ReleasePr, rolled_back_environment};
 
 /// Everything one decision about one pull request reads, gathered from the store (and, right
 /// before a merge, from the forge).
@@ -67,7 +67,25 @@ impl Bot {
     /// Opens the next pull request, decides, merges, and finishes the release when every
     /// environment is merged. With `refresh`, first re-reads the forge's state.
     pub(super) async fn advance(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
-        for mut pr in self.store.release_prs(release_id).await? {
+        let rollbacks = self.store.rollbacks(release_id).await?.len();
+        self.advance_once(release_id, refresh).await?;
+        // A failed deployment was rolled back by itself just now: its pull request opens.
+        if self.store.rollbacks(release_id).await?.len() > rollbacks {
+            self.advance_once(release_id, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn advance_once(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
+        let mut prs = self.store.release_prs(release_id).await?;
+        // A release being rolled back goes on with its rollback pull requests only.
+        let rolling_back = prs
+            .iter()
+            .any(|p| rolled_back_environment(&p.environment).is_some());
+        if rolling_back {
+            prs.retain(|p| rolled_back_environment(&p.environment).is_some());
+        }
+        for mut pr in prs {
             // Read afresh each round: merging the previous pull request moved the state on.
             let Some(rel) = self.current(release_id).await? else {
                 return Ok(());
@@ -84,7 +102,13 @@ impl Bot {
                     return Ok(());
                 }
                 PrState::Closed => return Ok(()),
-                PrState::Waiting => self.open_pr(&rel, &mut pr).await?,
+                PrState::Waiting => {
+                    if let Some(until) = self.soaking_until(&rel, &pr).await? {
+                        tracing::info!(release = %rel.version_tag, environment = %pr.environment, until = %until, "soaking before the next environment opens");
+                        return Ok(());
+                    }
+                    self.open_pr(&rel, &mut pr).await?
+                }
                 PrState::Open | PrState::Scheduled => {
                     if refresh && !self.refresh(&rel, &mut pr).await? {
                         if pr.state == PrState::Merged {
@@ -115,6 +139,7 @@ impl Bot {
             }
         }
         match self.current(release_id).await? {
+            Some(rel) if !rel.state.is_final() && rolling_back => self.rolled_back(&rel).await,
             Some(rel) if !rel.state.is_final() => self.finish(&rel).await,
             _ => Ok(()),
         }
@@ -142,20 +167,37 @@ impl Bot {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&rel.release_id)
                     == Some(super::lanes::current_job());
-                if !just_built {
+                let rollback = self.rollback_of(rel, pr).await?;
+                // A rollback restores what was before the release; the forge refuses its merge
+                // if the base has moved in a way that conflicts.
+                if !just_built && rollback.is_none() {
                     self.rebuild_if_base_moved(rel, pr).await?;
                 }
                 pr.opening = true;
                 pr.opened_at = Some(self.now());
                 self.store.save_release_pr(pr).await?;
-                let title = texts::pr_title(&rel.version_tag, &pr.environment);
-                let body = texts::pr_body(
-                    &rel.summary,
-                    &pr.environment,
-                    &rel.requester,
-                    &rel.app_repo,
-                    &rel.app_commit,
-                );
+                let (title, body) = match &rollback {
+                    Some(r) => (
+                        texts::rollback_title(&rel.version_tag, &r.environment),
+                        texts::rollback_body(
+                            &rel.summary,
+                            &r.environment,
+                            &r.requested_by,
+                            &r.reason,
+                            r.automatic,
+                        ),
+                    ),
+                    None => (
+                        texts::pr_title(&rel.version_tag, &pr.environment),
+                        texts::pr_body(
+                            &rel.summary,
+                            &pr.environment,
+                            &rel.requester,
+                            &rel.app_repo,
+                            &rel.app_commit,
+                        ),
+                    ),
+                };
                 self.forge
                     .open_change_request(
                         repo,
@@ -244,13 +286,24 @@ impl Bot {
             .env_policy(&pr.environment)
             .map(|e| e.required_roles.clone())
             .unwrap_or_default();
-        needed.extend(rel.summary.extra_roles.iter().cloned());
+        // A rollback merges under its rule alone: what the trigger asked of the release does
+        // not bind undoing it. Whoever asked for the rollback does not approve it.
+        let rollback = self.rollback_of(rel, pr).await?;
+        let extra_roles = if rollback.is_some() {
+            Vec::new()
+        } else {
+            rel.summary.extra_roles.clone()
+        };
+        needed.extend(extra_roles.iter().cloned());
         let roles = self.roles_of(&users, &needed, fresh).await?;
         let pushers = self.store.pushers(pr).await?;
         let head_pusher_unknown =
             head != built && self.store.unknown_pusher_since_built(pr).await?;
         let mut requesters = vec![rel.requester.clone()];
         requesters.extend(rel.trigger_author.clone());
+        if let Some(r) = &rollback {
+            requesters = vec![r.requested_by.clone()];
+        }
         Ok(Gate {
             environment: pr.environment.clone(),
             checks: self.store.checks(pr, &head).await?,
@@ -259,7 +312,7 @@ impl Bot {
             requesters,
             pushers,
             head_pusher_unknown,
-            extra_roles: rel.summary.extra_roles.clone(),
+            extra_roles,
             approvals,
             roles,
             qa_coverage: rel.summary.qa_coverage,
@@ -425,7 +478,7 @@ impl Bot {
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = number, merge_commit = %sha, "merged");
         pr.state = PrState::Merged;
         pr.merge_commit = Some(sha.clone());
-        self.start_watching(pr);
+        self.merged_now(pr);
         self.store.save_release_pr(pr).await?;
         self.sign_approval_record(&rel, pr, gate, &sha, self.bot_login())
             .await?;

@@ -26,6 +26,7 @@ mod rebuild;
 mod record;
 mod refresh;
 mod roles;
+mod rollback;
 pub mod texts;
 mod trigger;
 

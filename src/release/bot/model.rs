@@ -87,6 +87,9 @@ pub struct Summary {
     pub extra_roles: Vec<String>,
     pub changes: Vec<EnvironmentChanges>,
     pub release_notes: String,
+    /// The trigger's `rollbackEnabled`, if it says.
+    #[serde(default)]
+    pub rollback_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ impl Summary {
                 })
                 .collect(),
             release_notes,
+            rollback_enabled: spec.rollback_enabled,
         }
     }
 

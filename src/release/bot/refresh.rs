@@ -160,7 +160,7 @@ impl Bot {
         if merge_commit.is_some() {
             pr.merge_commit = merge_commit.map(str::to_string);
         }
-        self.start_watching(pr);
+        self.merged_now(pr);
         self.store.save_release_pr(pr).await?;
         if matches!(
             rel.state,

@@ -99,6 +99,25 @@ impl Bot {
 
     /// Whether `user` holds a role of `environment`: one it requires, one that may roll it
     /// back, or (where it names none) any role of the policy.
+    /// Whether `user` holds one of `environment`'s `rollbackRoles` (memberships read afresh).
+    pub(super) async fn holds_rollback_role(
+        &self,
+        environment: &str,
+        user: &str,
+    ) -> Result<bool, BotError> {
+        let Some(env) = self.config.policy.environment(environment) else {
+            return Ok(false);
+        };
+        if env.rollback_roles.is_empty() {
+            return Ok(false);
+        }
+        let roles = self
+            .roles_of(&[user.to_string()], &env.rollback_roles, true)
+            .await?;
+        let held = roles.get(user).cloned().unwrap_or_default();
+        Ok(env.rollback_roles.iter().any(|r| held.contains(r)))
+    }
+
     pub(super) async fn holds_environment_role(
         &self,
         environment: &str,

@@ -42,7 +42,11 @@ pub fn status_comment(
         .map(|c| format!("`{}`", c.usage().0))
         .collect();
     format!(
-        "{STATUS_MARKER}\n### Release {version} to {environment}\n\n{}\n\n{}\n\n<sub>Commands: {}</sub>\n",
+        "{STATUS_MARKER}\n### {}\n\n{}\n\n{}\n\n<sub>Commands: {}</sub>\n",
+        match crate::store::forge_releases::rolled_back_environment(environment) {
+            Some(env) => rollback_title(version, env),
+            None => format!("Release {version} to {environment}"),
+        },
         policy_line(policy),
         status.trim_end(),
         commands.join(", ")
@@ -222,6 +226,125 @@ pub fn cancelled(version: &str, by: &str) -> String {
     format!("Release {version} was cancelled by @{by}.")
 }
 
+/// `releases/<version>/rollback-plan.yaml`: what a rollback restores, why, and who asked.
+pub fn rollback_plan(
+    rel: &crate::store::forge_releases::ForgeRelease,
+    r: &crate::store::forge_releases::Rollback,
+    merge_commit: &str,
+) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Plan<'a> {
+        version: &'a str,
+        environment: &'a str,
+        requested_by: &'a str,
+        automatic: bool,
+        reason: &'a str,
+        requested_at: String,
+        release_merge_commit: &'a str,
+        restores: &'a serde_json::Value,
+    }
+    let plan = Plan {
+        version: &rel.version_tag,
+        environment: &r.environment,
+        requested_by: &r.requested_by,
+        automatic: r.automatic,
+        reason: &r.reason,
+        requested_at: r
+            .requested_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        release_merge_commit: merge_commit,
+        restores: &r.restores,
+    };
+    format!(
+        "# Rollback of release {} in {}, written by Release Coordinator.\n{}",
+        rel.version_tag,
+        r.environment,
+        yaml_serde::to_string(&plan).unwrap_or_default()
+    )
+}
+
+pub fn rollback_commit_message(version: &str, environment: &str, by: &str, reason: &str) -> String {
+    format!(
+        "rollback({environment}): {version}\n\nRequested by {by}: {reason}\nSee releases/{version}/rollback-plan.yaml.\n"
+    )
+}
+
+pub fn rollback_title(version: &str, environment: &str) -> String {
+    format!("Roll back {version} in {environment}")
+}
+
+pub fn rollback_body(
+    summary: &Summary,
+    environment: &str,
+    by: &str,
+    reason: &str,
+    automatic: bool,
+) -> String {
+    let who = if automatic {
+        "the bot, because the deployment failed".to_string()
+    } else {
+        format!("@{by}")
+    };
+    let mut body = format!(
+        "Rolls back release **{}** in **{environment}**, asked for by {who}.\n\n> {}\n\n| service | tag |\n|---|---|\n",
+        summary.version,
+        if reason.is_empty() {
+            "(no reason given)"
+        } else {
+            reason
+        },
+    );
+    for c in summary.changes_to(environment) {
+        body.push_str(&format!("| {} | `{}` → `{}` |\n", c.service, c.to, c.from));
+    }
+    body.push_str(&format!(
+        "\nThe values files are restored as they were before the release; `releases/{}/rollback-plan.yaml` says what and why. It merges under the rollback rule of {environment} (release-policy.yaml). Comment `/help` for the commands.\n",
+        summary.version
+    ));
+    fit(&body, COMMENT_LIMIT).into_owned()
+}
+
+pub fn rollback_opened(login: &str, environment: &str) -> String {
+    format!(
+        "@{login}: rolling back {environment}; the rollback pull request opens next and merges under {environment}'s rollback rule."
+    )
+}
+
+pub fn rollback_already(environment: &str) -> String {
+    format!("{environment} of this release is already being rolled back.")
+}
+
+pub fn rollback_refused(login: &str, why: &str) -> String {
+    format!("@{login}: nothing was rolled back: {why}.")
+}
+
+pub fn closed_for_rollback(version: &str) -> String {
+    format!("Closed: release {version} is being rolled back, so it goes no further.")
+}
+
+pub fn automatic_rollback(version: &str, environment: &str) -> String {
+    format!(
+        "↩️ The deployment of {version} to {environment} failed, and automatic rollback is on (`rollbackEnabled` in the trigger, or `defaults.autoRollbackOnFailure`): the bot opened a pull request that restores {environment} as it was before the release."
+    )
+}
+
+pub fn rolled_back(
+    version: &str,
+    environment: &str,
+    number: Option<u64>,
+    merge_commit: Option<&str>,
+) -> String {
+    format!(
+        "↩️ Release {version} is rolled back in {environment}{}{}.",
+        number.map(|n| format!(" by #{n}")).unwrap_or_default(),
+        merge_commit
+            .map(|m| format!(" (merged as {})", short(m)))
+            .unwrap_or_default()
+    )
+}
+
 pub fn retrying() -> String {
     "Trying again.".to_string()
 }
@@ -237,6 +360,22 @@ pub fn stale_approvals(head: &str, old_head: &str, users: &[String]) -> String {
         short(head),
         short(old_head),
         mentions(users)
+    )
+}
+
+/// An environment waits `soak` after the one before it is done.
+pub fn soaking(
+    version: &str,
+    before: &str,
+    soak: &str,
+    next: &str,
+    until: time::OffsetDateTime,
+) -> String {
+    let at = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "⏳ {version} soaks in {before} for {soak} (release-policy.yaml: `{next}.soak`); the {next} pull request opens at {at}."
     )
 }
 
@@ -381,6 +520,7 @@ mod tests {
             qa_coverage: Some(91.3),
             git_tag: None,
             manual_approval_environments: vec![],
+            rollback_enabled: None,
             extra_roles: vec![],
             changes: vec![EnvironmentChanges {
                 environment: "production".into(),
