@@ -199,10 +199,17 @@ pub fn judge(app: &AppStatus, contains: &mut dyn FnMut(&str) -> bool) -> AppVerd
         && matches!(phase.as_str(), "Failed" | "Error")
         && contains(rev)
     {
+        // Argo CD's message can be long (every resource's error); the status keeps its start.
+        let message: String = app
+            .message
+            .as_deref()
+            .unwrap_or("no message")
+            .chars()
+            .take(300)
+            .collect();
         return AppVerdict::Failed(format!(
-            "the sync of `{name}` to {} failed ({phase}): {}",
+            "the sync of `{name}` to {} failed ({phase}): {message}",
             short(rev),
-            app.message.as_deref().unwrap_or("no message")
         ));
     }
     let synced = app.sync_status == "Synced"

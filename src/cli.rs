@@ -309,7 +309,7 @@ fn report(d: &Diagnostics) -> ExitCode {
 fn release_failure(e: &ReleaseError) -> ExitCode {
     match e {
         ReleaseError::Invalid(d) => report(d),
-        ReleaseError::Refused(msg) => fail(1, msg),
+        ReleaseError::Refused(msg) | ReleaseError::ImagesMissing(msg) => fail(1, msg),
         // A key that is missing or not a key is the operator's configuration to fix.
         ReleaseError::Signing(
             e @ (signing::SigningError::MissingKey { .. } | signing::SigningError::BadKey { .. }),
@@ -588,9 +588,21 @@ async fn serve(
             Ok(f) => f,
             Err(e) => return fail(1, &format!("{}: {e}", config_path.display())),
         };
+    let registries = match &config.orchestration.images {
+        Some(images) => {
+            match crate::images::Registries::new(images, &|var| std::env::var(var).ok()) {
+                Ok(r) => Some(r),
+                Err(e) => return fail(1, &e),
+            }
+        }
+        None => None,
+    };
     let mut bot = crate::release::bot::Bot::new(config, settings, store, forge);
     if let Some(argocd) = argocd {
         bot = bot.with_argocd(argocd);
+    }
+    if let Some(registries) = registries {
+        bot = bot.with_registries(registries);
     }
     let bot = std::sync::Arc::new(bot);
     let listener = match tokio::net::TcpListener::bind(listen).await {

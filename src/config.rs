@@ -41,6 +41,52 @@ pub struct OrchestrationConfig {
     /// when it runs, not when it merged.
     #[serde(default)]
     pub argocd: Option<ArgoCdConfig>,
+    /// Container images: with it, every image tag a release writes must exist in its registry
+    /// before any pull request opens, and `tag-docker` copies each named service's image to the
+    /// release tag.
+    #[serde(default)]
+    pub images: Option<ImagesConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// The tag `tag-docker` copies from: a template over `commit` (the trigger commit),
+    /// `short_commit` (its first 12 digits) and `version`.
+    #[serde(default = "default_source_tag")]
+    pub source_tag: String,
+    /// How to reach each registry (by host, with its port), where not anonymously over https.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+fn default_source_tag() -> String {
+    "{{ commit }}".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Environment variables holding the user name and the password (or token).
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Plain http (a registry on this machine or a private network, never with credentials).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl ImagesConfig {
+    /// The source tag of `tag-docker` for a release of `version` from `commit`.
+    pub fn source_tag_for(&self, commit: &str, version: &str) -> Result<String, String> {
+        minijinja::Environment::new()
+            .render_str(
+                &self.source_tag,
+                minijinja::context! {commit => commit, short_commit => commit.get(..12).unwrap_or(commit), version => version},
+            )
+            .map_err(|e| format!("images.sourceTag: {e}"))
+    }
 }
 
 /// Where the bot learns whether a merged release runs: Argo CD's API, read for every
@@ -61,6 +107,10 @@ pub struct ArgoCdConfig {
     /// before the deployment counts as failed (`30s`, `10m`, `1h`).
     #[serde(default = "default_health_timeout")]
     pub health_timeout: String,
+    /// How long after the merge every Application may take to sync it (and to exist) before
+    /// the deployment counts as failed.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout: String,
     /// Environment variables that each hold a token Argo CD Notifications sends to
     /// `POST /webhooks/argocd` (as `Authorization: Bearer`, or as the basic-auth password);
     /// several, so one can be rotated. None: the route is closed and reconcile alone reads.
@@ -73,6 +123,9 @@ fn default_argocd_application() -> String {
 }
 fn default_health_timeout() -> String {
     "10m".into()
+}
+fn default_sync_timeout() -> String {
+    "30m".into()
 }
 
 impl ArgoCdConfig {
@@ -87,6 +140,10 @@ impl ArgoCdConfig {
 
     pub fn health_timeout_secs(&self) -> u64 {
         parse_duration_secs(&self.health_timeout).unwrap_or(600)
+    }
+
+    pub fn sync_timeout_secs(&self) -> u64 {
+        parse_duration_secs(&self.sync_timeout).unwrap_or(1800)
     }
 }
 
@@ -933,6 +990,28 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
             ));
         }
     }
+    if let Some(images) = &c.images {
+        if let Err(why) = images.source_tag_for(&"0".repeat(40), "v1.0.0") {
+            d.push(src.at(route!["images", "sourceTag"], why));
+        }
+        for (host, r) in &images.registries {
+            if host.contains('/') || host.is_empty() {
+                d.push(src.at(
+                    route!["images", "registries", host.as_str()],
+                    format!("`{host}` is not a registry host (such as `ghcr.io` or `registry.example.com:5000`)"),
+                ));
+            }
+            if r.insecure
+                && r.password_env.is_some()
+                && crate::git::in_clear(&format!("http://{host}/"))
+            {
+                d.push(src.at(
+                    route!["images", "registries", host.as_str(), "insecure"],
+                    format!("`{host}` over plain http would carry the registry password unencrypted; use https"),
+                ));
+            }
+        }
+    }
     if let Some(a) = &c.argocd {
         if !a.url.starts_with("https://") && !a.url.starts_with("http://") {
             d.push(src.at(
@@ -945,13 +1024,27 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
                 format!("`{}` is plain http: the bot's Argo CD token would cross the network unencrypted; use https", a.url),
             ));
         }
-        if parse_duration_secs(&a.health_timeout).is_none() {
+        for (key, value) in [
+            ("healthTimeout", &a.health_timeout),
+            ("syncTimeout", &a.sync_timeout),
+        ] {
+            if parse_duration_secs(value).is_none() {
+                d.push(src.at(
+                    route!["argocd", key],
+                    format!("`{value}` is not a duration (like `90s`, `10m`, `1h`)"),
+                ));
+            }
+        }
+        let authority = a.url.split("://").nth(1).unwrap_or_default();
+        if authority
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .contains('@')
+        {
             d.push(src.at(
-                route!["argocd", "healthTimeout"],
-                format!(
-                    "`{}` is not a duration (like `90s`, `10m`, `1h`)",
-                    a.health_timeout
-                ),
+                route!["argocd", "url"],
+                "the URL carries credentials; give the token in `tokenEnv` instead",
             ));
         }
         for s in &c.services {
@@ -996,6 +1089,15 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
                 route!["services", i, "name"],
                 format!("service `{}` is configured twice", s.name),
             ));
+        }
+        for env in s.values.keys() {
+            // `rollback:<env>#<n>` names a rollback pull request's environment.
+            if env.is_empty() || env.contains([':', '#', '/', ' ']) {
+                d.push(src.at(
+                    route!["services", i, "values", env.as_str()],
+                    format!("`{env}` is not a valid environment name (no `:`, `#`, `/` or spaces)"),
+                ));
+            }
         }
         if s.name.is_empty() || s.name.contains(['/', ',', ' ']) {
             d.push(src.at(

@@ -14,6 +14,7 @@ pub mod events;
 pub mod forge;
 pub mod fuzzing;
 pub mod git;
+pub mod images;
 pub mod inputs;
 pub mod policy;
 pub mod release;

@@ -15,6 +15,8 @@ on_both_forges!(
     a_chain_cannot_be_skipped_and_the_next_environment_opens_after_its_soak,
     a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot,
     a_failed_sync_rolls_back_by_itself_when_the_operator_says_so,
+    a_closed_rollback_can_be_asked_again_and_later_environments_come_first,
+    a_rollback_that_would_undo_a_later_change_is_refused,
 );
 
 const APPS: [&str; 4] = [
@@ -38,6 +40,17 @@ async fn staging_merged(w: &World) {
     w.checks_pass(1, &["ci/build"]).await;
     w.comment(1, "alice", "/approve").await;
     assert!(w.pull(1).unwrap().merged, "{:#?}", w.bot_comments(1));
+}
+
+/// Production merged with its checks and two roles (alice, qa-lead; bob, product-owner).
+async fn production_merged(w: &World) {
+    w.checks_pass(2, &["ci/build", "security-scan"]).await;
+    w.comment(2, "alice", "/approve").await;
+    w.fake
+        .review(DEPLOY, 2, User::human("bob"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(2).unwrap().merged, "{:#?}", w.bot_comments(2));
 }
 
 async fn events(w: &World) -> Vec<String> {
@@ -93,13 +106,7 @@ async fn staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_
     );
 
     // Production merges with its two roles, and completes only once it runs.
-    w.checks_pass(2, &["ci/build", "security-scan"]).await;
-    w.comment(2, "alice", "/approve").await;
-    w.fake
-        .review(DEPLOY, 2, User::human("bob"), "APPROVED")
-        .await;
-    w.settle().await;
-    assert!(w.pull(2).unwrap().merged, "{:#?}", w.bot_comments(2));
+    production_merged(&w).await;
     assert_eq!(w.release_state().await, "Deploying");
     assert!(
         w.fake.lock().repos[APP].releases.is_empty(),
@@ -492,4 +499,73 @@ async fn a_failed_sync_rolls_back_by_itself_when_the_operator_says_so(forge: Fla
         .expect("the rollback is on the record");
     assert_eq!(requested.1["automatic"], true);
     assert!(w.pull(3).is_none(), "production never opened");
+}
+
+async fn a_closed_rollback_can_be_asked_again_and_later_environments_come_first(forge: Flavor) {
+    let w = World::with_policy(forge, &rollback_policy()).await;
+    staging_merged(&w).await;
+    // Production merges too: staging cannot be rolled back under it.
+    production_merged(&w).await;
+    w.comment(1, "carol", "/rollback").await;
+    assert!(w.pull(3).is_none());
+    assert!(
+        w.bot_comments(1).iter().any(|c| c
+            .contains("production merged this release after staging: roll production back first")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    // Production first (carol holds production's rollback role too).
+    w.comment(2, "carol", "/rollback").await;
+    let rollback = w.pull(3).expect("production's rollback");
+    assert_eq!(rollback.head, "rollback/mvp-v1/production");
+
+    // The release's requester has no say over the rollback; someone with write access closes
+    // it: the rollback is abandoned and the release failed as it stands, not aborted.
+    w.comment(3, "dave", "/cancel").await;
+    assert!(w.pull(3).unwrap().open, "dave may not cancel it");
+    w.fake.close_pull(DEPLOY, 3, "mallory").await;
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    assert!(
+        w.bot_comments(3)
+            .iter()
+            .any(|c| c.contains("Rollback of mvp-v1 in production abandoned")),
+        "{:#?}",
+        w.bot_comments(3)
+    );
+
+    // Asked again: a second attempt.
+    w.comment(2, "carol", "/rollback second try").await;
+    let again = w.pull(4).expect("a second rollback pull request");
+    assert_eq!(again.head, "rollback/mvp-v1/production-2");
+    assert_eq!(w.release_state().await, "AwaitingApproval");
+}
+
+async fn a_rollback_that_would_undo_a_later_change_is_refused(forge: Flavor) {
+    let w = World::with_policy(forge, &rollback_policy()).await;
+    staging_merged(&w).await;
+    // Someone changes the released tag on the base afterwards.
+    let values = w
+        .deploy_text("main:apps/podinfo/values-staging.yaml")
+        .replace("tag: mvp-v1", "tag: hotfix-7");
+    w.fake
+        .push(
+            DEPLOY,
+            "main",
+            &[("apps/podinfo/values-staging.yaml", values.as_bytes())],
+            &[],
+            "frank",
+            "Hotfix",
+        )
+        .await;
+    w.settle().await;
+    w.comment(1, "carol", "/rollback").await;
+    assert!(w.pull(3).is_none(), "nothing opened");
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("is `hotfix-7` now, not `mvp-v1`")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
 }

@@ -918,6 +918,37 @@ impl FakeForge {
         self.send(kind, payload).await;
     }
 
+    /// Someone with write access closes a pull request without merging it.
+    pub async fn close_pull(&self, repo: &str, number: u64, who: &str) {
+        let (kind, payload) = {
+            let mut st = self.lock();
+            let at = st.tick();
+            let flavor = st.flavor;
+            let r = st.repo(repo).unwrap();
+            let p = r
+                .pulls
+                .iter_mut()
+                .find(|p| p.number == number)
+                .expect("the pull request exists");
+            p.open = false;
+            p.updated_at = at;
+            let pull = p.clone();
+            let st = &*st;
+            let r = &st.repos[repo];
+            match flavor {
+                Flavor::Github => (
+                    "pull_request",
+                    payloads::pull_request(r, &pull, "closed", who),
+                ),
+                Flavor::Gitlab => (
+                    "Merge Request Hook",
+                    gitlab_payloads::merge_request_hook(st, r, &pull, "close", who, None),
+                ),
+            }
+        };
+        self.send(kind, payload).await;
+    }
+
     /// Someone pushes a commit to a pull request's head branch.
     pub async fn push_to_pull(
         &self,

@@ -8,3 +8,6 @@ ALTER TABLE release_prs ADD COLUMN deploy_state TEXT;
 ALTER TABLE release_prs ADD COLUMN synced_at TEXT;
 ALTER TABLE release_prs ADD COLUMN deployed_at TEXT;
 ALTER TABLE release_prs ADD COLUMN deploy_detail TEXT;
+-- When the bot began watching (the merge): Applications that never sync, or that Argo CD
+-- does not have, fail the deployment `syncTimeout` after it.
+ALTER TABLE release_prs ADD COLUMN deploy_since TEXT;

@@ -44,6 +44,9 @@ pub enum ReleaseError {
     Invalid(Diagnostics),
     #[error("{0}")]
     Refused(String),
+    /// An image the release writes is not in its registry (yet: CI may still be pushing it).
+    #[error("{0}")]
+    ImagesMissing(String),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -54,7 +57,10 @@ pub enum ReleaseError {
 
 impl ReleaseError {
     pub fn is_user_error(&self) -> bool {
-        matches!(self, ReleaseError::Invalid(_) | ReleaseError::Refused(_))
+        matches!(
+            self,
+            ReleaseError::Invalid(_) | ReleaseError::Refused(_) | ReleaseError::ImagesMissing(_)
+        )
     }
 }
 

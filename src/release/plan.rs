@@ -506,6 +506,7 @@ mod tests {
             extra_roles: vec![],
             app_commit: None,
             rollback_enabled: None,
+            tag_docker: vec![],
         };
         let change = |old: &str| ValuesChange {
             service: "node-exporter".into(),

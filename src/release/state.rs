@@ -92,7 +92,11 @@ impl ReleaseState {
             Documenting => matches!(self, Merging | Deploying | Failed),
             Completed => self == Documenting,
             // A release fails after its merge (a tag that clashes); `/retry` picks it up again.
-            Failed => matches!(self, Merging | Deploying | Documenting),
+            // Or its rollback pull request was closed without merging.
+            Failed => matches!(
+                self,
+                AwaitingApproval | AwaitingChecks | Merging | Deploying | Documenting
+            ),
             RolledBack => matches!(self, Merging | Deploying | Documenting | Failed),
             // Cancelled, timed out, or its pull request closed: any time before it is final.
             Aborted => true,

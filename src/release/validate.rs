@@ -42,6 +42,9 @@ pub struct ReleaseSpec {
     /// (absent: the operator's `defaults.autoRollbackOnFailure`). Not a document field.
     #[serde(skip)]
     pub rollback_enabled: Option<bool>,
+    /// The services `tag-docker` names: their images are copied to the release tag.
+    #[serde(skip)]
+    pub tag_docker: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -610,6 +613,15 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             .or_else(|| t.signed_by.clone()),
         app_commit: ctx.app.head_commit.clone(),
         rollback_enabled: t.rollback_enabled,
+        tag_docker: t
+            .promotion_targets
+            .iter()
+            .filter_map(|p| match p {
+                PromotionTarget::TagDocker(names) => Some(names.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
     })
 }
 

@@ -78,6 +78,8 @@ pub struct ReleasePr {
     pub deployed_at: Option<OffsetDateTime>,
     /// The last thing seen of the deployment, in words.
     pub deploy_detail: Option<String>,
+    /// When the bot began watching the deployment (the merge).
+    pub deploy_since: Option<OffsetDateTime>,
 }
 
 /// How an environment's merged release stands in the cluster (with Argo CD).
@@ -132,12 +134,13 @@ fn pr_from_row(r: sqlx::sqlite::SqliteRow) -> ReleasePr {
         synced_at: r.get::<Option<&str>, _>("synced_at").map(parse_ts),
         deployed_at: r.get::<Option<&str>, _>("deployed_at").map(parse_ts),
         deploy_detail: r.get("deploy_detail"),
+        deploy_since: r.get::<Option<&str>, _>("deploy_since").map(parse_ts),
     }
 }
 
 const PR_COLUMNS: &str = "release_id, environment, position, branch, pr_number, opening, head_commit, \
      status_comment_id, status_body_sha, status_posting, state, held_by, merge_commit, opened_at, \
-     deploy_state, synced_at, deployed_at, deploy_detail";
+     deploy_state, synced_at, deployed_at, deploy_detail, deploy_since";
 
 impl Store {
     /// Links a recorded release to the forge it came from and lists its pull requests to be.
@@ -275,7 +278,7 @@ impl Store {
         sqlx::query(
             "UPDATE release_prs SET pr_number = ?, opening = ?, head_commit = ?, status_comment_id = ?, \
              status_body_sha = ?, status_posting = ?, state = ?, held_by = ?, merge_commit = ?, opened_at = ?, \
-             deploy_state = ?, synced_at = ?, deployed_at = ?, deploy_detail = ? \
+             deploy_state = ?, synced_at = ?, deployed_at = ?, deploy_detail = ?, deploy_since = ? \
              WHERE release_id = ? AND environment = ?",
         )
         .bind(pr.pr_number.map(|n| n as i64))
@@ -292,6 +295,7 @@ impl Store {
         .bind(pr.synced_at.map(ts))
         .bind(pr.deployed_at.map(ts))
         .bind(&pr.deploy_detail)
+        .bind(pr.deploy_since.map(ts))
         .bind(pr.release_id)
         .bind(&pr.environment)
         .execute(&self.pool)
@@ -729,14 +733,21 @@ impl Store {
     }
 }
 
-/// The environment name under which a rollback pull request of `environment` is kept.
-pub fn rollback_environment(environment: &str) -> String {
-    format!("{ROLLBACK_PREFIX}{environment}")
+/// The environment name under which the rollback pull request of `environment` (its
+/// `attempt`th) is kept.
+pub fn rollback_environment(environment: &str, attempt: i64) -> String {
+    if attempt <= 1 {
+        format!("{ROLLBACK_PREFIX}{environment}")
+    } else {
+        format!("{ROLLBACK_PREFIX}{environment}#{attempt}")
+    }
 }
 
 /// The environment a rollback pull request rolls back, if `environment` is one.
 pub fn rolled_back_environment(environment: &str) -> Option<&str> {
-    environment.strip_prefix(ROLLBACK_PREFIX)
+    environment
+        .strip_prefix(ROLLBACK_PREFIX)
+        .map(|e| e.split_once('#').map(|(e, _)| e).unwrap_or(e))
 }
 
 const ROLLBACK_PREFIX: &str = "rollback:";
@@ -746,6 +757,9 @@ const ROLLBACK_PREFIX: &str = "rollback:";
 pub struct Rollback {
     pub release_id: i64,
     pub environment: String,
+    pub attempt: i64,
+    /// Its pull request was closed without merging.
+    pub abandoned: bool,
     pub requested_by: String,
     pub reason: String,
     pub automatic: bool,
@@ -761,19 +775,27 @@ pub struct NewRollback<'a> {
     pub position: i64,
 }
 
+impl Rollback {
+    /// The environment its pull request is kept under.
+    pub fn pr_environment(&self) -> String {
+        rollback_environment(&self.environment, self.attempt)
+    }
+}
+
 impl Store {
     /// Records a rollback and its pull request to be (its branch already pushed), at once.
     /// False: this environment of the release is already being rolled back.
     pub async fn record_rollback(&self, new: NewRollback<'_>) -> Result<bool, StoreError> {
         let r = new.rollback;
-        let env = rollback_environment(&r.environment);
+        let env = r.pr_environment();
         let mut tx = self.pool.begin_with(super::IMMEDIATE).await?;
         let inserted = sqlx::query(
-            "INSERT INTO rollbacks (release_id, environment, requested_by, reason, automatic, requested_at, restores) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id, environment) DO NOTHING",
+            "INSERT INTO rollbacks (release_id, environment, attempt, requested_by, reason, automatic, requested_at, restores) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id, environment, attempt) DO NOTHING",
         )
         .bind(r.release_id)
         .bind(&r.environment)
+        .bind(r.attempt)
         .bind(&r.requested_by)
         .bind(&r.reason)
         .bind(r.automatic as i64)
@@ -808,11 +830,25 @@ impl Store {
         Ok(true)
     }
 
+    /// A rollback whose pull request was closed without merging: a later `/rollback` may ask
+    /// again.
+    pub async fn abandon_rollback(&self, r: &Rollback) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollbacks SET abandoned = 1 WHERE release_id = ? AND environment = ? AND attempt = ?",
+        )
+        .bind(r.release_id)
+        .bind(&r.environment)
+        .bind(r.attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The rollbacks of a release, oldest first.
     pub async fn rollbacks(&self, release_id: i64) -> Result<Vec<Rollback>, StoreError> {
         let rows = sqlx::query(
-            "SELECT release_id, environment, requested_by, reason, automatic, requested_at, restores \
-             FROM rollbacks WHERE release_id = ? ORDER BY requested_at, environment",
+            "SELECT release_id, environment, attempt, abandoned, requested_by, reason, automatic, requested_at, restores \
+             FROM rollbacks WHERE release_id = ? ORDER BY requested_at, environment, attempt",
         )
         .bind(release_id)
         .fetch_all(&self.pool)
@@ -822,6 +858,8 @@ impl Store {
             .map(|r| Rollback {
                 release_id: r.get("release_id"),
                 environment: r.get("environment"),
+                attempt: r.get("attempt"),
+                abandoned: r.get::<i64, _>("abandoned") != 0,
                 requested_by: r.get("requested_by"),
                 reason: r.get("reason"),
                 automatic: r.get::<i64, _>("automatic") != 0,

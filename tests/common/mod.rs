@@ -2,6 +2,8 @@
 //! clients against the stateful fake forge, with the demo's configuration.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,6 +395,11 @@ pub async fn start_bot(
     );
     if let Some(argocd) = argocd {
         bot = bot.with_argocd(argocd);
+    }
+    if let Some(images) = &bot.config.orchestration.images {
+        let registries = release_coordinator::images::Registries::new(images, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        bot = bot.with_registries(registries);
     }
     let secret = Some(vec![SecretString::from(SECRET)]);
     let (service, hook) = match fake.flavor() {

@@ -134,6 +134,20 @@ impl Bot {
             }
             PullRequestAction::Closed if p.merged => {}
             PullRequestAction::Closed => {
+                if pr.state.is_open()
+                    && let Some(rel) = self.store.forge_release(pr.release_id).await?
+                    && self.rollback_of(&rel, &pr).await?.is_some()
+                {
+                    // A rollback closed unmerged is abandoned; the release stays as it is.
+                    return self
+                        .abandon_rollback(
+                            &rel,
+                            &mut pr,
+                            &p.actor.login,
+                            "its pull request was closed without merging",
+                        )
+                        .await;
+                }
                 if pr.state.is_open() {
                     pr.state = PrState::Closed;
                     self.store.save_release_pr(&pr).await?;

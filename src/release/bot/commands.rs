@@ -196,6 +196,14 @@ impl Bot {
                     )
                     .await?;
                 }
+                Command::Cancel if self.rollback_of(&rel, &pr).await?.is_some() => {
+                    self.abandon_rollback(&rel, &mut pr, login, "cancelled with /cancel")
+                        .await?;
+                    self.forge
+                        .close_change_request(&self.settings.deployment_repo, number)
+                        .await?;
+                    replies.push(texts::cancelled(&rel.version_tag, login));
+                }
                 Command::Cancel => {
                     self.abort(&rel, login, "cancelled with /cancel").await?;
                     self.forge
@@ -246,6 +254,17 @@ impl Bot {
         login: &str,
         command: Command,
     ) -> Result<Option<&'static str>, BotError> {
+        // A rollback pull request is the business of the environment's rollback roles and of
+        // whoever asked for it, not of the release's requester.
+        if let Some(r) = self.rollback_of(rel, pr).await?
+            && matches!(command, Command::Cancel | Command::Hold | Command::Retry)
+        {
+            let allowed = r.requested_by.eq_ignore_ascii_case(login)
+                || self.holds_rollback_role(&r.environment, login).await?;
+            return Ok((!allowed).then_some(
+                "only whoever asked for this rollback or a holder of one of the environment's `rollbackRoles` may",
+            ));
+        }
         let requester = rel.is_requester(login);
         let who_may = match command {
             Command::Approve | Command::ApproveCancel | Command::Help => return Ok(None),

@@ -29,10 +29,30 @@ impl Bot {
         if self.argocd.is_some() {
             if pr.deploy.is_none() {
                 pr.deploy = Some(DeployState::Deploying);
+                pr.deploy_since = Some(self.now());
             }
         } else if pr.deployed_at.is_none() {
             pr.deployed_at = Some(self.now());
         }
+    }
+
+    /// The release, merged (`Merging`), is `Deploying` while Argo CD deploys `pr`'s merge.
+    pub(super) async fn begin_deploying(
+        &self,
+        rel: &ForgeRelease,
+        pr: &ReleasePr,
+    ) -> Result<(), BotError> {
+        if rel.state != ReleaseState::Merging {
+            return Ok(());
+        }
+        self.transition(
+            rel,
+            ReleaseState::Deploying,
+            AuditEvent::ReleaseDeploying,
+            self.bot_login(),
+            json!({"environment": pr.environment, "merge_commit": pr.merge_commit}),
+        )
+        .await
     }
 
     /// A chained environment with a soak time (`production: {after: staging, soak: 30m}`)
@@ -117,9 +137,23 @@ impl Bot {
                     .await?;
                 return Ok(true);
             }
-            Some(DeployState::Failed) => return Ok(false),
+            Some(DeployState::Failed) => {
+                // A stop between recording the failure and failing the release: finish it.
+                if rel.state == ReleaseState::Deploying {
+                    let why = pr.deploy_detail.clone().unwrap_or_default();
+                    self.deployment_failed(rel, pr, &why).await?;
+                }
+                return Ok(false);
+            }
             Some(DeployState::Deploying) => {}
         }
+        // A stop between the merge's record and the release's move to `Deploying`.
+        let mut rel = rel.clone();
+        if rel.state == ReleaseState::Merging {
+            self.begin_deploying(&rel, pr).await?;
+            rel = self.current(rel.release_id).await?.unwrap_or(rel);
+        }
+        let rel = &rel;
         if rel.state != ReleaseState::Deploying {
             // Failed (a `/retry` moves it back) or final: nothing to watch now.
             return Ok(false);
@@ -166,18 +200,29 @@ impl Bot {
                     json!({"environment": pr.environment, "reason": why, "merge_commit": pr.merge_commit}),
                 )
                 .await?;
-                self.update_status(rel, pr, &texts::deploy_failed_status(&why))
-                    .await?;
-                self.fail_with(
-                    rel,
-                    &why,
-                    &texts::deploy_failed(&rel.version_tag, &pr.environment, &why),
-                )
-                .await?;
-                self.roll_back_on_failure(rel, pr, &why).await?;
+                self.deployment_failed(rel, pr, &why).await?;
                 Ok(false)
             }
         }
+    }
+
+    /// A recorded failed deployment: its status, the release `Failed`, and the automatic
+    /// rollback if it is on. Each step is safe to repeat.
+    async fn deployment_failed(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        why: &str,
+    ) -> Result<(), BotError> {
+        self.update_status(rel, pr, &texts::deploy_failed_status(why))
+            .await?;
+        self.fail_with(
+            rel,
+            why,
+            &texts::deploy_failed(&rel.version_tag, &pr.environment, why),
+        )
+        .await?;
+        self.roll_back_on_failure(rel, pr, why).await
     }
 
     /// `/retry` after a failed deployment: the environment is watched again from the start
@@ -193,6 +238,7 @@ impl Bot {
         pr.deploy = Some(DeployState::Deploying);
         pr.synced_at = None;
         pr.deploy_detail = None;
+        pr.deploy_since = Some(self.now());
         self.store.save_release_pr(pr).await?;
         self.transition(
             rel,
@@ -228,7 +274,8 @@ impl Bot {
                 .await
                 .map_err(|e| BotError::Io(e.to_string()))?
             else {
-                failed.push(format!(
+                // An ApplicationSet may be making it: it counts against the sync timeout.
+                waiting.push(format!(
                     "Argo CD has no Application `{name}` (named by `argocd.application` or the service's `argocdApplications`)"
                 ));
                 continue;
@@ -281,10 +328,17 @@ impl Bot {
             );
         }
         if waiting.is_empty() {
-            Ok(Look::Deployed(apps))
-        } else {
-            Ok(Look::Waiting(waiting.join("; ")))
+            return Ok(Look::Deployed(apps));
         }
+        let since = pr.deploy_since.unwrap_or_else(|| self.now());
+        if self.now() - since >= time::Duration::seconds(config.sync_timeout_secs() as i64) {
+            return Ok(Look::Failed(format!(
+                "not deployed within the sync timeout ({}) after the merge: {}",
+                config.sync_timeout,
+                waiting.join("; ")
+            )));
+        }
+        Ok(Look::Waiting(waiting.join("; ")))
     }
 
     /// Argo CD said something about an Application: every release deploying it is looked at

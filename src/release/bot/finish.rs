@@ -192,17 +192,22 @@ impl Bot {
             &texts::approval_timed_out(&rel.version_tag, &pr.environment, &text),
         )
         .await?;
-        self.abort(
-            rel,
-            self.bot_login(),
-            &format!("not approved within its approval timeout of {text}"),
-        )
-        .await?;
+        let why = format!("not approved within its approval timeout of {text}");
+        // A rollback out of time is abandoned; the release stays as it is.
+        let rollback = self.rollback_of(rel, pr).await?.is_some();
+        if rollback {
+            self.abandon_rollback(rel, pr, self.bot_login(), &why)
+                .await?;
+        } else {
+            self.abort(rel, self.bot_login(), &why).await?;
+        }
         self.forge
             .close_change_request(&self.settings.deployment_repo, number)
             .await?;
-        pr.state = PrState::Closed;
-        self.store.save_release_pr(pr).await?;
+        if !rollback {
+            pr.state = PrState::Closed;
+            self.store.save_release_pr(pr).await?;
+        }
         Ok(true)
     }
 }

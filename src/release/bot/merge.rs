@@ -79,11 +79,13 @@ impl Bot {
     async fn advance_once(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
         let mut prs = self.store.release_prs(release_id).await?;
         // A release being rolled back goes on with its rollback pull requests only.
-        let rolling_back = prs
-            .iter()
-            .any(|p| rolled_back_environment(&p.environment).is_some());
+        // (An abandoned rollback's pull request is closed, and left out.)
+        let active_rollback = |p: &ReleasePr| {
+            rolled_back_environment(&p.environment).is_some() && p.state != PrState::Closed
+        };
+        let rolling_back = prs.iter().any(active_rollback);
         if rolling_back {
-            prs.retain(|p| rolled_back_environment(&p.environment).is_some());
+            prs.retain(active_rollback);
         }
         for mut pr in prs {
             // Read afresh each round: merging the previous pull request moved the state on.
@@ -507,17 +509,7 @@ impl Bot {
             return Ok(());
         };
         if pr.deploy == Some(crate::store::forge_releases::DeployState::Deploying) {
-            if rel.state == ReleaseState::Merging {
-                self.transition(
-                    &rel,
-                    ReleaseState::Deploying,
-                    AuditEvent::ReleaseDeploying,
-                    self.bot_login(),
-                    json!({"environment": pr.environment, "merge_commit": pr.merge_commit}),
-                )
-                .await?;
-            }
-            return Ok(());
+            return self.begin_deploying(&rel, pr).await;
         }
         self.next_environment(&rel, pr, ReleaseState::Merging).await
     }

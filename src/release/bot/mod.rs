@@ -82,6 +82,8 @@ pub struct Bot {
     pub forge: Arc<dyn Forge>,
     /// Argo CD, when the operator configured it: merged environments are watched deploying.
     argocd: Option<crate::argocd::ArgoCd>,
+    /// The container registries, when the operator configured `images:`.
+    registries: Option<crate::images::Registries>,
     clock: Arc<dyn Clock>,
     cache_root: PathBuf,
     /// The members of each team or group, with when and in which job they were read.
@@ -125,6 +127,7 @@ impl Bot {
             store,
             forge,
             argocd: None,
+            registries: None,
             clock,
             cache_root,
             teams: Mutex::new(HashMap::new()),
@@ -137,6 +140,13 @@ impl Bot {
     /// Watches merged environments deploy through `argocd` (the operator's `argocd:` names it).
     pub fn with_argocd(mut self, argocd: crate::argocd::ArgoCd) -> Bot {
         self.argocd = Some(argocd);
+        self
+    }
+
+    /// Checks (and, for `tag-docker`, copies) images through `registries` before any pull
+    /// request opens.
+    pub fn with_registries(mut self, registries: crate::images::Registries) -> Bot {
+        self.registries = Some(registries);
         self
     }
 

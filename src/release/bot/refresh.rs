@@ -159,6 +159,16 @@ impl Bot {
         pr.state = PrState::Merged;
         if merge_commit.is_some() {
             pr.merge_commit = merge_commit.map(str::to_string);
+        } else if pr.merge_commit.is_none()
+            && let Some(number) = pr.pr_number
+        {
+            // A merge learned from a webhook (by hand, or the forge's scheduled merge) does not
+            // say its commit; watching the deployment and rolling back both need it.
+            pr.merge_commit = self
+                .forge
+                .change_request(&self.settings.deployment_repo, number)
+                .await?
+                .merge_commit;
         }
         self.merged_now(pr);
         self.store.save_release_pr(pr).await?;

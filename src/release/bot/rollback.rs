@@ -18,7 +18,7 @@ use super::{Bot, BotError, PrState, texts};
 use crate::git::FileWrite;
 use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::{
-    ForgeRelease, NewRollback, ReleasePr, Rollback, rollback_environment, rolled_back_environment,
+    ForgeRelease, NewRollback, ReleasePr, Rollback, rolled_back_environment,
 };
 
 /// What a `/rollback` came to.
@@ -28,12 +28,6 @@ pub(super) enum RollbackOutcome {
     AlreadyRequested,
     /// Nothing to roll back, and why.
     Refused(String),
-}
-
-/// One values file as the rollback writes it.
-struct Restored {
-    path: String,
-    content: Vec<u8>,
 }
 
 impl Bot {
@@ -54,17 +48,48 @@ impl Bot {
                 "this is a rollback pull request; to drop it, comment `/cancel`".into(),
             ));
         }
+        if matches!(rel.state, ReleaseState::RolledBack | ReleaseState::Aborted) {
+            return Ok(RollbackOutcome::Refused(format!(
+                "release {} is {}: nothing of it goes on, and the bot rolls back only a release it can still follow; change the values by hand",
+                rel.version_tag, rel.state
+            )));
+        }
         if pr.state != PrState::Merged {
             return Ok(RollbackOutcome::Refused(format!(
                 "{} is not merged, so nothing of it is deployed; to stop it, comment `/cancel`",
                 pr.environment
             )));
         }
+        let prs = self.store.release_prs(rel.release_id).await?;
         let known = self.store.rollbacks(rel.release_id).await?;
-        if known.iter().any(|r| r.environment == pr.environment) {
-            self.stop_rollout(rel).await?;
+        let active = |env: &str| known.iter().any(|r| r.environment == env && !r.abandoned);
+        // A later environment that runs this release would keep running it.
+        if let Some(later) = prs.iter().find(|p| {
+            p.position > pr.position
+                && rolled_back_environment(&p.environment).is_none()
+                && p.state == PrState::Merged
+                && !active(&p.environment)
+        }) {
+            return Ok(RollbackOutcome::Refused(format!(
+                "{} merged this release after {}: roll {} back first",
+                later.environment, pr.environment, later.environment
+            )));
+        }
+        if active(&pr.environment) {
+            // Asked again (or the first attempt stopped half-way): make sure it goes on.
+            self.enter_rollback(
+                rel,
+                &pr.environment,
+                actor,
+                json!({"environment": pr.environment, "again": true}),
+            )
+            .await?;
             return Ok(RollbackOutcome::AlreadyRequested);
         }
+        let attempt = 1 + known
+            .iter()
+            .filter(|r| r.environment == pr.environment)
+            .count() as i64;
         let Some(merged) = pr.merge_commit.clone() else {
             return Ok(RollbackOutcome::Refused(
                 "the forge never said which commit the merge made, so the bot cannot tell what to restore".into(),
@@ -83,79 +108,95 @@ impl Bot {
         let mut files = Vec::new();
         for (path, changes) in &by_file {
             let read = |at| repo.read_file(at, path);
-            let (Some(old), released, current) = (read(before)?, read(merge)?, read(base)?) else {
+            let (Some(old), released, Some(current)) = (read(before)?, read(merge)?, read(base)?)
+            else {
                 return Ok(RollbackOutcome::Refused(format!(
-                    "`{path}` did not exist before the release, so there is nothing to restore it to"
+                    "`{path}` did not exist before the release, or does not now, so there is nothing to restore"
                 )));
             };
-            let whole = current.is_some() && current == released;
-            let restored = if whole {
-                old
-            } else {
-                // Changed since the release: only the released values are set back.
-                let mut text = String::from_utf8(current.unwrap_or_default())
-                    .map_err(|_| BotError::Io(format!("`{path}` is not UTF-8 text")))?;
-                for c in changes {
-                    let service = self
-                        .config
-                        .orchestration
-                        .services
-                        .iter()
-                        .find(|s| s.name == c.service)
-                        .ok_or_else(|| {
-                            BotError::Io(format!("service `{}` is no longer configured", c.service))
-                        })?;
-                    text = crate::yaml_edit::set_scalar(&text, &service.tag_route(), &c.from)
+            let whole = Some(&current) == released.as_ref();
+            let text = |bytes: &[u8]| {
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| BotError::Io(format!("`{path}` is not UTF-8 text")))
+            };
+            let (old_text, mut now_text) = (text(&old)?, text(&current)?);
+            let mut restored_values = Vec::new();
+            for c in changes {
+                let service = self
+                    .config
+                    .orchestration
+                    .services
+                    .iter()
+                    .find(|s| s.name == c.service)
+                    .ok_or_else(|| {
+                        BotError::Io(format!("service `{}` is no longer configured", c.service))
+                    })?;
+                let route = service.tag_route();
+                let value_in = |t: &str| {
+                    crate::yaml_edit::set_scalar(t, &route, "")
+                        .map(|e| e.old_value)
+                        .map_err(|e| BotError::Io(format!("`{path}`: {e}")))
+                };
+                // What ran before the release, as the file said at the merge's parent (the
+                // release may have been rebuilt on a base that had moved on).
+                let was = value_in(&old_text)?;
+                let is = value_in(&now_text)?;
+                if is != c.to {
+                    return Ok(RollbackOutcome::Refused(format!(
+                        "`{}` in `{path}` is `{is}` now, not `{}` as this release left it: rolling back would undo a later change",
+                        service.tag_path, c.to
+                    )));
+                }
+                if !whole {
+                    now_text = crate::yaml_edit::set_scalar(&now_text, &route, &was)
                         .map_err(|e| BotError::Io(format!("`{path}`: {e}")))?
                         .text;
                 }
-                text.into_bytes()
-            };
-            for c in changes {
+                restored_values.push((c, was));
+            }
+            for (c, was) in restored_values {
                 restores.push(json!({
                     "service": c.service,
                     "file": path,
                     "from": c.to,
-                    "to": c.from,
+                    "to": was,
                     "how": if whole { "the whole file as it was before the release" } else { "the value only (the file changed since the release)" },
                 }));
             }
-            files.push(Restored {
+            files.push(FileWrite {
                 path: path.clone(),
-                content: restored,
+                content: if whole { old } else { now_text.into_bytes() },
             });
         }
         let now = self.now();
         let rollback = Rollback {
             release_id: rel.release_id,
             environment: pr.environment.clone(),
+            attempt,
+            abandoned: false,
             requested_by: actor.to_string(),
             reason: reason.to_string(),
             automatic,
             requested_at: now,
             restores: json!(restores),
         };
-        let plan = texts::rollback_plan(rel, &rollback, &merged);
-        let mut writes: Vec<FileWrite> = files
-            .into_iter()
-            .map(|f| FileWrite {
-                path: f.path,
-                content: f.content,
-            })
-            .collect();
-        writes.push(FileWrite {
+        files.push(FileWrite {
             path: format!("releases/{}/rollback-plan.yaml", rel.version_tag),
-            content: plan.into_bytes(),
+            content: texts::rollback_plan(rel, &rollback, &merged).into_bytes(),
         });
         let deployment = &self.config.orchestration.deployment;
         let commit = repo.build_commit(
             base,
-            &writes,
+            &files,
             (&deployment.author_name, &deployment.author_email),
             now,
             &texts::rollback_commit_message(&rel.version_tag, &pr.environment, actor, reason),
         )?;
-        let branch = format!("rollback/{}/{}", rel.version_tag, pr.environment);
+        let branch = if attempt == 1 {
+            format!("rollback/{}/{}", rel.version_tag, pr.environment)
+        } else {
+            format!("rollback/{}/{}-{attempt}", rel.version_tag, pr.environment)
+        };
         // A branch left by an attempt that stopped before it was recorded is the bot's own
         // (nothing else is recorded under this name): it is replaced, with a lease.
         match repo.push(&[(branch.clone(), commit)]) {
@@ -179,18 +220,45 @@ impl Bot {
             return Ok(RollbackOutcome::AlreadyRequested);
         }
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, actor, automatic, reason, "rollback requested");
+        self.enter_rollback(
+            rel,
+            &pr.environment,
+            actor,
+            json!({"environment": pr.environment, "reason": reason, "automatic": automatic, "restores": restores, "branch": branch, "attempt": attempt}),
+        )
+        .await?;
+        Ok(RollbackOutcome::Opened)
+    }
+
+    /// The release waits for its rollback pull request's approval, and its rollout stops.
+    /// Repeatable: a stop half-way is finished by the next `/rollback` or reconcile.
+    async fn enter_rollback(
+        &self,
+        rel: &ForgeRelease,
+        environment: &str,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), BotError> {
         let Some(rel) = self.current(rel.release_id).await? else {
-            return Ok(RollbackOutcome::Opened);
+            return Ok(());
         };
-        let detail = json!({"environment": pr.environment, "reason": reason, "automatic": automatic, "restores": restores, "branch": branch});
-        if matches!(
-            rel.state,
-            ReleaseState::Completed
-                | ReleaseState::Failed
-                | ReleaseState::Deploying
-                | ReleaseState::Documenting
-                | ReleaseState::Merging
-        ) {
+        // A rollback pull request of another environment deploying keeps the release in
+        // `Deploying` until it is done; it is then picked up in order.
+        let deploying_rollback = self
+            .store
+            .release_prs(rel.release_id)
+            .await?
+            .iter()
+            .any(|p| {
+                rolled_back_environment(&p.environment).is_some()
+                    && p.deploy == Some(crate::store::forge_releases::DeployState::Deploying)
+            });
+        let moves = match rel.state {
+            ReleaseState::Completed | ReleaseState::Failed | ReleaseState::Documenting => true,
+            ReleaseState::Deploying | ReleaseState::Merging => !deploying_rollback,
+            _ => false,
+        };
+        if moves {
             self.transition(
                 &rel,
                 ReleaseState::AwaitingApproval,
@@ -199,12 +267,37 @@ impl Bot {
                 detail,
             )
             .await?;
-        } else {
+        } else if detail.get("again").is_none() {
             self.audit(&rel, AuditEvent::ReleaseRollbackRequested, actor, detail)
                 .await?;
         }
-        self.stop_rollout(&rel).await?;
-        Ok(RollbackOutcome::Opened)
+        tracing::debug!(release = %rel.version_tag, environment, "rollback entered");
+        self.stop_rollout(&rel).await
+    }
+
+    /// A rollback pull request closed without merging (closed, `/cancel`, out of time): the
+    /// rollback is abandoned, and the release is `Failed` as it stands: a later `/rollback`
+    /// asks again.
+    pub(super) async fn abandon_rollback(
+        &self,
+        rel: &ForgeRelease,
+        pr: &mut ReleasePr,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), BotError> {
+        let Some(r) = self.rollback_of(rel, pr).await? else {
+            return Ok(());
+        };
+        pr.state = PrState::Closed;
+        self.store.save_release_pr(pr).await?;
+        self.store.abandon_rollback(&r).await?;
+        tracing::info!(release = %rel.version_tag, environment = %r.environment, actor, why, "rollback abandoned");
+        self.fail_with(
+            rel,
+            &format!("its rollback of {} was abandoned: {why}", r.environment),
+            &texts::rollback_abandoned(&rel.version_tag, &r.environment, why),
+        )
+        .await
     }
 
     /// A release being rolled back goes no further: environments not yet opened are dropped,
@@ -244,7 +337,13 @@ impl Bot {
     /// Every rollback pull request merged (and deployed, with Argo CD): the release is
     /// `RolledBack`, and each rolled back environment's pull request says so.
     pub(super) async fn rolled_back(&self, rel: &ForgeRelease) -> Result<(), BotError> {
-        let rollbacks = self.store.rollbacks(rel.release_id).await?;
+        let rollbacks: Vec<Rollback> = self
+            .store
+            .rollbacks(rel.release_id)
+            .await?
+            .into_iter()
+            .filter(|r| !r.abandoned)
+            .collect();
         let prs = self.store.release_prs(rel.release_id).await?;
         let environments: Vec<&str> = rollbacks.iter().map(|r| r.environment.as_str()).collect();
         self.transition(
@@ -256,7 +355,7 @@ impl Bot {
         )
         .await?;
         for r in &rollbacks {
-            let env = rollback_environment(&r.environment);
+            let env = r.pr_environment();
             let by = prs.iter().find(|p| p.environment == env);
             let original = prs.iter().find(|p| p.environment == r.environment);
             if let (Some(by), Some(number)) = (by, original.and_then(|p| p.pr_number)) {
@@ -282,15 +381,15 @@ impl Bot {
         rel: &ForgeRelease,
         pr: &ReleasePr,
     ) -> Result<Option<Rollback>, BotError> {
-        let Some(env) = rolled_back_environment(&pr.environment) else {
+        if rolled_back_environment(&pr.environment).is_none() {
             return Ok(None);
-        };
+        }
         Ok(self
             .store
             .rollbacks(rel.release_id)
             .await?
             .into_iter()
-            .find(|r| r.environment == env))
+            .find(|r| r.pr_environment() == pr.environment))
     }
 
     /// A failed deployment: rolled back by itself when the trigger's `rollbackEnabled` (or

@@ -320,6 +320,12 @@ pub fn rollback_refused(login: &str, why: &str) -> String {
     format!("@{login}: nothing was rolled back: {why}.")
 }
 
+pub fn rollback_abandoned(version: &str, environment: &str, why: &str) -> String {
+    format!(
+        "Rollback of {version} in {environment} abandoned: {why}. The release is marked failed as it stands; a holder of a rollback role may comment `/rollback` on the release pull request to ask again."
+    )
+}
+
 pub fn closed_for_rollback(version: &str) -> String {
     format!("Closed: release {version} is being rolled back, so it goes no further.")
 }

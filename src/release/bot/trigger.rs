@@ -125,7 +125,10 @@ impl Bot {
         }
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
-                Ok(()) => Ok(prepared),
+                Ok(()) => match self.images_ready(&prepared.plan, &p.after).await? {
+                    Ok(()) => Ok(prepared),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -231,6 +234,61 @@ impl Bot {
     pub(super) async fn deploy_repo(&self) -> Result<crate::git::DeployRepo, BotError> {
         let access = self.deploy_access().await?;
         Ok(crate::release::deploy_repo(&self.config, access)?)
+    }
+
+    /// With `images:` configured, every image tag the release writes must exist: `tag-docker`'s
+    /// services are first copied from their source tag. The outer error is the registry's
+    /// (tried again); the inner one refuses the trigger, naming each image looked for.
+    async fn images_ready(
+        &self,
+        plan: &crate::release::plan::ReleasePlan,
+        commit: &str,
+    ) -> Result<Result<(), ReleaseError>, BotError> {
+        let (Some(registries), Some(images)) =
+            (&self.registries, &self.config.orchestration.images)
+        else {
+            return Ok(Ok(()));
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut missing = Vec::new();
+        for change in plan.environments.iter().flat_map(|e| &e.changes) {
+            if !seen.insert((change.image.clone(), change.tag.clone())) {
+                continue;
+            }
+            let err = |e: crate::images::ImageError| match e {
+                crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
+                other => Ok(Err(ReleaseError::Refused(other.to_string()))),
+            };
+            if plan.spec.tag_docker.contains(&change.service) {
+                let source = match images.source_tag_for(commit, &plan.spec.version) {
+                    Ok(s) => s,
+                    Err(why) => return Ok(Err(ReleaseError::Refused(why))),
+                };
+                match registries.retag(&change.image, &source, &change.tag).await {
+                    Ok(Some(digest)) => {
+                        tracing::info!(image = %change.image, from = %source, to = %change.tag, digest = %digest, "image tagged for the release");
+                    }
+                    Ok(None) => missing.push(format!(
+                        "`{}:{source}` (what `tag-docker` copies to `{}`; images.sourceTag)",
+                        change.image, change.tag
+                    )),
+                    Err(e) => return err(e),
+                }
+            } else {
+                match registries.digest(&change.image, &change.tag).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => missing.push(format!("`{}:{}`", change.image, change.tag)),
+                    Err(e) => return err(e),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(ReleaseError::ImagesMissing(format!(
+            "no such image in its registry: {}; push it, then redeliver this push from the forge's webhook page (or push again)",
+            missing.join(", ")
+        ))))
     }
 
     /// A service is released only from the application repositories that own it.
@@ -387,9 +445,13 @@ impl Bot {
                 .comment_on_commit(repo, &p.after, &texts::trigger_rejection(&problems, total))
                 .await?;
         }
-        self.store
-            .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejected)
-            .await?;
+        // Images may still be on their way: a redelivery of this push looks again (and does
+        // not comment twice); every other refusal is final for this commit.
+        if !matches!(e, ReleaseError::ImagesMissing(_)) {
+            self.store
+                .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejected)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,183 @@
+//! Container images, through the OCI Distribution API: that every image tag a release writes
+//! exists before any pull request opens, and `tag-docker`'s copy of a service's image from its
+//! source tag (the trigger commit's, by default) to the release tag, manifest only: the
+//! layers are already in the repository, so nothing is pulled.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use crate::config::ImagesConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("`{0}` is not an image reference")]
+    BadReference(String),
+    #[error("the registry of {reference} could not be asked: {why}")]
+    Registry { reference: String, why: String },
+    /// A release tag already names another image: it is not moved.
+    #[error(
+        "{reference} already exists as {has}, not the {wanted} it would be copied from; a release tag is never moved"
+    )]
+    Moved {
+        reference: String,
+        has: String,
+        wanted: String,
+    },
+}
+
+/// The registries the operator configured, with their credentials.
+pub struct Registries {
+    client: Client,
+    auth: BTreeMap<String, RegistryAuth>,
+}
+
+/// The manifest types the bot copies (an image, an index of images, Docker's two).
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+impl Registries {
+    /// `secret` reads the variable a `usernameEnv`/`passwordEnv` names; an unset one is an
+    /// error naming the variable.
+    pub fn new(
+        config: &ImagesConfig,
+        secret: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Registries, String> {
+        let insecure: Vec<String> = config
+            .registries
+            .iter()
+            .filter(|(_, r)| r.insecure)
+            .map(|(host, _)| host.clone())
+            .collect();
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure),
+            ..Default::default()
+        });
+        let mut auth = BTreeMap::new();
+        for (host, r) in &config.registries {
+            let read = |var: &Option<String>, key: &str| -> Result<Option<String>, String> {
+                match var {
+                    None => Ok(None),
+                    Some(v) => secret(v).filter(|s| !s.is_empty()).map(Some).ok_or_else(|| {
+                        format!("environment variable {v} (images.registries.{host}.{key}) is not set or empty")
+                    }),
+                }
+            };
+            let user = read(&r.username_env, "usernameEnv")?;
+            let password = read(&r.password_env, "passwordEnv")?;
+            if let Some(password) = password {
+                auth.insert(
+                    host.clone(),
+                    RegistryAuth::Basic(user.unwrap_or_default(), password),
+                );
+            }
+        }
+        Ok(Registries { client, auth })
+    }
+
+    fn reference(image: &str, tag: &str) -> Result<Reference, ImageError> {
+        let text = format!("{image}:{tag}");
+        Reference::from_str(&text).map_err(|_| ImageError::BadReference(text))
+    }
+
+    fn auth_for(&self, r: &Reference) -> RegistryAuth {
+        self.auth
+            .get(r.registry())
+            .cloned()
+            .unwrap_or(RegistryAuth::Anonymous)
+    }
+
+    /// The digest of `image:tag`, or `None` when the registry has no such tag.
+    pub async fn digest(&self, image: &str, tag: &str) -> Result<Option<String>, ImageError> {
+        let r = Self::reference(image, tag)?;
+        match self
+            .client
+            .fetch_manifest_digest(&r, &self.auth_for(&r))
+            .await
+        {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(registry_error(&r, e)),
+        }
+    }
+
+    /// Copies `image:from` to `image:to` (the manifest, byte for byte); the digest of the
+    /// copy, or `None` when there is no `image:from`.
+    pub async fn retag(
+        &self,
+        image: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<String>, ImageError> {
+        let source = Self::reference(image, from)?;
+        let target = Self::reference(image, to)?;
+        let auth = self.auth_for(&source);
+        let existing = self.digest(image, to).await?;
+        let (manifest, digest) = match self
+            .client
+            .pull_manifest_raw(&source, &auth, MANIFEST_TYPES)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(registry_error(&source, e)),
+        };
+        match existing {
+            Some(d) if d == digest => return Ok(Some(d)), // copied before
+            Some(d) => {
+                return Err(ImageError::Moved {
+                    reference: target.whole(),
+                    has: d,
+                    wanted: digest,
+                });
+            }
+            None => {}
+        }
+        let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+            .unwrap_or_else(|| MANIFEST_TYPES[0].to_string());
+        let content_type = http::HeaderValue::from_str(&media_type)
+            .map_err(|_| registry_error(&source, format!("a manifest of type {media_type:?}")))?;
+        // The push is authorized for the target repository (a token per operation).
+        self.client
+            .auth(&target, &auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| registry_error(&target, e))?;
+        self.client
+            .push_manifest_raw(&target, manifest, content_type)
+            .await
+            .map_err(|e| registry_error(&target, e))?;
+        Ok(Some(digest))
+    }
+}
+
+/// Whether the registry answered that the tag (or the repository) does not exist.
+fn is_missing(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+
+fn registry_error(r: &Reference, why: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry {
+        reference: r.whole(),
+        why: why.to_string(),
+    }
+}

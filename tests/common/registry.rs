@@ -1,0 +1,153 @@
+//! A real OCI registry for the image scenarios: Debian's `docker-registry` (the CNCF
+//! distribution registry) on a free port of 127.0.0.1, storing under a temporary folder, with
+//! images written through its own API (a config blob, one layer, a manifest).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`: the registry host, as image references name it.
+    pub host: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Registry {
+    pub async fn start(root: &Path) -> Registry {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let host = format!("127.0.0.1:{port}");
+        let storage = root.join("registry");
+        std::fs::create_dir_all(&storage).unwrap();
+        let config = root.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry runs (apt install docker-registry; .ci/run installs it)");
+        let r = Registry {
+            child,
+            host,
+            http: reqwest::Client::new(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = r
+                .http
+                .get(format!("http://{}/v2/", r.host))
+                .send()
+                .await
+                .is_ok_and(|a| a.status().is_success());
+            if up {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = digest(bytes);
+        let started = self
+            .http
+            .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 202, "upload starts");
+        let location = started.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.host)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = self
+            .http
+            .put(format!("{location}{sep}digest={d}"))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 201, "blob stored");
+        d
+    }
+
+    /// Writes a small image to `repo:tag` (its layer holds `content`); its manifest digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, content: &str) -> String {
+        let layer = self.blob(repo, content.as_bytes()).await;
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer]},
+        })
+        .to_string();
+        let config_digest = self.blob(repo, config.as_bytes()).await;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": content.len()}],
+        })
+        .to_string();
+        let put = self
+            .http
+            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201, "manifest stored");
+        digest(manifest.as_bytes())
+    }
+
+    /// The digest `repo:tag` has, if the registry has it.
+    pub async fn digest_of(&self, repo: &str, tag: &str) -> Option<String> {
+        let got = self
+            .http
+            .head(format!("http://{}/v2/{repo}/manifests/{tag}", self.host))
+            .header(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .await
+            .unwrap();
+        got.status().is_success().then(|| {
+            got.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+    }
+}
