@@ -523,6 +523,11 @@ async fn serve(
     if let Some(dir) = cache_flag {
         config.orchestration.deployment.cache_dir = std::path::absolute(&dir).unwrap_or(dir);
     }
+    // A failed delivery is tried again this many times; then reconcile goes on with it.
+    let pacing = crate::worker::Pacing {
+        retries: config.orchestration.defaults.max_retries,
+        ..pacing
+    };
     // What every release will need, checked once at start-up rather than at the first release.
     if let Some(problem) = signing_key_problem(&config) {
         return fail(1, &problem.to_string());

@@ -8,7 +8,7 @@
 //! delivery about the same release.
 //!
 //! A delivery whose handling fails (the forge answered 500, git could not reach a remote) is
-//! tried again with backoff, `MAX_ATTEMPTS` times in all; releases already in flight are also
+//! tried again with backoff, `Pacing::retries` times (`defaults.maxRetries`); releases already in flight are also
 //! made good by the reconcile pass, which re-reads the forge.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,9 +23,6 @@ use crate::events::Event;
 use crate::release::bot::{Bot, BotError};
 use crate::store::Store;
 use crate::store::deliveries::PendingDelivery;
-
-/// Attempts at handling one delivery before it is given up (and logged).
-pub const MAX_ATTEMPTS: i64 = 5;
 
 /// Deliveries read from the store and not yet handled, at most: the worker reads no more than
 /// that (a flood waits in the store, not in memory).
@@ -44,6 +41,9 @@ pub struct Pacing {
     pub job_limit: Duration,
     /// Deliveries handled at once.
     pub jobs: usize,
+    /// How many times a failed delivery is tried again (the operator's `defaults.maxRetries`)
+    /// before it is left to reconcile.
+    pub retries: u32,
 }
 
 impl Default for Pacing {
@@ -53,6 +53,7 @@ impl Default for Pacing {
             retry_base: Duration::from_secs(5),
             job_limit: Duration::from_secs(300),
             jobs: 8,
+            retries: 4,
         }
     }
 }
@@ -284,7 +285,7 @@ async fn handle_one(shared: &Arc<Shared>, d: PendingDelivery) -> bool {
     let error = match &d.event {
         Ok(event) => match act_apart(shared, event).await {
             Ok(()) => None,
-            Err(e) if d.attempts + 1 < MAX_ATTEMPTS => {
+            Err(e) if d.attempts < i64::from(shared.pacing.retries) => {
                 let wait = shared.pacing.retry_base * 4u32.pow(d.attempts as u32);
                 tracing::warn!(delivery = %d.delivery_id, error = %e, retry_in = ?wait, "handling a delivery failed; it will be tried again");
                 let at = OffsetDateTime::now_utc() + wait;

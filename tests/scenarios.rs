@@ -11,6 +11,7 @@ use common::*;
 use fake_forge::{Flavor, User};
 
 on_both_forges!(
+    a_delivery_is_tried_again_only_max_retries_times,
     a_forge_that_stops_answering_holds_a_delivery_only_until_the_job_limit,
     a_release_whose_forge_hangs_holds_up_no_other_release,
     a_busy_release_with_events_queued_takes_no_slot_from_another,
@@ -743,6 +744,31 @@ async fn forge_errors_are_retried_and_a_lost_webhook_is_made_good_by_reconcile(f
     w.bot.reconcile().await.unwrap();
     w.settle().await;
     assert!(w.pull(1).unwrap().merged);
+}
+
+async fn a_delivery_is_tried_again_only_max_retries_times(forge: Flavor) {
+    let w = World::with_config(forge, |c| c.replace("maxRetries: 4", "maxRetries: 1")).await;
+    let open_path = match forge {
+        Flavor::Github => "/repos/acme/deploy/pulls",
+        Flavor::Gitlab => "/api/v4/projects/acme%2Fdeploy/merge_requests",
+    };
+    w.fake.fail(fake_forge::Failure {
+        method: "POST".into(),
+        path_prefix: open_path.into(),
+        status: 500,
+        retry_after: None,
+        times: 3,
+        carried_out: false,
+    });
+    w.push_trigger(&trigger_files()).await;
+    // Once, and once again: then it is left to reconcile.
+    let failed = w.fake.requests().iter().filter(|r| r.status == 500).count();
+    assert_eq!(failed, 2, "one try and maxRetries (1) more");
+    assert!(w.pull(1).is_none());
+    let _ = w.bot.reconcile().await; // the third failure
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(1).is_some(), "reconcile goes on with it");
 }
 
 /// The forge carries out a request and the answer is lost (a gateway timeout, a reset

@@ -674,11 +674,5 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
             format!("defaults.autoRollbackOnFailure: {NOT_ACTED_ON} without `argocd:` no deployment is seen to fail, so nothing rolls back by itself"),
         ));
     }
-    if c.max_retries != crate::config::Defaults::default().max_retries {
-        notes.push(cs.at(
-            route!["defaults", "maxRetries"],
-            format!("defaults.maxRetries: {NOT_ACTED_ON} the bot tries each delivery 5 times with backoff, then reconcile goes on"),
-        ));
-    }
     notes
 }

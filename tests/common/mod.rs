@@ -114,7 +114,7 @@ impl World {
              services:\n\
              \x20 - name: podinfo\n    image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n\
              \x20 - name: guestbook\n    image: gcr.io/google-samples/gb-frontend\n    tagPath: image.tag\n    repositories: [{APP}]\n    values:\n      staging: apps/guestbook/values-staging.yaml\n      production: apps/guestbook/values-production.yaml\n\
-             defaults:\n  store: {store_url}\n\
+             defaults:\n  store: {store_url}\n  maxRetries: 4\n\
              {forges}",
             clone = fake.clone_base(),
             forges = match forge {
@@ -374,6 +374,7 @@ pub async fn start_bot(
     let config = OperatorConfig::load(&root.join("config/orchestration-config.yaml"))
         .unwrap_or_else(|d| panic!("{d}"));
     let store = Store::open(store_url).await.unwrap();
+    let max_retries = config.orchestration.defaults.max_retries;
     // The forge is connected as the service connects it, with the test's tokens.
     let secrets = |var: &str| match var {
         "SCENARIO_GITHUB_TOKEN" => Some("test-token".to_string()),
@@ -433,6 +434,7 @@ pub async fn start_bot(
             retry_base: Duration::from_millis(100),
             job_limit: JOB_LIMIT,
             jobs,
+            retries: max_retries,
         },
     );
     fake.set_webhook(&format!("http://{}/webhooks/{hook}", running.addr), SECRET);
