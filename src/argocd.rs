@@ -140,7 +140,8 @@ impl ArgoCd {
         }
     }
 
-    /// `GET /api/v1/applications/{name}`; `None`: Argo CD has no such Application.
+    /// `GET /api/v1/applications/{name}`; `None`: Argo CD has no such Application, or the
+    /// bot's account may not read it.
     pub async fn application(&self, name: &str) -> Result<Option<AppStatus>, ArgoCdError> {
         let url = format!("{}/api/v1/applications/{name}", self.base);
         let answer = self
@@ -162,8 +163,10 @@ impl ArgoCd {
             200 => AppStatus::parse(&body)
                 .map(Some)
                 .map_err(|why| ArgoCdError::Unreadable { url, why }),
-            404 => Ok(None),
-            401 | 403 => Err(ArgoCdError::Refused { url, status }),
+            // Argo CD answers 403 "permission denied" for an Application that does not exist
+            // (so that names do not leak), as for one the account may not read.
+            404 | 403 => Ok(None),
+            401 => Err(ArgoCdError::Refused { url, status }),
             _ => Err(ArgoCdError::Status {
                 url,
                 status,

@@ -80,12 +80,27 @@ pub struct RegistryConfig {
 impl ImagesConfig {
     /// The source tag of `tag-docker` for a release of `version` from `commit`.
     pub fn source_tag_for(&self, commit: &str, version: &str) -> Result<String, String> {
-        minijinja::Environment::new()
+        let mut env = minijinja::Environment::new();
+        // A misspelt name is an error, not an empty tag.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let tag = env
             .render_str(
                 &self.source_tag,
                 minijinja::context! {commit => commit, short_commit => commit.get(..12).unwrap_or(commit), version => version},
             )
-            .map_err(|e| format!("images.sourceTag: {e}"))
+            .map_err(|e| format!("images.sourceTag: {e}"))?;
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(format!(
+                "images.sourceTag makes `{tag}`, which is not an image tag (letters, digits, `.`, `_`, `-`; at most 128)"
+            ));
+        }
+        Ok(tag)
     }
 }
 
@@ -993,6 +1008,16 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
     if let Some(images) = &c.images {
         if let Err(why) = images.source_tag_for(&"0".repeat(40), "v1.0.0") {
             d.push(src.at(route!["images", "sourceTag"], why));
+        }
+        for (i, s) in c.services.iter().enumerate() {
+            // The image is a repository; the release writes its tag.
+            let last = s.image.rsplit('/').next().unwrap_or_default();
+            if s.image.contains('@') || last.contains(':') || s.image.trim().is_empty() {
+                d.push(src.at(
+                    route!["services", i, "image"],
+                    format!("`{}` is not an image repository (no tag or digest: the release writes the tag)", s.image),
+                ));
+            }
         }
         for (host, r) in &images.registries {
             if host.contains('/') || host.is_empty() {

@@ -30,6 +30,16 @@ pub enum ImageError {
     },
 }
 
+/// A copy of an image's manifest to a new tag, looked up and not yet made.
+pub struct Retag {
+    source: Reference,
+    target: Reference,
+    manifest: Vec<u8>,
+    /// The target already is this image (an earlier attempt copied it).
+    copied: bool,
+    pub digest: String,
+}
+
 /// The registries the operator configured, with their credentials.
 pub struct Registries {
     client: Client,
@@ -59,6 +69,9 @@ impl Registries {
             .collect();
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure),
+            // A registry that does not answer holds up a trigger's job, not the bot.
+            connect_timeout: Some(std::time::Duration::from_secs(5)),
+            read_timeout: Some(std::time::Duration::from_secs(30)),
             ..Default::default()
         });
         let mut auth = BTreeMap::new();
@@ -109,14 +122,14 @@ impl Registries {
         }
     }
 
-    /// Copies `image:from` to `image:to` (the manifest, byte for byte); the digest of the
-    /// copy, or `None` when there is no `image:from`.
-    pub async fn retag(
+    /// What copying `image:from` to `image:to` takes, looked up without changing anything:
+    /// `None` when there is no `image:from`; an error when `image:to` names another image.
+    pub async fn plan_retag(
         &self,
         image: &str,
         from: &str,
         to: &str,
-    ) -> Result<Option<String>, ImageError> {
+    ) -> Result<Option<Retag>, ImageError> {
         let source = Self::reference(image, from)?;
         let target = Self::reference(image, to)?;
         let auth = self.auth_for(&source);
@@ -131,16 +144,34 @@ impl Registries {
             Err(e) => return Err(registry_error(&source, e)),
         };
         match existing {
-            Some(d) if d == digest => return Ok(Some(d)), // copied before
-            Some(d) => {
-                return Err(ImageError::Moved {
-                    reference: target.whole(),
-                    has: d,
-                    wanted: digest,
-                });
-            }
-            None => {}
+            Some(d) if d != digest => Err(ImageError::Moved {
+                reference: target.whole(),
+                has: d,
+                wanted: digest,
+            }),
+            done => Ok(Some(Retag {
+                source,
+                target,
+                manifest: manifest.to_vec(),
+                copied: done.is_some(),
+                digest,
+            })),
         }
+    }
+
+    /// Copies a looked-up tag (the manifest, byte for byte); its digest.
+    pub async fn retag(&self, r: Retag) -> Result<String, ImageError> {
+        let Retag {
+            source,
+            target,
+            manifest,
+            copied,
+            digest,
+        } = r;
+        if copied {
+            return Ok(digest); // copied before
+        }
+        let auth = self.auth_for(&source);
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
             .ok()
             .and_then(|v| v["mediaType"].as_str().map(str::to_string))
@@ -156,7 +187,7 @@ impl Registries {
             .push_manifest_raw(&target, manifest, content_type)
             .await
             .map_err(|e| registry_error(&target, e))?;
-        Ok(Some(digest))
+        Ok(digest)
     }
 }
 

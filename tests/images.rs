@@ -10,16 +10,14 @@ use common::*;
 use fake_forge::Flavor;
 
 on_both_forges!(
-    a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image
+    a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image,
+    a_release_tag_that_names_another_image_is_never_moved_and_nothing_is_copied,
 );
 
-async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image(
-    forge: Flavor,
-) {
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tmp.path()).await;
+/// The demo's world, its two services' images in `registry`.
+async fn world_with_registry(forge: Flavor, registry: &Registry) -> World {
     let host = registry.host.clone();
-    let w = World::build(forge, false, None, move |c| {
+    World::build(forge, false, None, move |c| {
         c.replace(
             "image: ghcr.io/stefanprodan/podinfo",
             &format!("image: {host}/acme/podinfo"),
@@ -29,7 +27,61 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
             &format!("image: {host}/acme/guestbook"),
         ) + &format!("images:\n  registries:\n    \"{host}\":\n      insecure: true\n")
     })
-    .await;
+    .await
+}
+
+/// The last push the fake sent (the trigger's), sent again as a redelivery would.
+async fn redeliver_the_push(w: &World) {
+    let push = w
+        .fake
+        .sent()
+        .iter()
+        .rposition(|(kind, _)| kind == "push" || kind == "Push Hook")
+        .expect("the trigger's push was sent");
+    w.fake.resend(push).await;
+    w.settle().await;
+}
+
+async fn a_release_tag_that_names_another_image_is_never_moved_and_nothing_is_copied(
+    forge: Flavor,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path()).await;
+    let w = world_with_registry(forge, &registry).await;
+    // Someone already pushed an image as guestbook's release tag.
+    let theirs = registry
+        .push_image("acme/guestbook", "mvp-v1", "someone else's build")
+        .await;
+    let commit = w.push_trigger(&trigger_files()).await;
+    registry
+        .push_image("acme/podinfo", &commit, "podinfo build")
+        .await;
+    registry
+        .push_image("acme/guestbook", &commit, "guestbook build")
+        .await;
+    redeliver_the_push(&w).await;
+    assert!(w.pull(1).is_none(), "nothing was opened");
+    assert_eq!(
+        registry
+            .digest_of("acme/guestbook", "mvp-v1")
+            .await
+            .as_deref(),
+        Some(theirs.as_str()),
+        "their tag was not moved"
+    );
+    assert_eq!(
+        registry.digest_of("acme/podinfo", "mvp-v1").await,
+        None,
+        "nothing is copied unless everything can be"
+    );
+}
+
+async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image(
+    forge: Flavor,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path()).await;
+    let w = world_with_registry(forge, &registry).await;
     let host = registry.host.clone();
     let refusal = |commit: &str| {
         let st = w.fake.lock();
@@ -68,14 +120,7 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
     let guestbook = registry
         .push_image("acme/guestbook", &commit, "guestbook build")
         .await;
-    let push = w
-        .fake
-        .sent()
-        .iter()
-        .rposition(|(kind, _)| kind == "push" || kind == "Push Hook")
-        .expect("the trigger's push was sent");
-    w.fake.resend(push).await;
-    w.settle().await;
+    redeliver_the_push(&w).await;
     assert!(w.pull(1).is_some(), "the staging pull request opens");
     assert_eq!(
         w.fake.lock().repos[APP]

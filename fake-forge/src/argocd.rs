@@ -102,11 +102,9 @@ async fn get_application(
     }
     match argo.apps.get(&name) {
         Some(app) => axum::Json(application_json(app)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            5,
-            &format!("applications.argoproj.io \"{name}\" not found"),
-        ),
+        // As Argo CD answers since CVE-2022-41354: no telling a missing Application from one
+        // the account may not read.
+        None => error(StatusCode::FORBIDDEN, 7, "permission denied"),
     }
 }
 

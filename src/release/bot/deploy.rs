@@ -276,7 +276,7 @@ impl Bot {
             else {
                 // An ApplicationSet may be making it: it counts against the sync timeout.
                 waiting.push(format!(
-                    "Argo CD has no Application `{name}` (named by `argocd.application` or the service's `argocdApplications`)"
+                    "Argo CD has no Application `{name}`, or the bot's account may not read it (named by `argocd.application` or the service's `argocdApplications`; deploy/argocd/rbac.yaml)"
                 ));
                 continue;
             };

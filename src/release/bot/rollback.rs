@@ -400,10 +400,9 @@ impl Bot {
         pr: &ReleasePr,
         why: &str,
     ) -> Result<(), BotError> {
-        let automatic = rel
-            .summary
-            .rollback_enabled
-            .unwrap_or(self.config.orchestration.defaults.auto_rollback_on_failure);
+        // A trigger may ask for more safety than the operator, never less.
+        let automatic = rel.summary.rollback_enabled == Some(true)
+            || self.config.orchestration.defaults.auto_rollback_on_failure;
         if !automatic || rolled_back_environment(&pr.environment).is_some() {
             return Ok(());
         }

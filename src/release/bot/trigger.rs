@@ -251,44 +251,60 @@ impl Bot {
         };
         let mut seen = std::collections::BTreeSet::new();
         let mut missing = Vec::new();
+        let mut copies = Vec::new();
+        let refused = |e: crate::images::ImageError| match e {
+            crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
+            // Another image under the release tag: once someone deletes it, a redelivery of
+            // the push copies it.
+            crate::images::ImageError::Moved { .. } => {
+                Ok(Err(ReleaseError::ImagesMissing(e.to_string())))
+            }
+            other => Ok(Err(ReleaseError::Refused(other.to_string()))),
+        };
+        // Everything is looked up first; nothing is copied unless every image is there.
         for change in plan.environments.iter().flat_map(|e| &e.changes) {
             if !seen.insert((change.image.clone(), change.tag.clone())) {
                 continue;
             }
-            let err = |e: crate::images::ImageError| match e {
-                crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
-                other => Ok(Err(ReleaseError::Refused(other.to_string()))),
-            };
             if plan.spec.tag_docker.contains(&change.service) {
                 let source = match images.source_tag_for(commit, &plan.spec.version) {
                     Ok(s) => s,
                     Err(why) => return Ok(Err(ReleaseError::Refused(why))),
                 };
-                match registries.retag(&change.image, &source, &change.tag).await {
-                    Ok(Some(digest)) => {
-                        tracing::info!(image = %change.image, from = %source, to = %change.tag, digest = %digest, "image tagged for the release");
-                    }
+                match registries
+                    .plan_retag(&change.image, &source, &change.tag)
+                    .await
+                {
+                    Ok(Some(copy)) => copies.push((change, source, copy)),
                     Ok(None) => missing.push(format!(
                         "`{}:{source}` (what `tag-docker` copies to `{}`; images.sourceTag)",
                         change.image, change.tag
                     )),
-                    Err(e) => return err(e),
+                    Err(e) => return refused(e),
                 }
             } else {
                 match registries.digest(&change.image, &change.tag).await {
                     Ok(Some(_)) => {}
                     Ok(None) => missing.push(format!("`{}:{}`", change.image, change.tag)),
-                    Err(e) => return err(e),
+                    Err(e) => return refused(e),
                 }
             }
         }
-        if missing.is_empty() {
-            return Ok(Ok(()));
+        if !missing.is_empty() {
+            return Ok(Err(ReleaseError::ImagesMissing(format!(
+                "no such image in its registry: {}; push it, then redeliver this push from the forge's webhook page (or push again)",
+                missing.join(", ")
+            ))));
         }
-        Ok(Err(ReleaseError::ImagesMissing(format!(
-            "no such image in its registry: {}; push it, then redeliver this push from the forge's webhook page (or push again)",
-            missing.join(", ")
-        ))))
+        for (change, source, copy) in copies {
+            match registries.retag(copy).await {
+                Ok(digest) => {
+                    tracing::info!(image = %change.image, from = %source, to = %change.tag, digest = %digest, "image tagged for the release");
+                }
+                Err(e) => return refused(e),
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// A service is released only from the application repositories that own it.
