@@ -89,13 +89,7 @@ impl ImagesConfig {
                 minijinja::context! {commit => commit, short_commit => commit.get(..12).unwrap_or(commit), version => version},
             )
             .map_err(|e| format!("images.sourceTag: {e}"))?;
-        let valid = !tag.is_empty()
-            && tag.len() <= 128
-            && !tag.starts_with(['.', '-'])
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !valid {
+        if !crate::images::is_image_tag(&tag) {
             return Err(format!(
                 "images.sourceTag makes `{tag}`, which is not an image tag (letters, digits, `.`, `_`, `-`; at most 128)"
             ));

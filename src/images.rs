@@ -191,6 +191,17 @@ impl Registries {
     }
 }
 
+/// Whether `tag` is a valid image tag (the OCI distribution rule: letters, digits, `.`, `_`,
+/// `-`, not starting with `.` or `-`, at most 128).
+pub fn is_image_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Whether the registry answered that the tag (or the repository) does not exist.
 fn is_missing(e: &OciDistributionError) -> bool {
     match e {

@@ -266,13 +266,7 @@ fn image_tag(template: Option<&str>, spec: &ReleaseSpec, env: &str) -> Result<St
             .render_str(t, minijinja::value::Serde(json!({"version": spec.version, "milestone_id": spec.milestone_id, "trace_id": spec.trace_id, "environment": env})))
             .map_err(|e| format!("imageTag template failed: {e}"))?,
     };
-    let valid = !tag.is_empty()
-        && tag.len() <= 128
-        && !tag.starts_with(['.', '-'])
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid {
+    if !crate::images::is_image_tag(&tag) {
         return Err(format!(
             "`{tag}` is not a valid image tag (letters, digits, `.`, `_`, `-`; at most 128)"
         ));
