@@ -108,9 +108,13 @@ async fn staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_
     // Production merges with its two roles, and completes only once it runs.
     production_merged(&w).await;
     assert_eq!(w.release_state().await, "Deploying");
+    // Published when staging ran, as a pre-release until production runs.
+    let release = w.app_release("mvp-v1").expect("published when staging ran");
+    assert_eq!(release.name, "Release mvp-v1 (rolling out)");
     assert!(
-        w.fake.lock().repos[APP].releases.is_empty(),
-        "no forge release before production runs"
+        release.body.contains("| staging | deployed 20"),
+        "{}",
+        release.body
     );
     // A hotfix lands on the base before Argo CD syncs: the revision it syncs is a later one,
     // which contains the merge.
@@ -424,6 +428,15 @@ async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flav
     w.comment(3, "alice", "/approve").await;
     assert!(w.pull(3).unwrap().merged, "{:#?}", w.bot_comments(3));
     assert_eq!(w.release_state().await, "RolledBack");
+    // The forge release (published when staging was done) says so.
+    let release = w.app_release("mvp-v1").expect("the forge release");
+    assert_eq!(release.name, "Release mvp-v1 (rolled back)");
+    assert!(
+        release.body.contains("| staging | rolled back |")
+            && release.body.contains("| production | not released |"),
+        "{}",
+        release.body
+    );
     assert_eq!(
         w.deploy_text("main:apps/podinfo/values-staging.yaml"),
         before

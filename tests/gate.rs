@@ -752,6 +752,7 @@ async fn a_tag_or_release_someone_else_made_is_not_adopted(forge: Flavor) {
             tag: "mvp-v1".into(),
             name: "Release mvp-v1".into(),
             body: "FORGED release notes".into(),
+            prerelease: false,
         });
     }
     w.comment(1, "alice", "/retry").await;

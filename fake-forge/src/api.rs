@@ -85,6 +85,10 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{repo}/git/tags/{{sha}}"), get(get_tag))
         .route(&format!("{repo}/releases"), post(create_release))
         .route(
+            &format!("{repo}/releases/{{release_id}}"),
+            patch(update_release),
+        )
+        .route(
             &format!("{repo}/releases/tags/{{tag}}"),
             get(release_by_tag),
         )
@@ -793,9 +797,37 @@ async fn create_release(
         tag,
         name: body["name"].as_str().unwrap_or_default().to_string(),
         body: body["body"].as_str().unwrap_or_default().to_string(),
+        prerelease: body["prerelease"].as_bool().unwrap_or(false),
     };
     repo.releases.push(rel.clone());
     created(payloads::release(repo, &rel))
+}
+
+/// `repos/update-release`: name, body and the pre-release flag, each if given.
+async fn update_release(
+    State(s): State<Shared>,
+    UrlPath((o, r, id)): UrlPath<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> Answer {
+    let mut st = s.lock().unwrap();
+    let repo = st.repo(&format!("{o}/{r}")).ok_or_else(not_found)?;
+    let rel = repo
+        .releases
+        .iter_mut()
+        .find(|x| x.id == id)
+        .ok_or_else(not_found)?;
+    if let Some(name) = body["name"].as_str() {
+        rel.name = name.to_string();
+    }
+    if let Some(text) = body["body"].as_str() {
+        rel.body = text.to_string();
+    }
+    if let Some(pre) = body["prerelease"].as_bool() {
+        rel.prerelease = pre;
+    }
+    let rel = rel.clone();
+    let repo = &st.repos[&format!("{o}/{r}")];
+    ok(payloads::release(repo, &rel))
 }
 
 async fn release_by_tag(

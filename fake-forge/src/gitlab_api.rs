@@ -138,7 +138,10 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{project}/repository/tags"), post(create_tag))
         .route(&format!("{project}/repository/tags/{{tag}}"), get(get_tag))
         .route(&format!("{project}/releases"), post(create_release))
-        .route(&format!("{project}/releases/{{tag}}"), get(get_release))
+        .route(
+            &format!("{project}/releases/{{tag}}"),
+            get(get_release).put(update_release),
+        )
         .route("/api/v4/groups/{id}/members/all", get(all_members))
         .route("/api/v4/groups/{id}/members", get(direct_members))
         .route(
@@ -688,9 +691,36 @@ async fn create_release(
         tag,
         name: p.get("name").cloned().unwrap_or_default(),
         body: p.get("description").cloned().unwrap_or_default(),
+        prerelease: false,
     };
     repo.releases.push(rel.clone());
     created(gl::release(repo, &rel))
+}
+
+/// `PUT /projects/:id/releases/:tag_name`: name and description, each if given.
+async fn update_release(
+    State(s): State<Shared>,
+    UrlPath((id, tag)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let p = params(&headers, &body);
+    let mut st = s.lock().unwrap();
+    let repo = project_mut(&mut st, &id)?;
+    let rel = repo
+        .releases
+        .iter_mut()
+        .find(|x| x.tag == tag)
+        .ok_or_else(|| not_found("Release"))?;
+    if let Some(name) = p.get("name") {
+        rel.name = name.clone();
+    }
+    if let Some(text) = p.get("description") {
+        rel.body = text.clone();
+    }
+    let rel = rel.clone();
+    let repo = project(&st, &id)?;
+    ok(gl::release(repo, &rel))
 }
 
 async fn get_release(

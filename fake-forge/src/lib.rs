@@ -134,6 +134,8 @@ pub struct Release {
     pub tag: String,
     pub name: String,
     pub body: String,
+    /// GitHub's pre-release flag (GitLab has none).
+    pub prerelease: bool,
 }
 
 #[derive(Debug, Clone)]

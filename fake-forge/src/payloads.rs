@@ -312,6 +312,7 @@ pub fn release(r: &Repo, rel: &crate::Release) -> Value {
     set(&mut v, "tag_name", json!(rel.tag));
     set(&mut v, "name", json!(rel.name));
     set(&mut v, "body", json!(rel.body));
+    set(&mut v, "prerelease", json!(rel.prerelease));
     set(
         &mut v,
         "html_url",

@@ -193,6 +193,21 @@ pub struct ChangeRequest {
     pub url: String,
 }
 
+/// A forge release as the bot publishes it.
+pub struct PublishedRelease<'a> {
+    pub tag: &'a str,
+    pub name: &'a str,
+    /// Ends with [`release_marker`].
+    pub body: &'a str,
+    pub prerelease: bool,
+}
+
+/// The hidden line that marks a forge release of `tag` as the bot's own: one it may bring up to
+/// date as the rollout goes on.
+pub fn release_marker(tag: &str) -> String {
+    format!("<!-- release-coordinator:release {tag} -->")
+}
+
 /// The longest comment, pull request or release body GitHub takes, in characters (GitLab's
 /// limit is higher); every text the bot writes is cut to fit rather than refused.
 pub const COMMENT_LIMIT: usize = 65_536;
@@ -367,13 +382,15 @@ pub trait Forge: Send + Sync {
     /// The comments on a commit (GitLab's carry no id: theirs is 0).
     async fn commit_comments(&self, repo: &str, commit: &str) -> Result<Vec<Note>, ForgeError>;
 
-    /// The release for `tag`, created unless it exists; returns its URL.
-    async fn ensure_release(
+    /// The release for `tag`, created, or brought up to date when it is the bot's (its body
+    /// carries [`release_marker`]); anyone else's release of the tag is a conflict. A
+    /// pre-release on GitHub (GitLab has no such flag: the name says it). `existing`: the bot
+    /// made it before, so it is looked up first instead of created. Returns its URL.
+    async fn publish_release(
         &self,
         repo: &str,
-        tag: &str,
-        name: &str,
-        body: &str,
+        release: &PublishedRelease<'_>,
+        existing: bool,
     ) -> Result<String, ForgeError>;
 }
 

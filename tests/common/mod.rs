@@ -306,6 +306,15 @@ impl World {
             .unwrap()
     }
 
+    /// The application repository's forge release of `tag`, if there is one.
+    pub fn app_release(&self, tag: &str) -> Option<fake_forge::Release> {
+        self.fake.lock().repos[APP]
+            .releases
+            .iter()
+            .find(|r| r.tag == tag)
+            .cloned()
+    }
+
     pub fn pull(&self, number: u64) -> Option<fake_forge::Pull> {
         self.fake.lock().repos[DEPLOY].pull(number).cloned()
     }

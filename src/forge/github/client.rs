@@ -17,7 +17,8 @@ use crate::events::{CheckResult as Check, CheckSource};
 use crate::events::{ForgeKind, ReviewState};
 use crate::forge::{
     COMMENT_LIMIT, ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess,
-    MergeMethod, MergeOutcome, NewChangeRequest, Note, ReviewInfo, STATUS_LIMIT, fit,
+    MergeMethod, MergeOutcome, NewChangeRequest, Note, PublishedRelease, ReviewInfo, STATUS_LIMIT,
+    fit, release_marker,
 };
 
 /// How the bot authenticates to GitHub.
@@ -392,9 +393,15 @@ struct MergeResult {
 
 #[derive(Deserialize)]
 struct ReleaseBody {
+    #[serde(default)]
+    id: u64,
     html_url: String,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     body: Option<String>,
+    #[serde(default)]
+    prerelease: bool,
 }
 
 type Empty = serde_json::Value;
@@ -686,40 +693,55 @@ impl Forge for GithubForge {
         Ok(())
     }
 
-    async fn ensure_release(
+    async fn publish_release(
         &self,
         repo: &str,
-        tag: &str,
-        name: &str,
-        body: &str,
+        release: &PublishedRelease<'_>,
+        existing: bool,
     ) -> Result<String, ForgeError> {
-        let created: Result<ReleaseBody, _> = self
-            .client
-            .post(
-                format!("/repos/{repo}/releases"),
-                Some(&json!({"tag_name": tag, "name": name, "body": fit(body, COMMENT_LIMIT)})),
-            )
-            .await;
-        match created.map_err(|e| self.api_err(e)) {
-            Ok(r) => Ok(r.html_url),
-            // Already published: by an earlier attempt (the same notes) it is the release;
-            // anyone else's release of the tag is not adopted.
-            Err(ForgeError::Rejected(_)) => {
-                let r: ReleaseBody = self
-                    .client
-                    .get(format!("/repos/{repo}/releases/tags/{tag}"), None::<&()>)
-                    .await
-                    .map_err(|e| self.api_err(e))?;
-                if r.body.as_deref().unwrap_or_default().trim() != body.trim() {
-                    return Err(ForgeError::Conflict(format!(
-                        "a release of {tag} that the bot did not make exists ({})",
-                        r.html_url
-                    )));
-                }
-                Ok(r.html_url)
+        let body = fit(release.body, COMMENT_LIMIT);
+        let fields = json!({"name": release.name, "body": body, "prerelease": release.prerelease});
+        if !existing {
+            let mut create = fields.clone();
+            create["tag_name"] = json!(release.tag);
+            let created: Result<ReleaseBody, _> = self
+                .client
+                .post(format!("/repos/{repo}/releases"), Some(&create))
+                .await;
+            match created.map_err(|e| self.api_err(e)) {
+                Ok(r) => return Ok(r.html_url),
+                // Already there: made by an earlier attempt, or by someone else.
+                Err(ForgeError::Rejected(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        let r: ReleaseBody = self
+            .client
+            .get(
+                format!("/repos/{repo}/releases/tags/{}", release.tag),
+                None::<&()>,
+            )
+            .await
+            .map_err(|e| self.api_err(e))?;
+        let theirs = r.body.as_deref().unwrap_or_default();
+        if !theirs.contains(&release_marker(release.tag)) {
+            return Err(ForgeError::Conflict(format!(
+                "a release of {} that the bot did not make exists ({})",
+                release.tag, r.html_url
+            )));
+        }
+        if theirs.trim() == body.trim()
+            && r.name.as_deref() == Some(release.name)
+            && r.prerelease == release.prerelease
+        {
+            return Ok(r.html_url);
+        }
+        let updated: ReleaseBody = self
+            .client
+            .patch(format!("/repos/{repo}/releases/{}", r.id), Some(&fields))
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(updated.html_url)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::events::{Actor, CheckSource, CheckState as EventCheckState, ForgeKind
 use crate::forge::gitlab::webhook::check_state;
 use crate::forge::{
     ChangeRequest, ChangeState, CheckKinds, Forge, ForgeError, GitAccess, MergeMethod,
-    MergeOutcome, NewChangeRequest, Note, ReviewInfo, fit,
+    MergeOutcome, NewChangeRequest, Note, PublishedRelease, ReviewInfo, fit, release_marker,
 };
 
 /// GitLab's limit on notes and descriptions, in characters.
@@ -176,6 +176,8 @@ struct ReleaseBody {
     #[serde(default, rename = "_links")]
     links: Option<ReleaseLinks>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     description: Option<String>,
 }
 
@@ -241,6 +243,35 @@ impl Endpoint for CancelMergeWhenPipelineSucceeds<'_> {
             self.merge_request
         )
         .into()
+    }
+}
+
+/// `PUT /projects/:id/releases/:tag_name`, which the crate does not have: a release's name and
+/// description.
+struct UpdateRelease<'a> {
+    project: &'a str,
+    tag: &'a str,
+    name: &'a str,
+    description: &'a str,
+}
+
+impl Endpoint for UpdateRelease<'_> {
+    fn method(&self) -> Method {
+        Method::PUT
+    }
+
+    fn endpoint(&self) -> Cow<'static, str> {
+        format!(
+            "projects/{}/releases/{}",
+            api::common::path_escaped(self.project),
+            api::common::path_escaped(self.tag)
+        )
+        .into()
+    }
+
+    fn body(&self) -> Result<Option<(&'static str, Vec<u8>)>, BodyError> {
+        let body = serde_json::json!({"name": self.name, "description": self.description});
+        Ok(Some(("application/json", serde_json::to_vec(&body)?)))
     }
 }
 
@@ -813,49 +844,62 @@ impl Forge for GitlabForge {
         Ok(())
     }
 
-    async fn ensure_release(
+    async fn publish_release(
         &self,
         repo: &str,
-        tag: &str,
-        name: &str,
-        body: &str,
+        release: &PublishedRelease<'_>,
+        existing: bool,
     ) -> Result<String, ForgeError> {
-        let fallback = format!("{}/{repo}/-/releases/{tag}", self.web_url);
-        let created: Result<ReleaseBody, ForgeError> = self
+        let fallback = format!("{}/{repo}/-/releases/{}", self.web_url, release.tag);
+        let url = |r: ReleaseBody| r.links.and_then(|l| l.self_url).unwrap_or(fallback.clone());
+        let body = fit(release.body, TEXT_LIMIT);
+        if !existing {
+            let created: Result<ReleaseBody, ForgeError> = self
+                .query(
+                    CreateRelease::builder()
+                        .project(repo)
+                        .tag_name(release.tag)
+                        .name(release.name)
+                        .description(body.clone())
+                        .build()
+                        .map_err(built)?,
+                )
+                .await;
+            match created {
+                Ok(r) => return Ok(url(r)),
+                // 409 "Release already exists": an earlier attempt's, or someone else's.
+                Err(ForgeError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let r: ReleaseBody = self
             .query(
-                CreateRelease::builder()
+                ProjectReleaseByTag::builder()
                     .project(repo)
-                    .tag_name(tag)
-                    .name(name)
-                    .description(fit(body, TEXT_LIMIT))
+                    .tag(release.tag)
                     .build()
                     .map_err(built)?,
             )
-            .await;
-        let release = match created {
-            Ok(r) => r,
-            // 409 "Release already exists": a retry after the release was made (the same
-            // notes); anyone else's release of the tag is not adopted.
-            Err(ForgeError::Conflict(_)) => {
-                let existing: ReleaseBody = self
-                    .query(
-                        ProjectReleaseByTag::builder()
-                            .project(repo)
-                            .tag(tag)
-                            .build()
-                            .map_err(built)?,
-                    )
-                    .await?;
-                if existing.description.as_deref().unwrap_or_default().trim() != body.trim() {
-                    return Err(ForgeError::Conflict(format!(
-                        "a release of {tag} that the bot did not make exists"
-                    )));
-                }
-                existing
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(release.links.and_then(|l| l.self_url).unwrap_or(fallback))
+            .await?;
+        let theirs = r.description.as_deref().unwrap_or_default();
+        if !theirs.contains(&release_marker(release.tag)) {
+            return Err(ForgeError::Conflict(format!(
+                "a release of {} that the bot did not make exists",
+                release.tag
+            )));
+        }
+        if theirs.trim() == body.trim() && r.name.as_deref() == Some(release.name) {
+            return Ok(url(r));
+        }
+        let updated: ReleaseBody = self
+            .query(UpdateRelease {
+                project: repo,
+                tag: release.tag,
+                name: release.name,
+                description: &body,
+            })
+            .await?;
+        Ok(url(updated))
     }
 }
 

@@ -4,13 +4,22 @@
 use serde_json::json;
 
 use super::{Bot, BotError, PrState, texts};
-use crate::forge::ForgeError;
+use crate::forge::{ForgeError, PublishedRelease};
 use crate::git::TagPush;
 use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::{ForgeRelease, ReleasePr};
 
+/// How far a release has gone, as its forge release says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Some environments are done, others not yet: a pre-release.
+    RollingOut,
+    Complete,
+    RolledBack,
+}
+
 impl Bot {
-    /// Every environment is merged: tag the application commit and publish the release.
+    /// Every environment is done: the release is published as complete.
     pub(super) async fn finish(&self, rel: &ForgeRelease) -> Result<(), BotError> {
         if rel.state != ReleaseState::Documenting {
             self.transition(
@@ -25,16 +34,45 @@ impl Bot {
         let Some(rel) = self.current(rel.release_id).await? else {
             return Ok(());
         };
-        let tag = rel
-            .summary
+        let Some(url) = self.publish(&rel, Stage::Complete).await? else {
+            return Ok(()); // failed, and said so
+        };
+        self.transition(
+            &rel,
+            ReleaseState::Completed,
+            AuditEvent::ReleaseCompleted,
+            self.bot_login(),
+            json!({"tag": self.tag_of(&rel), "release_url": url}),
+        )
+        .await
+    }
+
+    fn tag_of(&self, rel: &ForgeRelease) -> String {
+        rel.summary
             .git_tag
             .clone()
-            .unwrap_or_else(|| rel.version_tag.clone());
+            .unwrap_or_else(|| rel.version_tag.clone())
+    }
+
+    /// Publishes the release as far as it has gone: the application tag (made once, when the
+    /// first environment is done) and the forge release, a pre-release until the last
+    /// environment is done, its notes listing each environment with its outcome and time.
+    /// `None`: the release failed on the way (someone else's tag or release), and said so.
+    pub(super) async fn publish(
+        &self,
+        rel: &ForgeRelease,
+        stage: Stage,
+    ) -> Result<Option<String>, BotError> {
+        let Some(rel) = self.current(rel.release_id).await? else {
+            return Ok(None);
+        };
+        let tag = self.tag_of(&rel);
         let records = self.store.approval_records(rel.release_id).await?;
         let blocks: String = records.iter().map(crate::signing::record_block).collect();
-        let url = if rel.tagged {
-            rel.release_url.clone().unwrap_or_default()
-        } else {
+        let prs = self.store.release_prs(rel.release_id).await?;
+        if !rel.tagged {
+            // The tag carries the record of the environments done when it is made (the first);
+            // the forge release's notes carry every one as the rollout goes on.
             let message = texts::tag_message(&rel.version_tag, &blocks);
             // The annotated tag is pushed with git, which no forge counts against its API
             // rate limit; a tag already there on this commit (an earlier attempt) is fine.
@@ -64,35 +102,40 @@ impl Bot {
                         rel.app_repo,
                         texts::short(&other)
                     );
-                    return self.fail(&rel, &why).await;
+                    self.fail(&rel, &why).await?;
+                    return Ok(None);
                 }
             }
-            let url = match self
-                .forge
-                .ensure_release(
-                    &rel.app_repo,
-                    &tag,
-                    &format!("Release {}", rel.version_tag),
-                    &texts::release_notes(&rel.summary.release_notes, &blocks),
-                )
-                .await
-            {
-                Ok(url) => url,
-                Err(ForgeError::Conflict(why)) => return self.fail(&rel, &why).await,
-                Err(e) => return Err(e.into()),
-            };
+        }
+        let rollout = texts::rollout(&prs);
+        let name = texts::release_name(&rel.version_tag, stage);
+        let body = texts::release_notes(&rel.summary.release_notes, &blocks, &rollout, &tag);
+        let published = self
+            .forge
+            .publish_release(
+                &rel.app_repo,
+                &PublishedRelease {
+                    tag: &tag,
+                    name: &name,
+                    body: &body,
+                    prerelease: stage != Stage::Complete,
+                },
+                rel.tagged,
+            )
+            .await;
+        let url = match published {
+            Ok(url) => url,
+            Err(ForgeError::Conflict(why)) => {
+                self.fail(&rel, &why).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !rel.tagged {
             tracing::info!(release = %rel.version_tag, tag = %tag, repo = %rel.app_repo, url = %url, "tagged and published");
             self.store.mark_tagged(rel.release_id, Some(&url)).await?;
-            url
-        };
-        self.transition(
-            &rel,
-            ReleaseState::Completed,
-            AuditEvent::ReleaseCompleted,
-            self.bot_login(),
-            json!({"tag": tag, "release_url": url}),
-        )
-        .await
+        }
+        Ok(Some(url))
     }
 
     /// The release cannot be completed without a person: recorded as `Failed` with the reason,

@@ -536,6 +536,15 @@ impl Bot {
             .iter()
             .any(|p| p.state == PrState::Waiting);
         if more {
+            // The release so far is published (the tag once, a pre-release) before the next
+            // environment opens; a clash fails it here, not after production.
+            if self
+                .publish(&rel, super::Stage::RollingOut)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
             self.transition(
                 &rel,
                 ReleaseState::AwaitingApproval,

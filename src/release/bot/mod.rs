@@ -46,6 +46,7 @@ use crate::release::state::{AuditEvent, ReleaseState};
 use crate::store::forge_releases::ForgeRelease;
 use crate::store::{Store, StoreError, Transition};
 
+pub use finish::Stage;
 pub use lanes::{Job, Lane};
 pub use model::{PrState, Summary, TriggerOutcome};
 

@@ -346,6 +346,12 @@ impl Bot {
             .collect();
         let prs = self.store.release_prs(rel.release_id).await?;
         let environments: Vec<&str> = rollbacks.iter().map(|r| r.environment.as_str()).collect();
+        // The forge release, if there is one, says so (best effort: the record is the audit log).
+        if rel.tagged
+            && let Err(e) = self.publish(rel, super::Stage::RolledBack).await
+        {
+            tracing::warn!(release = %rel.version_tag, error = %e, "the forge release could not be marked rolled back");
+        }
         self.transition(
             rel,
             ReleaseState::RolledBack,

@@ -7,6 +7,7 @@ use crate::config::EnvironmentPolicy;
 use crate::forge::{COMMENT_LIMIT, fit};
 use crate::policy::Reason;
 use crate::release::bot::model::Summary;
+use crate::release::bot::{PrState, Stage};
 
 /// Marks the bot's status comment, so a lost comment id can be found again.
 pub const STATUS_MARKER: &str = "<!-- release-coordinator:status -->";
@@ -456,15 +457,73 @@ pub fn tag_message(version: &str, records: &str) -> String {
     m
 }
 
-/// The forge release's notes: the rendered release notes, then the approval records.
-pub fn release_notes(notes: &str, records: &str) -> String {
-    if records.is_empty() {
-        return notes.to_string();
+/// The forge release's name: a pre-release says how far the release has gone (GitLab has no
+/// pre-release flag, so the name is what shows it there).
+pub fn release_name(version: &str, stage: Stage) -> String {
+    match stage {
+        Stage::RollingOut => format!("Release {version} (rolling out)"),
+        Stage::Complete => format!("Release {version}"),
+        Stage::RolledBack => format!("Release {version} (rolled back)"),
     }
-    format!(
-        "{}\n\n## Approvals\n\nSigned with the release key; save this text and run `release-coordinator verify --key <public.pem> <file>`.\n\n```text\n{records}```\n",
-        notes.trim_end()
-    )
+}
+
+/// Each environment of the release and how it stands, in order, for the forge release.
+pub fn rollout(prs: &[crate::store::forge_releases::ReleasePr]) -> Vec<(String, String)> {
+    use crate::store::forge_releases::{DeployState, rolled_back_environment};
+    let at = |t: Option<time::OffsetDateTime>| {
+        t.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+    };
+    let rolled_back = |env: &str| {
+        prs.iter().any(|p| {
+            rolled_back_environment(&p.environment) == Some(env) && p.state == PrState::Merged
+        })
+    };
+    prs.iter()
+        .filter(|p| rolled_back_environment(&p.environment).is_none())
+        .map(|p| {
+            let outcome = match (p.state, p.deploy) {
+                _ if rolled_back(&p.environment) => "rolled back".to_string(),
+                (PrState::Merged, None) => format!("merged {}", at(p.deployed_at)),
+                (PrState::Merged, Some(DeployState::Deployed)) => {
+                    format!("deployed {}", at(p.deployed_at))
+                }
+                (PrState::Merged, Some(DeployState::Deploying)) => "deploying".to_string(),
+                (PrState::Merged, Some(DeployState::Failed)) => "deployment failed".to_string(),
+                (PrState::Open | PrState::Scheduled, _) => "awaiting approval".to_string(),
+                (PrState::Waiting, _) => "not yet".to_string(),
+                (PrState::Closed, _) => "not released".to_string(),
+            };
+            (p.environment.clone(), outcome.trim_end().to_string())
+        })
+        .collect()
+}
+
+/// The forge release's notes: the rendered release notes, each environment's outcome, then the
+/// approval records, and the line that marks the release as the bot's own.
+pub fn release_notes(
+    notes: &str,
+    records: &str,
+    rollout: &[(String, String)],
+    tag: &str,
+) -> String {
+    let mut body = notes.trim_end().to_string();
+    if !rollout.is_empty() {
+        body.push_str("\n\n## Rollout\n\n| environment | outcome |\n|---|---|\n");
+        for (env, outcome) in rollout {
+            body.push_str(&format!("| {env} | {outcome} |\n"));
+        }
+    }
+    if !records.is_empty() {
+        body.push_str(&format!(
+            "\n## Approvals\n\nSigned with the release key; save this text and run `release-coordinator verify --key <public.pem> <file>`.\n\n```text\n{records}```\n"
+        ));
+    }
+    body.push_str(&format!("\n{}\n", crate::forge::release_marker(tag)));
+    body
 }
 
 /// Told when the branch was built again on a base that moved under it.
@@ -677,15 +736,30 @@ mod tests {
             "signature": "c2lnbmF0dXJl",
         }));
         insta::assert_snapshot!("tag_message", tag_message("mvp-v1", &block));
+        let rollout = vec![
+            (
+                "staging".to_string(),
+                "deployed 2026-11-30T10:00:00Z".to_string(),
+            ),
+            ("production".to_string(), "awaiting approval".to_string()),
+        ];
         insta::assert_snapshot!(
             "release_notes",
-            release_notes("# Release mvp-v1\n\n- BookingFlow\n", &block)
+            release_notes(
+                "# Release mvp-v1\n\n- BookingFlow\n",
+                &block,
+                &rollout,
+                "mvp-v1"
+            )
         );
         assert_eq!(
             tag_message("v1", ""),
             "Release v1\n\nRelease-Coordinator-Version: v1\n"
         );
-        assert_eq!(release_notes("notes", ""), "notes");
+        assert_eq!(
+            release_notes("notes", "", &[], "v1"),
+            "notes\n<!-- release-coordinator:release v1 -->\n"
+        );
         insta::assert_snapshot!("help", crate::commands::help_text());
     }
 
