@@ -22,16 +22,37 @@ impl Drop for Registry {
     }
 }
 
+/// A port no other registry of this process is given. A port the OS hands out for `:0` and
+/// that is then let go can be handed out again at once: two registries started side by side
+/// would share one (the second fails to bind, and its test talks to the first's).
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    loop {
+        let port = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) % 5_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 impl Registry {
     pub async fn start(root: &Path) -> Registry {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // A port taken between the look and the start makes the registry exit: another port.
+        for _ in 0..5 {
+            if let Some(r) = Registry::start_on(root, free_port()).await {
+                return r;
+            }
+        }
+        panic!("docker-registry would not start on five ports");
+    }
+
+    async fn start_on(root: &Path, port: u16) -> Option<Registry> {
         let host = format!("127.0.0.1:{port}");
         let storage = root.join("registry");
         std::fs::create_dir_all(&storage).unwrap();
@@ -51,21 +72,29 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry runs (apt install docker-registry; .ci/run installs it)");
-        let r = Registry {
+        let mut r = Registry {
             child,
             host,
             http: reqwest::Client::new(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                return None;
+            }
             let up = r
                 .http
                 .get(format!("http://{}/v2/", r.host))
                 .send()
                 .await
                 .is_ok_and(|a| a.status().is_success());
+            // Up, and ours: still running a moment later (one that lost the port exits).
             if up {
-                return r;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(None) = r.child.try_wait() {
+                    return Some(r);
+                }
+                return None;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
