@@ -306,6 +306,23 @@ fn report(d: &Diagnostics) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The plan with image digests pinned where services have `digestPath`, asked of the
+/// registries with the credentials `images:` names.
+async fn with_digests(
+    config: &OperatorConfig,
+    prepared: release::Prepared,
+) -> Result<release::Prepared, ReleaseError> {
+    let Some(images) = &config.orchestration.images else {
+        return Ok(prepared);
+    };
+    if release::plan::needs_digests(config, &prepared.plan).is_empty() {
+        return Ok(prepared);
+    }
+    let registries = crate::images::Registries::new(images, &|var| std::env::var(var).ok())
+        .map_err(ReleaseError::Refused)?;
+    release::pin_digests(config, prepared, &registries).await
+}
+
 fn release_failure(e: &ReleaseError) -> ExitCode {
     match e {
         ReleaseError::Invalid(d) => report(d),
@@ -736,7 +753,11 @@ async fn plan(config_path: &Path, trigger_dir: &Path, format: OutputFormat) -> E
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
-    match release::prepare(&config, trigger_dir, store.as_ref(), now()).await {
+    let prepared = match release::prepare(&config, trigger_dir, store.as_ref(), now()).await {
+        Ok(p) => with_digests(&config, p).await,
+        Err(e) => Err(e),
+    };
+    match prepared {
         Ok(p) => {
             if let Ok(inputs) = AppInputs::load(trigger_dir) {
                 print_inert_settings(&config, &inputs);
@@ -854,6 +875,10 @@ async fn release(
         Err(code) => return code,
     };
     let prepared = match release::prepare(&config, trigger_dir, Some(&store), now()).await {
+        Ok(p) => with_digests(&config, p).await,
+        Err(e) => Err(e),
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => return release_failure(&e),
     };

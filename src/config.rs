@@ -46,7 +46,16 @@ pub struct OrchestrationConfig {
     /// release tag.
     #[serde(default)]
     pub images: Option<ImagesConfig>,
+    /// The values each deploy strategy writes, by strategy name (what a trigger names in
+    /// `customDeployStrategy`), then by dotted path in every service's values file. A service's
+    /// own `deployStrategies` add to these and win where both set a path.
+    #[serde(default)]
+    pub deploy_strategies: BTreeMap<String, StrategyValues>,
 }
+
+/// Dotted path in a values file (`rollout.canary.weight`) to the value a strategy writes there:
+/// a string, a number or a boolean.
+pub type StrategyValues = BTreeMap<String, yaml_serde::Value>;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -406,6 +415,13 @@ pub struct ServiceConfig {
     /// The Argo CD Application per environment, where it is not named by `argocd.application`.
     #[serde(default)]
     pub argocd_applications: BTreeMap<String, String>,
+    /// Dotted path of the image digest beside the tag (`image.digest`): the release pins the
+    /// digest the registry gives for the tag it writes (needs `images:`).
+    #[serde(default)]
+    pub digest_path: Option<String>,
+    /// This service's values per deploy strategy, over the top-level `deployStrategies`.
+    #[serde(default)]
+    pub deploy_strategies: BTreeMap<String, StrategyValues>,
 }
 
 fn default_tag_path() -> String {
@@ -416,6 +432,22 @@ impl ServiceConfig {
     /// The tag path split into YAML keys (`image.tag` -> `["image", "tag"]`).
     pub fn tag_route(&self) -> Vec<&str> {
         self.tag_path.split('.').collect()
+    }
+
+    /// The values `strategy` writes into this service's values files, `None` when neither the
+    /// top level nor the service configures it.
+    pub fn strategy_values(
+        &self,
+        top: &BTreeMap<String, StrategyValues>,
+        strategy: &str,
+    ) -> Option<StrategyValues> {
+        let (all, own) = (top.get(strategy), self.deploy_strategies.get(strategy));
+        if all.is_none() && own.is_none() {
+            return None;
+        }
+        let mut values = all.cloned().unwrap_or_default();
+        values.extend(own.cloned().unwrap_or_default());
+        Some(values)
     }
 }
 
@@ -1091,17 +1123,41 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
     let mut places: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for (i, s) in c.services.iter().enumerate() {
         for (env, path) in &s.values {
-            if let Some(other) = places.insert((path.as_str(), s.tag_path.as_str()), &s.name)
-                && other != s.name
-            {
+            for key in std::iter::once(&s.tag_path).chain(&s.digest_path) {
+                if let Some(other) = places.insert((path.as_str(), key.as_str()), &s.name)
+                    && other != s.name
+                {
+                    d.push(src.at(
+                        route!["services", i, "values", env.as_str()],
+                        format!(
+                            "`{key}` in `{path}` is already the tag or digest of service `{other}`; give one of them its own path"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(dp) = &s.digest_path {
+            if c.images.is_none() {
                 d.push(src.at(
-                    route!["services", i, "values", env.as_str()],
-                    format!(
-                        "`{}` in `{path}` is already the tag of service `{other}`; give one of them its own tagPath",
-                        s.tag_path
-                    ),
+                    route!["services", i, "digestPath"],
+                    "digestPath needs `images:` (the digest is asked of the image's registry)",
                 ));
             }
+            if dp.split('.').any(str::is_empty) {
+                d.push(src.at(
+                    route!["services", i, "digestPath"],
+                    format!("`{dp}` is not a dotted key path such as `image.digest`"),
+                ));
+            } else if *dp == s.tag_path {
+                d.push(src.at(
+                    route!["services", i, "digestPath"],
+                    format!("`{dp}` is the tagPath too; the digest needs its own value"),
+                ));
+            }
+        }
+        for (name, values) in &s.deploy_strategies {
+            let base = route!["services", i, "deployStrategies", name.as_str()];
+            check_strategy(&mut d, src, name, values, base, &[s]);
         }
         if !seen.insert(s.name.as_str()) {
             d.push(src.at(
@@ -1159,6 +1215,11 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
             ));
         }
     }
+    let services: Vec<&ServiceConfig> = c.services.iter().collect();
+    for (name, values) in &c.deploy_strategies {
+        let base = route!["deployStrategies", name.as_str()];
+        check_strategy(&mut d, src, name, values, base, &services);
+    }
     for (i, env) in c.defaults.require_manual_approval_for.iter().enumerate() {
         if !c.services.iter().any(|s| s.values.contains_key(env)) {
             d.push(src.at(
@@ -1174,6 +1235,59 @@ pub fn validate_orchestration(c: &OrchestrationConfig, src: &SourceFile) -> Diag
         ));
     }
     d
+}
+
+/// A deploy strategy's name and values: plain names, dotted paths, single values, and never a
+/// path that holds a service's image tag or digest (the release writes those).
+fn check_strategy<'a>(
+    d: &mut Diagnostics,
+    src: &SourceFile,
+    name: &str,
+    values: &'a StrategyValues,
+    base: &[crate::diagnostics::Seg<'a>],
+    services: &[&ServiceConfig],
+) {
+    let at = |key: Option<&'a str>| {
+        let mut route = base.to_vec();
+        route.extend(key.map(crate::diagnostics::Seg::Key));
+        route
+    };
+    if !is_valid_environment_name(name) {
+        d.push(src.at(
+            &at(None),
+            format!("`{name}` is not a strategy name: use lowercase letters, digits and `-`"),
+        ));
+    }
+    if values.is_empty() {
+        d.push(src.at(
+            &at(None),
+            format!("strategy `{name}` writes no values; give it at least one `path: value`"),
+        ));
+    }
+    for (key, value) in values {
+        let problem = if key.split('.').any(str::is_empty) {
+            Some(format!(
+                "`{key}` is not a dotted key path such as `rollout.strategy`"
+            ))
+        } else if !matches!(
+            value,
+            yaml_serde::Value::String(_)
+                | yaml_serde::Value::Number(_)
+                | yaml_serde::Value::Bool(_)
+        ) {
+            Some(format!(
+                "`{key}` must be a single value (a string, a number or a boolean)"
+            ))
+        } else {
+            services
+                .iter()
+                .find(|s| s.tag_path == *key || s.digest_path.as_deref() == Some(key))
+                .map(|s| format!("`{key}` is where service `{}` keeps its image tag or digest, which the release writes", s.name))
+        };
+        if let Some(p) = problem {
+            d.push(src.at(&at(Some(key)), p));
+        }
+    }
 }
 
 fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig) -> Diagnostics {
@@ -1400,7 +1514,7 @@ mod tests {
         assert!(
             d.0[0]
                 .message
-                .contains("`image.tag` in `apps/booking/values-staging.yaml` is already the tag of service `booking`"),
+                .contains("`image.tag` in `apps/booking/values-staging.yaml` is already the tag or digest of service `booking`"),
             "{d}"
         );
     }

@@ -30,6 +30,9 @@ pub enum ImageError {
     },
 }
 
+/// The registry's digest (`sha256:...`) of each `image:tag`, keyed by `image:tag`.
+pub type Digests = BTreeMap<String, String>;
+
 /// A copy of an image's manifest to a new tag, looked up and not yet made.
 pub struct Retag {
     source: Reference,

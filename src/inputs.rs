@@ -70,22 +70,14 @@ pub struct PromotionTrigger {
         skip_serializing_if = "Option::is_none"
     )]
     pub rollback_enabled: Option<bool>,
-    /// The rollout strategy the deployment tooling should use.
+    /// The rollout strategy (`canary`, `blue-green`, ...): one of the operator's
+    /// `deployStrategies`, whose values the release writes beside each image tag.
     #[serde(
         rename = "customDeployStrategy",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub custom_deploy_strategy: Option<DeployStrategy>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeployStrategy {
-    Rolling,
-    Canary,
-    BlueGreen,
-    Batch,
+    pub custom_deploy_strategy: Option<String>,
 }
 
 /// One entry of `promotion_targets`.

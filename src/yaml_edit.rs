@@ -59,7 +59,33 @@ pub struct ScalarEdit {
 
 /// Sets the scalar at the dotted `keys` to the string `new_value`, changing nothing else.
 pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEdit, EditError> {
+    set_value(
+        text,
+        keys,
+        &yaml_serde::Value::String(new_value.to_string()),
+    )
+}
+
+/// Sets the scalar at `keys` to `new_value`, a string, a number or a boolean, changing nothing
+/// else. A string keeps the old value's quotes; a number or boolean is written plain, so that
+/// Helm reads it with its type (an operator's `replicaCount: 3`, `canary.enabled: true`).
+pub fn set_value(
+    text: &str,
+    keys: &[&str],
+    new_value: &yaml_serde::Value,
+) -> Result<ScalarEdit, EditError> {
     let path = keys.join(".");
+    let shown = match new_value {
+        yaml_serde::Value::String(s) => s.clone(),
+        yaml_serde::Value::Number(n) => n.to_string(),
+        yaml_serde::Value::Bool(b) => b.to_string(),
+        _ => {
+            return Err(EditError::Rewrite {
+                path,
+                reason: "only a string, a number or a boolean can be written".into(),
+            });
+        }
+    };
     // A real YAML parser decides whether this is YAML at all, with a position for the user.
     let parsed: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| {
         let (line, column) = e
@@ -144,14 +170,15 @@ pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEd
 
     // Keep the value's own quoting; a plain value that would no longer read as a string
     // (`1.10`, `true`, `null`, `a: b`) gets double quotes so Helm still sees a string.
-    let to = match raw.as_bytes().first() {
-        Some(b'"') => serde_json::to_string(new_value).expect("string serializes"),
-        Some(b'\'') => format!("'{}'", new_value.replace('\'', "''")),
-        Some(b'|' | b'>') => {
+    let to = match (raw.as_bytes().first(), new_value) {
+        (Some(b'|' | b'>'), _) => {
             return Err(rewrite_err("block scalars are not supported".into()));
         }
-        _ if plain_reads_as_string(new_value) => new_value.to_string(),
-        _ => serde_json::to_string(new_value).expect("string serializes"),
+        (_, yaml_serde::Value::Number(_) | yaml_serde::Value::Bool(_)) => shown.clone(),
+        (Some(b'"'), _) => serde_json::to_string(&shown).expect("string serializes"),
+        (Some(b'\''), _) => format!("'{}'", shown.replace('\'', "''")),
+        _ if plain_reads_as_string(&shown) => shown.clone(),
+        _ => serde_json::to_string(&shown).expect("string serializes"),
     };
     let mut new_text = String::with_capacity(text.len() - (end - start) + to.len());
     new_text.push_str(&text[..start]);
@@ -161,10 +188,10 @@ pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEd
     let reparsed: yaml_serde::Value =
         yaml_serde::from_str(&new_text).map_err(|e| rewrite_err(e.to_string()))?;
     match lookup(&reparsed, keys) {
-        Ok(yaml_serde::Value::String(s)) if s == new_value => {}
+        Ok(v) if v == new_value => {}
         _ => {
             return Err(rewrite_err(format!(
-                "the edited file does not read back `{new_value}` as a string"
+                "the edited file does not read back `{shown}` as written"
             )));
         }
     }
@@ -172,7 +199,7 @@ pub fn set_scalar(text: &str, keys: &[&str], new_value: &str) -> Result<ScalarEd
     // one value (a flow mapping, say, where a new value could have split a key).
     let mut expected = parsed;
     if let Some(slot) = lookup_mut(&mut expected, keys) {
-        *slot = yaml_serde::Value::String(new_value.to_string());
+        *slot = new_value.clone();
     }
     if expected != reparsed {
         return Err(rewrite_err(
@@ -230,6 +257,102 @@ fn lookup_mut<'v>(
 ) -> Option<&'v mut yaml_serde::Value> {
     keys.iter()
         .try_fold(root, |here, key| here.as_mapping_mut()?.get_mut(*key))
+}
+
+/// One value that differs between two versions of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangedValue {
+    pub keys: Vec<String>,
+    pub before: yaml_serde::Value,
+    pub after: yaml_serde::Value,
+}
+
+impl ChangedValue {
+    pub fn path(&self) -> String {
+        self.keys.join(".")
+    }
+}
+
+/// The single values (strings, numbers, booleans under mapping keys) that differ between
+/// `before` and `after`, in document order. Anything else that differs (a key added or
+/// removed, a list, a value that became a mapping) is an error naming where: it cannot be set
+/// back value by value.
+pub fn changed_values(before: &str, after: &str) -> Result<Vec<ChangedValue>, String> {
+    let parse = |t: &str| yaml_serde::from_str::<yaml_serde::Value>(t).map_err(|e| e.to_string());
+    let (b, a) = (parse(before)?, parse(after)?);
+    let mut out = Vec::new();
+    diff_values(&b, &a, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+fn diff_values(
+    b: &yaml_serde::Value,
+    a: &yaml_serde::Value,
+    keys: &mut Vec<String>,
+    out: &mut Vec<ChangedValue>,
+) -> Result<(), String> {
+    use yaml_serde::Value as V;
+    if b == a {
+        return Ok(());
+    }
+    let scalar = |v: &V| matches!(v, V::String(_) | V::Number(_) | V::Bool(_));
+    match (b, a) {
+        (V::Mapping(bm), V::Mapping(am)) => {
+            for (k, av) in am {
+                let Some(key) = k.as_str() else {
+                    return Err(format!(
+                        "a non-string key changed under `{}`",
+                        keys.join(".")
+                    ));
+                };
+                keys.push(key.to_string());
+                match bm.get(k) {
+                    Some(bv) => diff_values(bv, av, keys, out)?,
+                    None => return Err(format!("`{}` was added", keys.join("."))),
+                }
+                keys.pop();
+            }
+            if let Some(k) = bm.keys().find(|k| !am.contains_key(*k)) {
+                return Err(format!(
+                    "`{}` was removed",
+                    keys.iter()
+                        .cloned()
+                        .chain(k.as_str().map(String::from))
+                        .collect::<Vec<_>>()
+                        .join(".")
+                ));
+            }
+            Ok(())
+        }
+        _ if scalar(b) && scalar(a) => {
+            out.push(ChangedValue {
+                keys: keys.clone(),
+                before: b.clone(),
+                after: a.clone(),
+            });
+            Ok(())
+        }
+        _ => Err(format!("`{}` changed shape", keys.join("."))),
+    }
+}
+
+/// The value at `keys`, if there is one.
+pub fn value_at(text: &str, keys: &[&str]) -> Option<yaml_serde::Value> {
+    let doc: yaml_serde::Value = yaml_serde::from_str(text).ok()?;
+    keys.iter()
+        .try_fold(&doc, |here, key| here.as_mapping()?.get(*key))
+        .cloned()
+}
+
+/// A single value as people read it: `v1.2`, `10`, `true`.
+pub fn shown(v: &yaml_serde::Value) -> String {
+    match v {
+        yaml_serde::Value::String(s) => s.clone(),
+        yaml_serde::Value::Number(n) => n.to_string(),
+        yaml_serde::Value::Bool(b) => b.to_string(),
+        yaml_serde::Value::Null => "null".into(),
+        _ => "(a collection)".into(),
+    }
 }
 
 /// Whether `s`, written as a plain YAML scalar, is read back as the same string.
@@ -291,6 +414,79 @@ mod tests {
         let out = set_scalar(num, &["image", "tag"], "1.6-rc").unwrap();
         assert_eq!(out.text, "image:\n  tag: 1.6-rc\n");
         assert_eq!(out.old_value, "1.5");
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_written_plain_so_helm_reads_their_type() {
+        let src = "replicaCount: 1 # one\ncanary:\n  enabled: \"false\"\n  weight: '5'\n";
+        let n = yaml_serde::Value::Number(3.into());
+        let out = set_value(src, &["replicaCount"], &n).unwrap();
+        assert_eq!(out.text, src.replace("replicaCount: 1", "replicaCount: 3"));
+        assert_eq!(out.old_value, "1");
+        // A quoted string becomes the boolean or number it is asked to be.
+        let out = set_value(src, &["canary", "enabled"], &yaml_serde::Value::Bool(true)).unwrap();
+        assert_eq!(out.text, src.replace("enabled: \"false\"", "enabled: true"));
+        let out = set_value(src, &["canary", "weight"], &n).unwrap();
+        assert_eq!(out.text, src.replace("weight: '5'", "weight: 3"));
+        // A string that looks like a number stays a string.
+        let s = yaml_serde::Value::String("10".into());
+        let out = set_value(src, &["replicaCount"], &s).unwrap();
+        assert_eq!(
+            out.text,
+            src.replace("replicaCount: 1", "replicaCount: \"10\"")
+        );
+        let list = yaml_serde::Value::Sequence(vec![]);
+        assert!(matches!(
+            set_value(src, &["replicaCount"], &list),
+            Err(EditError::Rewrite { .. })
+        ));
+    }
+
+    #[test]
+    fn changed_values_are_the_single_values_that_differ_and_nothing_else() {
+        let before = "image:\n  tag: v1\n  digest: \"\"\nreplicaCount: 1\nlist: [a]\n";
+        let after = "image:\n  tag: v2\n  digest: \"sha256:ab\"\nreplicaCount: 3\nlist: [a]\n";
+        let changed = changed_values(before, after).unwrap();
+        let got: Vec<(String, String, String)> = changed
+            .iter()
+            .map(|c| (c.path(), shown(&c.before), shown(&c.after)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("image.tag".to_string(), "v1".to_string(), "v2".to_string()),
+                ("image.digest".into(), "".into(), "sha256:ab".into()),
+                ("replicaCount".into(), "1".into(), "3".into()),
+            ]
+        );
+        // Setting each back gives the values before.
+        let mut text = after.to_string();
+        for c in &changed {
+            let keys: Vec<&str> = c.keys.iter().map(String::as_str).collect();
+            text = set_value(&text, &keys, &c.before).unwrap().text;
+        }
+        assert_eq!(text, before);
+        assert_eq!(
+            value_at(after, &["image", "digest"]),
+            Some(yaml_serde::Value::String("sha256:ab".into()))
+        );
+        assert_eq!(value_at(after, &["image", "nope"]), None);
+        // What cannot be set back value by value is named.
+        assert_eq!(
+            changed_values(
+                before,
+                "image:\n  tag: v1\n  digest: \"\"\nreplicaCount: 1\nlist: [a, b]\n"
+            ),
+            Err("`list` changed shape".to_string())
+        );
+        assert_eq!(
+            changed_values(before, &format!("{before}extra: 1\n")),
+            Err("`extra` was added".to_string())
+        );
+        assert_eq!(
+            changed_values(before, "image:\n  tag: v1\n  digest: \"\"\nlist: [a]\n"),
+            Err("`replicaCount` was removed".to_string())
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ on_both_forges!(
     a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot,
     a_failed_sync_rolls_back_by_itself_when_the_operator_says_so,
     a_closed_rollback_can_be_asked_again_and_later_environments_come_first,
-    a_rollback_that_would_undo_a_later_change_is_refused,
+    a_rollback_that_would_undo_a_later_change_is_refused_and_otherwise_sets_back_only_the_values,
 );
 
 const APPS: [&str; 4] = [
@@ -119,17 +119,8 @@ async fn staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_
     // A hotfix lands on the base before Argo CD syncs: the revision it syncs is a later one,
     // which contains the merge.
     let hotfix = w
-        .fake
-        .push(
-            DEPLOY,
-            "main",
-            &[("HOTFIX.md", b"hotfix\n".as_slice())],
-            &[],
-            "frank",
-            "Hotfix",
-        )
+        .push_to_deploy(&[("HOTFIX.md", "hotfix\n")], "frank", "Hotfix")
         .await;
-    w.settle().await;
     for app in ["podinfo-production", "guestbook-production"] {
         w.fake.argocd_sync(app, "Succeeded", "Healthy").await;
         w.settle().await;
@@ -554,24 +545,23 @@ async fn a_closed_rollback_can_be_asked_again_and_later_environments_come_first(
     assert_eq!(w.release_state().await, "AwaitingApproval");
 }
 
-async fn a_rollback_that_would_undo_a_later_change_is_refused(forge: Flavor) {
+async fn a_rollback_that_would_undo_a_later_change_is_refused_and_otherwise_sets_back_only_the_values(
+    forge: Flavor,
+) {
     let w = World::with_policy(forge, &rollback_policy()).await;
+    let before = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     staging_merged(&w).await;
+    let released = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     // Someone changes the released tag on the base afterwards.
     let values = w
         .deploy_text("main:apps/podinfo/values-staging.yaml")
         .replace("tag: mvp-v1", "tag: hotfix-7");
-    w.fake
-        .push(
-            DEPLOY,
-            "main",
-            &[("apps/podinfo/values-staging.yaml", values.as_bytes())],
-            &[],
-            "frank",
-            "Hotfix",
-        )
-        .await;
-    w.settle().await;
+    w.push_to_deploy(
+        &[("apps/podinfo/values-staging.yaml", &values)],
+        "frank",
+        "Hotfix",
+    )
+    .await;
     w.comment(1, "carol", "/rollback").await;
     assert!(w.pull(3).is_none(), "nothing opened");
     assert!(
@@ -580,5 +570,27 @@ async fn a_rollback_that_would_undo_a_later_change_is_refused(forge: Flavor) {
             .any(|c| c.contains("is `hotfix-7` now, not `mvp-v1`")),
         "{:#?}",
         w.bot_comments(1)
+    );
+
+    // The hotfix is undone, but the file keeps another change: the rollback sets back the
+    // values the release wrote, and keeps the rest of the file as it now is.
+    let tuned = format!("# tuned by frank\n{released}");
+    w.push_to_deploy(
+        &[("apps/podinfo/values-staging.yaml", &tuned)],
+        "frank",
+        "Back to the release, with a comment",
+    )
+    .await;
+    w.comment(1, "carol", "/rollback").await;
+    assert!(w.pull(3).is_some(), "{:#?}", w.bot_comments(1));
+    let head = w.head(3);
+    assert_eq!(
+        w.deploy_text(&format!("{head}:apps/podinfo/values-staging.yaml")),
+        format!("# tuned by frank\n{before}")
+    );
+    let plan = w.deploy_text(&format!("{head}:releases/mvp-v1/rollback-plan.yaml"));
+    assert!(
+        plan.contains("the values only") && plan.contains("path: image.tag"),
+        "{plan}"
     );
 }

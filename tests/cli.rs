@@ -532,9 +532,7 @@ fn status_and_audit_read_the_store() {
 #[test]
 fn settings_not_acted_on_are_named_where_they_are_set() {
     let w = World::new();
-    w.edit("promotion-trigger.yaml", |t| {
-        t + "rollbackEnabled: true\ncustomDeployStrategy: canary\n"
-    });
+    w.edit("promotion-trigger.yaml", |t| t + "rollbackEnabled: true\n");
     let config = w.config.to_str().unwrap();
     let dir = w.trigger_dir();
     let dir = dir.to_str().unwrap();
@@ -546,10 +544,6 @@ fn settings_not_acted_on_are_named_where_they_are_set() {
         ),
         format!(
             "{}:12:18: note: rollbackEnabled: recorded, not acted on yet: without `argocd:` in orchestration-config.yaml no deployment is seen to fail",
-            trigger.display()
-        ),
-        format!(
-            "{}:13:23: note: customDeployStrategy: recorded, not acted on yet: every release changes the image tags only",
             trigger.display()
         ),
         format!(
@@ -924,6 +918,152 @@ fn edits_of_one_values_file_compose_and_plan_diffs_apply_to_the_base() {
     }
     let gb_now = w.show("release/mvp-v1/staging:apps/guestbook/values-staging.yaml");
     assert_eq!(gb_now, trimmed.replace("tag: v5", "tag: mvp-v1"));
+}
+
+/// `customDeployStrategy` writes the operator's values for that strategy beside each image tag
+/// (the top level's, with a service's own over them), typed as configured, composed with the
+/// tag edit in one change; a strategy the operator did not configure, for the whole release or
+/// for one of its services, is refused where the trigger names it.
+#[test]
+fn a_deploy_strategy_writes_the_operators_values_and_an_unknown_one_is_refused() {
+    let w = World::new();
+    let text = fs::read_to_string(&w.config).unwrap();
+    let text = text
+        .replace(
+            "defaults:\n",
+            "deployStrategies:\n  canary:\n    replicaCount: 2\n    image.pullPolicy: Always\ndefaults:\n",
+        )
+        .replacen(
+            "    repositories: [acme/shop]  # the application repositories whose triggers may release it\n",
+            "    repositories: [acme/shop]  # the application repositories whose triggers may release it\n    deployStrategies:\n      canary:\n        faults.delay: true\n        ui.message: \"canary of {{ version }}\"\n        replicaCount: 3\n      blue-green:\n        service.type: NodePort\n",
+            1,
+        );
+    fs::write(&w.config, text).unwrap();
+    w.edit("promotion-trigger.yaml", |t| {
+        t + "customDeployStrategy: canary\n"
+    });
+    let out = w.release(true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(PODINFO)).unwrap();
+    let podinfo = w.show("release/mvp-v1/staging:apps/podinfo/values-staging.yaml");
+    // Every other byte as it was: the tag, then the strategy's values, each in place.
+    assert_eq!(
+        podinfo,
+        before
+            .replacen("replicaCount: 1", "replicaCount: 3", 1)
+            .replacen("  tag: 6.14.1", "  tag: mvp-v1", 1)
+            .replacen("  pullPolicy: IfNotPresent", "  pullPolicy: Always", 1)
+            .replacen("  delay: false", "  delay: true", 1)
+            .replacen(
+                "  message: \"\"",
+                "  message: \"canary of {{ version }}\"",
+                1
+            )
+    );
+    let before = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(GUESTBOOK)).unwrap();
+    let guestbook = w.show("release/mvp-v1/staging:apps/guestbook/values-staging.yaml");
+    assert_eq!(
+        guestbook,
+        before
+            .replacen("replicaCount: 1", "replicaCount: 2", 1)
+            .replacen("  tag: v5", "  tag: mvp-v1", 1)
+            .replacen("  pullPolicy: IfNotPresent", "  pullPolicy: Always", 1)
+    );
+    let log = git(
+        &w.deploy,
+        &["log", "-1", "--format=%B", "release/mvp-v1/staging"],
+    );
+    assert!(log.contains("Release-Deploy-Strategy: canary\n"), "{log}");
+    let manifest = w.show("release/mvp-v1/staging:releases/mvp-v1/signed-release-manifest.yaml");
+    assert!(
+        manifest.contains("deploy_strategy: \"canary\""),
+        "{manifest}"
+    );
+
+    // Configured for podinfo only; and not at all.
+    let trigger = w.trigger_dir().join("promotion-trigger.yaml");
+    let dir = w.trigger_dir();
+    for (strategy, expected) in [
+        (
+            "blue-green",
+            "deploy strategy `blue-green` is not configured for service(s) guestbook",
+        ),
+        (
+            "batch",
+            "deploy strategy `batch` is not configured (orchestration-config.yaml deployStrategies: blue-green, canary)",
+        ),
+    ] {
+        w.edit("promotion-trigger.yaml", |t| {
+            t.lines()
+                .map(|l| {
+                    if l.starts_with("customDeployStrategy:") {
+                        format!("customDeployStrategy: {strategy}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect()
+        });
+        let out = w.run(&[
+            "validate",
+            dir.to_str().unwrap(),
+            "--config",
+            w.config.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let line = fs::read_to_string(&trigger)
+            .unwrap()
+            .lines()
+            .position(|l| l.starts_with("customDeployStrategy:"))
+            .unwrap()
+            + 1;
+        let want = format!("{}:{line}:23: {expected}", trigger.display());
+        assert!(
+            stderr(&out).contains(&want),
+            "{want}\nnot in\n{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// What the operator configures for strategies and digests is checked where it is written.
+#[test]
+fn strategies_and_digest_paths_are_checked_in_the_operators_file() {
+    let w = World::new();
+    let text = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        text.replace(
+            "defaults:\n",
+            "deployStrategies:\n  Canary:\n    replicaCount: [1, 2]\n    image.tag: x\n  batch: {}\ndefaults:\n",
+        )
+        .replacen("    tagPath: image.tag\n", "    tagPath: image.tag\n    digestPath: image.tag\n", 1),
+    )
+    .unwrap();
+    let out = w.run(&[
+        "validate",
+        w.trigger_dir().to_str().unwrap(),
+        "--config",
+        w.config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let config = w.config.display().to_string();
+    for expected in [
+        format!("{config}:12:17: digestPath needs `images:`"),
+        format!("{config}:12:17: `image.tag` is the tagPath too"),
+        format!("{config}:25:3: `Canary` is not a strategy name"),
+        format!("{config}:26:19: `replicaCount` must be a single value"),
+        format!(
+            "{config}:27:16: `image.tag` is where service `podinfo` keeps its image tag or digest"
+        ),
+        format!("{config}:28:10: strategy `batch` writes no values"),
+    ] {
+        assert!(
+            stderr(&out).contains(&expected),
+            "{expected}\nnot in\n{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

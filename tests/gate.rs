@@ -467,22 +467,15 @@ async fn a_base_moved_by_a_person_is_built_on_again_and_the_manifest_verifies(fo
     let built = w.head(1);
     // Someone changes the same values file on main, elsewhere in it, while the release waits.
     let values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
-    w.fake
-        .push(
-            DEPLOY,
-            "main",
-            &[(
-                "apps/podinfo/values-staging.yaml",
-                values
-                    .replacen("replicaCount: 1", "replicaCount: 3", 1)
-                    .as_bytes(),
-            )],
-            &[],
-            "frank",
-            "Scale podinfo",
-        )
-        .await;
-    w.settle().await;
+    w.push_to_deploy(
+        &[(
+            "apps/podinfo/values-staging.yaml",
+            &values.replacen("replicaCount: 1", "replicaCount: 3", 1),
+        )],
+        "frank",
+        "Scale podinfo",
+    )
+    .await;
     w.comment(1, "alice", "/approve").await;
     // Not merged on the stale base: built again, and the change is not the approved one.
     let pull = w.pull(1).unwrap();

@@ -12,6 +12,7 @@ use fake_forge::Flavor;
 on_both_forges!(
     a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image,
     a_release_tag_that_names_another_image_is_never_moved_and_nothing_is_copied,
+    a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_rebuilt,
 );
 
 /// The demo's world, its two services' images in `registry`.
@@ -145,5 +146,193 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
             .await
             .as_deref(),
         Some(guestbook.as_str())
+    );
+}
+
+/// `plan` and `release` on the command line pin digests too, asking the registry with the
+/// credentials `images:` names; a tag the registry does not have is named, and nothing is
+/// planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_plan_pins_the_digest_and_names_a_missing_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path()).await;
+    let w = world_pinning_podinfo(Flavor::Github, &registry).await;
+    // The trigger's files in a working tree of the application repository.
+    let app = tmp.path().join("app");
+    for (path, bytes) in trigger_files() {
+        let file = app.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    }
+    for args in [
+        &["init", "-q"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=d",
+            "-c",
+            "user.email=d@localhost",
+            "commit",
+            "-qm",
+            "trigger",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&app)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    let plan = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_release-coordinator"))
+            .args(["plan", "--format", "json", "--config"])
+            .arg(w.root.join("config/orchestration-config.yaml"))
+            .arg("--trigger-dir")
+            .arg(app.join("release"))
+            .output()
+            .unwrap()
+    };
+    let out = plan();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no such image in its registry, so there is no digest to pin: `{}/acme/podinfo:mvp-v1`",
+            registry.host
+        )),
+        "{err}"
+    );
+
+    let digest = registry
+        .push_image("acme/podinfo", "mvp-v1", "podinfo build")
+        .await;
+    let out = plan();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for env in plan["environments"].as_array().unwrap() {
+        let podinfo = env["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["service"] == "podinfo")
+            .unwrap();
+        assert_eq!(podinfo["digest"], digest.as_str());
+        let file = env["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == podinfo["values_file"])
+            .unwrap();
+        assert!(
+            file["diff"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("+  digest: \"{digest}\"\n")),
+            "{file}"
+        );
+    }
+}
+
+/// The demo's world with its images in `registry`, podinfo pinning its digest at
+/// `image.digest`, a place the chart has for it (empty until a release pins one).
+async fn world_pinning_podinfo(forge: Flavor, registry: &Registry) -> World {
+    let host = registry.host.clone();
+    let w = World::build(forge, false, None, move |c| {
+        c.replacen(
+            "image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n",
+            &format!(
+                "image: {host}/acme/podinfo\n    tagPath: image.tag\n    digestPath: image.digest\n"
+            ),
+            1,
+        )
+        .replace(
+            "image: gcr.io/google-samples/gb-frontend",
+            &format!("image: {host}/acme/guestbook"),
+        ) + &format!("images:\n  registries:\n    \"{host}\":\n      insecure: true\n")
+    })
+    .await;
+    let values = w
+        .deploy_text("main:apps/podinfo/values-staging.yaml")
+        .replacen("  tag: 6.14.1\n", "  tag: 6.14.1\n  digest: \"\"\n", 1);
+    w.push_to_deploy(
+        &[
+            ("apps/podinfo/values-staging.yaml", &values),
+            ("apps/podinfo/values-production.yaml", &values),
+        ],
+        "dave",
+        "podinfo: a place for the digest",
+    )
+    .await;
+    w
+}
+
+/// podinfo pins its digest (`digestPath: image.digest`): the release pull request writes the
+/// digest of the image `tag-docker` copied beside the tag, the signed manifest names it, and a
+/// rebuild on a moved base asks the registry again and pins the same digest.
+async fn a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_rebuilt(
+    forge: Flavor,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path()).await;
+    let w = world_pinning_podinfo(forge, &registry).await;
+    let values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
+    let commit = w.push_trigger(&trigger_files()).await;
+    let podinfo = registry
+        .push_image("acme/podinfo", &commit, "podinfo build")
+        .await;
+    registry
+        .push_image("acme/guestbook", &commit, "guestbook build")
+        .await;
+    redeliver_the_push(&w).await;
+    assert!(
+        w.pull(1).is_some(),
+        "the staging pull request opens: {:#?}",
+        w.fake.lock().repos[APP].commit_comments
+    );
+    let pinned = values.replacen(
+        "  tag: 6.14.1\n  digest: \"\"\n",
+        &format!("  tag: mvp-v1\n  digest: \"{podinfo}\"\n"),
+        1,
+    );
+    let head = w.head(1);
+    assert_eq!(
+        w.deploy_text(&format!("{head}:apps/podinfo/values-staging.yaml")),
+        pinned,
+        "the tag and its digest, and not another byte"
+    );
+    let manifest = w.deploy_text(&format!(
+        "{head}:releases/mvp-v1/signed-release-manifest.yaml"
+    ));
+    assert!(
+        manifest.contains(&format!("digest: \"{podinfo}\"")),
+        "{manifest}"
+    );
+
+    // The base moves under the file the release writes; the approval rebuilds the branch, and
+    // the digest is asked again.
+    let moved = format!("# podinfo in staging\n{values}");
+    w.push_to_deploy(
+        &[("apps/podinfo/values-staging.yaml", &moved)],
+        "dave",
+        "a comment",
+    )
+    .await;
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    let rebuilt = w.head(1);
+    assert_ne!(rebuilt, head, "rebuilt on the moved base");
+    // The file changed under the approval: approved again, on the new head.
+    w.checks_pass(1, &["ci/build"]).await;
+    w.comment(1, "alice", "/approve").await;
+    assert!(w.pull(1).unwrap().merged, "{:#?}", w.bot_comments(1));
+    assert_eq!(
+        w.deploy_text("main:apps/podinfo/values-staging.yaml"),
+        format!("# podinfo in staging\n{pinned}")
     );
 }

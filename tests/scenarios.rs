@@ -953,17 +953,12 @@ async fn an_edited_approval_is_re_read_and_a_hotfix_on_the_base_is_built_on(forg
     let values = String::from_utf8(manifest(PODINFO))
         .unwrap()
         .replace("  tag: 6.14.1", "  tag: 6.15.0-hotfix");
-    w.fake
-        .push(
-            DEPLOY,
-            "main",
-            &[("apps/podinfo/values-staging.yaml", values.as_bytes())],
-            &[],
-            "carol",
-            "Hotfix by hand",
-        )
-        .await;
-    w.settle().await;
+    w.push_to_deploy(
+        &[("apps/podinfo/values-staging.yaml", &values)],
+        "carol",
+        "Hotfix by hand",
+    )
+    .await;
     w.comment(1, "alice", "/approve").await;
     assert!(!w.pull(1).unwrap().merged);
     let replies = w.bot_comments(1).join("\n");

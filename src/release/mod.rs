@@ -47,6 +47,9 @@ pub enum ReleaseError {
     /// An image the release writes is not in its registry (yet: CI may still be pushing it).
     #[error("{0}")]
     ImagesMissing(String),
+    /// A registry could not be asked (tried again later).
+    #[error("{0}")]
+    Registry(String),
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -95,6 +98,80 @@ pub struct Prepared {
     pub released_at: OffsetDateTime,
     /// Name and email the release commits are made under.
     pub author: (String, String),
+    /// The developer's files the plan was made from (planned again to pin image digests).
+    pub inputs: AppInputs,
+}
+
+/// Plans `prepared` again with the registry's image digests pinned at each service's
+/// `digestPath`: the same inputs, version, base commit and time, so only the pins differ.
+pub fn pin(
+    config: &OperatorConfig,
+    prepared: Prepared,
+    digests: &crate::images::Digests,
+) -> Result<Prepared, ReleaseError> {
+    let (templates, signer) = plan_tools(config)?;
+    let base_commit =
+        git2::Oid::from_str(&prepared.plan.base_commit).expect("the plan's own commit id");
+    let plan = plan::plan(PlanInput {
+        config,
+        inputs: &prepared.inputs,
+        spec: prepared.plan.spec.clone(),
+        repo: &prepared.repo,
+        base_commit,
+        templates: &templates,
+        signer: &signer,
+        released_at: prepared.released_at,
+        digests: Some(digests),
+    })?;
+    Ok(Prepared { plan, ..prepared })
+}
+
+/// [`pin`] with the digests asked of the registries; a tag that is not there refuses the
+/// release, naming it.
+pub async fn pin_digests(
+    config: &OperatorConfig,
+    prepared: Prepared,
+    registries: &crate::images::Registries,
+) -> Result<Prepared, ReleaseError> {
+    let wanted = plan::needs_digests(config, &prepared.plan);
+    if wanted.is_empty() {
+        return Ok(prepared);
+    }
+    let mut digests = crate::images::Digests::new();
+    let mut missing = Vec::new();
+    for (image, tag) in wanted {
+        match registries.digest(&image, &tag).await {
+            Ok(Some(d)) => {
+                digests.insert(format!("{image}:{tag}"), d);
+            }
+            Ok(None) => missing.push(format!("`{image}:{tag}`")),
+            Err(e) => return Err(ReleaseError::Registry(e.to_string())),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ReleaseError::ImagesMissing(format!(
+            "no such image in its registry, so there is no digest to pin: {}",
+            missing.join(", ")
+        )));
+    }
+    pin(config, prepared, &digests)
+}
+
+fn plan_tools(config: &OperatorConfig) -> Result<(Templates, ReleaseSigner), ReleaseError> {
+    let templates = Templates::load(
+        config
+            .orchestration
+            .templates_dir
+            .as_ref()
+            .map(|d| config.resolve_path(d))
+            .as_deref(),
+    )?;
+    let signing = &config.orchestration.signing;
+    let signer = ReleaseSigner::load(
+        &config.resolve_path(&signing.key_file),
+        signing.key_id.clone(),
+    )?;
+    Ok((templates, signer))
 }
 
 /// SHA-256 over the names and contents of the developer's files.
@@ -263,19 +340,7 @@ fn prepare_inputs(
         resumed_version: resumed.as_ref().map(|r| r.version_tag.as_str()),
         today: released_at.date(),
     })?;
-    let templates = Templates::load(
-        config
-            .orchestration
-            .templates_dir
-            .as_ref()
-            .map(|d| config.resolve_path(d))
-            .as_deref(),
-    )?;
-    let signing = &config.orchestration.signing;
-    let signer = ReleaseSigner::load(
-        &config.resolve_path(&signing.key_file),
-        signing.key_id.clone(),
-    )?;
+    let (templates, signer) = plan_tools(config)?;
     let (repo, base_commit) = open_deploy_repo(config, deploy_access)?;
     let plan = plan::plan(PlanInput {
         config,
@@ -286,6 +351,7 @@ fn prepare_inputs(
         templates: &templates,
         signer: &signer,
         released_at,
+        digests: None,
     })?;
     let author = (
         config.orchestration.deployment.author_name.clone(),
@@ -298,6 +364,7 @@ fn prepare_inputs(
         resumed,
         released_at,
         author,
+        inputs,
     })
 }
 

@@ -15,7 +15,7 @@ use crate::release::validate::ReleaseSpec;
 use crate::route;
 use crate::signing::{ReleaseSigner, to_quoted_yaml};
 use crate::templates::{RELEASE_DESCRIPTION, RELEASE_NOTES, Templates};
-use crate::yaml_edit::{EditError, set_scalar};
+use crate::yaml_edit::EditError;
 
 pub const HISTORY_FILE: &str = "releases/release-history.csv";
 const HISTORY_HEADER: &str = "version_tag,milestone_id,trace_id,environments,services,qa_coverage,released_at,application_commit\n";
@@ -30,6 +30,9 @@ pub struct ValuesChange {
     pub tag_path: String,
     pub old_tag: String,
     pub tag: String,
+    /// The image's digest, pinned at the service's `digestPath` beside the tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// The digest of the values file as the release writes it: with every change of this
     /// environment to that file, so two services of one file name the same digest.
     pub values_sha256: String,
@@ -124,6 +127,27 @@ pub struct PlanInput<'a> {
     pub templates: &'a Templates,
     pub signer: &'a ReleaseSigner,
     pub released_at: OffsetDateTime,
+    /// The registry's digest of each `image:tag` the release writes, pinned at the services'
+    /// `digestPath`s. `None` plans without pins, to learn which images to ask for (see
+    /// [`needs_digests`]); the plan is then made again with them.
+    pub digests: Option<&'a crate::images::Digests>,
+}
+
+/// The `image:tag` references whose digests the plan pins (services with `digestPath`).
+pub fn needs_digests(cfg: &OperatorConfig, plan: &ReleasePlan) -> Vec<(String, String)> {
+    let mut wanted: Vec<(String, String)> = plan
+        .environments
+        .iter()
+        .flat_map(|e| &e.changes)
+        .filter(|c| {
+            cfg.service(&c.service)
+                .is_some_and(|s| s.digest_path.is_some())
+        })
+        .map(|c| (c.image.clone(), c.tag.clone()))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted
 }
 
 pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
@@ -142,6 +166,8 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
         let mut changes = Vec::new();
         // Each values file once: (its bytes at the base, its text with the edits so far).
         let mut files: Vec<(String, Vec<u8>, String)> = Vec::new();
+        // The strategy values written so far: (file slot, path, value, service).
+        let mut written: Vec<(usize, String, yaml_serde::Value, String)> = Vec::new();
         for service_name in &env.services {
             let (si, svc) = cfg
                 .orchestration
@@ -178,44 +204,102 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                     files.len() - 1
                 }
             };
-            let keys = svc.tag_route();
-            let current = &files[slot].2;
-            match set_scalar(current, &keys, &tag) {
-                Ok(edit) => {
-                    files[slot].2 = edit.text;
-                    changes.push(ValuesChange {
-                        service: svc.name.clone(),
-                        environment: env.name.clone(),
-                        image: svc.image.clone(),
-                        values_file: path.clone(),
-                        tag_path: svc.tag_path.clone(),
-                        old_tag: edit.old_value,
-                        tag: tag.clone(),
-                        values_sha256: String::new(),
-                    });
+            // The tag, then the digest beside it, then the strategy's values: each edit is
+            // made on the text the previous one left.
+            let image_ref = format!("{}:{tag}", svc.image);
+            let digest = match (&svc.digest_path, p.digests) {
+                (None, _) | (_, None) => None,
+                (Some(_), Some(digests)) => match digests.get(&image_ref) {
+                    Some(d) => Some(d.clone()),
+                    None => {
+                        problems.push(cfg.orchestration_src.at(
+                            route!["services", si, "digestPath"],
+                            format!("the digest of `{image_ref}` is not known: its registry was not asked (`images:` is not configured)"),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let mut edits: Vec<(String, yaml_serde::Value, String)> = vec![(
+                svc.tag_path.clone(),
+                yaml_serde::Value::String(tag.clone()),
+                format!("tagPath `{}`", svc.tag_path),
+            )];
+            if let (Some(path), Some(d)) = (&svc.digest_path, &digest) {
+                edits.push((
+                    path.clone(),
+                    yaml_serde::Value::String(d.clone()),
+                    format!("digestPath `{path}`"),
+                ));
+            }
+            if let Some(strategy) = &spec.deploy_strategy {
+                let values = svc
+                    .strategy_values(&cfg.orchestration.deploy_strategies, strategy)
+                    .unwrap_or_default();
+                for (path, value) in values {
+                    // Two services of one file may not ask one path for different values.
+                    let earlier = written.iter().find(|(f, k, _, _)| f == &slot && k == &path);
+                    if let Some((_, _, v, who)) = earlier
+                        && v != &value
+                    {
+                        problems.push(cfg.orchestration_src.at(
+                            route!["services", si, "name"],
+                            format!("deploy strategy `{strategy}` writes `{path}` in `{}` for service `{who}` and, differently, for `{}`; give them one value", files[slot].0, svc.name),
+                        ));
+                        continue;
+                    }
+                    written.push((slot, path.clone(), value.clone(), svc.name.clone()));
+                    let what = format!("deployStrategies.{strategy} `{path}`");
+                    edits.push((path, value, what));
                 }
-                Err(e) => {
-                    let hint = format!(
-                        " (service `{}`, tagPath `{}` in orchestration-config.yaml)",
-                        svc.name, svc.tag_path
-                    );
-                    let d = match &e {
-                        EditError::NotYaml { line, column, .. } => {
-                            Diagnostic::new(path, *line, *column, e.to_string())
-                        }
-                        _ => {
-                            let route: Vec<_> = keys
-                                .iter()
-                                .map(|k| crate::diagnostics::Seg::Key(k))
-                                .collect();
-                            SourceFile::new(path.clone(), current.clone()).at(&route, e.to_string())
-                        }
-                    };
-                    problems.push(Diagnostic {
-                        message: format!("{}{hint}", d.message),
-                        ..d
-                    });
+            }
+            let mut old_tag = None;
+            for (path, value, what) in edits {
+                let keys: Vec<&str> = path.split('.').collect();
+                let current = &files[slot].2;
+                match crate::yaml_edit::set_value(current, &keys, &value) {
+                    Ok(edit) => {
+                        files[slot].2 = edit.text;
+                        old_tag.get_or_insert(edit.old_value);
+                    }
+                    Err(e) => {
+                        let hint = format!(
+                            " (service `{}`, {what} in orchestration-config.yaml)",
+                            svc.name
+                        );
+                        let d = match &e {
+                            EditError::NotYaml { line, column, .. } => {
+                                Diagnostic::new(path.as_str(), *line, *column, e.to_string())
+                            }
+                            _ => {
+                                let route: Vec<_> = keys
+                                    .iter()
+                                    .map(|k| crate::diagnostics::Seg::Key(k))
+                                    .collect();
+                                SourceFile::new(files[slot].0.clone(), current.clone())
+                                    .at(&route, e.to_string())
+                            }
+                        };
+                        problems.push(Diagnostic {
+                            message: format!("{}{hint}", d.message),
+                            ..d
+                        });
+                        break;
+                    }
                 }
+            }
+            if let Some(old_tag) = old_tag {
+                changes.push(ValuesChange {
+                    service: svc.name.clone(),
+                    environment: env.name.clone(),
+                    image: svc.image.clone(),
+                    values_file: path.clone(),
+                    tag_path: svc.tag_path.clone(),
+                    old_tag,
+                    tag: tag.clone(),
+                    digest,
+                    values_sha256: String::new(),
+                });
             }
         }
         let files = files
@@ -295,6 +379,9 @@ fn commit_message(spec: &ReleaseSpec, env: &str, changes: &[ValuesChange]) -> St
         "\nRelease-Version: {}\nRelease-Milestone: {}\nRelease-Trace-Id: {}\nRelease-Environment: {env}\n",
         spec.version, spec.milestone_id, spec.trace_id
     ));
+    if let Some(strategy) = &spec.deploy_strategy {
+        m.push_str(&format!("Release-Deploy-Strategy: {strategy}\n"));
+    }
     m
 }
 
@@ -308,11 +395,18 @@ fn documents(
 ) -> Result<Vec<DocFile>, PlanError> {
     let dir = format!("releases/{}", spec.version);
     let components: Vec<&ValuesChange> = envs.iter().flat_map(|e| e.changes.iter()).collect();
+    // A pinned digest is named where it is known; releases without one read as before.
+    let with_digest = |mut v: Value, c: &ValuesChange| {
+        if let Some(d) = &c.digest {
+            v["digest"] = json!(d);
+        }
+        v
+    };
     let component_json: Vec<Value> = components
         .iter()
         .map(|c| {
-            json!({"service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
-                   "old_tag": c.old_tag, "values_file": c.values_file, "values_sha256": c.values_sha256})
+            with_digest(json!({"service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
+                   "old_tag": c.old_tag, "values_file": c.values_file, "values_sha256": c.values_sha256}), c)
         })
         .collect();
     let env_names: Vec<&str> = envs.iter().map(|e| e.environment.as_str()).collect();
@@ -358,9 +452,10 @@ fn documents(
         "notify": spec.notify,
         "application_commit": spec.app_commit,
         "deployment_base_commit": p.base_commit.to_string(),
+        "deploy_strategy": spec.deploy_strategy,
     });
 
-    let manifest = p.signer.sign(&json!({
+    let mut signed = json!({
         "milestone": spec.milestone_id,
         "version": spec.version,
         "released_at": released_at,
@@ -370,11 +465,15 @@ fn documents(
         "sprints": spec.sprints,
         "claimed_sign_off": spec.claimed_sign_off,
         "application_commit": spec.app_commit,
-        "components": components.iter().map(|c| json!({
+        "components": components.iter().map(|c| with_digest(json!({
             "service": c.service, "environment": c.environment, "image": c.image, "tag": c.tag,
             "values_file": c.values_file, "values_sha256": c.values_sha256,
-        })).collect::<Vec<_>>(),
-    }));
+        }), c)).collect::<Vec<_>>(),
+    });
+    if let Some(strategy) = &spec.deploy_strategy {
+        signed["deploy_strategy"] = json!(strategy);
+    }
+    let manifest = p.signer.sign(&signed);
     let manifest_text = format!(
         "# Signed by Release Coordinator: ed25519 over the RFC 8785 canonical JSON of this document\n\
          # without `signature`. Verify: release-coordinator verify --key <public.pem> <this file>\n{}",
@@ -501,6 +600,7 @@ mod tests {
             app_commit: None,
             rollback_enabled: None,
             tag_docker: vec![],
+            deploy_strategy: None,
         };
         let change = |old: &str| ValuesChange {
             service: "node-exporter".into(),
@@ -510,6 +610,7 @@ mod tests {
             tag_path: "image.tag".into(),
             old_tag: old.into(),
             tag: "v2.14.0".into(),
+            digest: None,
             values_sha256: String::new(),
         };
         let m = commit_message(&spec, "staging", &[change(""), change("v2.13.0")]);

@@ -45,6 +45,9 @@ pub struct ReleaseSpec {
     /// The services `tag-docker` names: their images are copied to the release tag.
     #[serde(skip)]
     pub tag_docker: Vec<String>,
+    /// The trigger's `customDeployStrategy`, configured for every service the release changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy_strategy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -428,6 +431,55 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
         });
     }
 
+    // A strategy writes the operator's values: every service the release changes must have them.
+    if let Some(strategy) = &t.custom_deploy_strategy {
+        let configured: BTreeSet<&str> = cfg
+            .orchestration
+            .deploy_strategies
+            .keys()
+            .chain(
+                cfg.orchestration
+                    .services
+                    .iter()
+                    .flat_map(|s| s.deploy_strategies.keys()),
+            )
+            .map(String::as_str)
+            .collect();
+        let without: BTreeSet<&str> = environments
+            .iter()
+            .flat_map(|e| &e.services)
+            .filter(|name| {
+                cfg.service(name).is_some_and(|svc| {
+                    svc.strategy_values(&cfg.orchestration.deploy_strategies, strategy)
+                        .is_none()
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        let list = |names: &BTreeSet<&str>| names.iter().copied().collect::<Vec<_>>().join(", ");
+        if !configured.contains(strategy.as_str()) {
+            d.push_with(|| {
+                ts.at(
+                    route!["customDeployStrategy"],
+                    format!(
+                        "deploy strategy `{strategy}` is not configured (orchestration-config.yaml deployStrategies: {})",
+                        if configured.is_empty() { "none".to_string() } else { list(&configured) }
+                    ),
+                )
+            });
+        } else if !without.is_empty() {
+            d.push_with(|| {
+                ts.at(
+                    route!["customDeployStrategy"],
+                    format!(
+                        "deploy strategy `{strategy}` is not configured for service(s) {} (orchestration-config.yaml: add it to deployStrategies or to the service's own)",
+                        list(&without)
+                    ),
+                )
+            });
+        }
+    }
+
     // The version, by precedence, and whether it is still free.
     let mut taken: Vec<String> = ctx
         .recorded
@@ -613,6 +665,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
             .or_else(|| t.signed_by.clone()),
         app_commit: ctx.app.head_commit.clone(),
         rollback_enabled: t.rollback_enabled,
+        deploy_strategy: t.custom_deploy_strategy.clone(),
         tag_docker: t
             .promotion_targets
             .iter()
@@ -626,8 +679,7 @@ pub fn decide(ctx: &Context<'_>) -> Result<ReleaseSpec, Diagnostics> {
 }
 
 /// Settings the bot reads but does not act on yet, where they are set: `validate` and `plan`
-/// say so, so that nobody takes them for working (notifications, rollback, deploy strategies
-/// and retry counts come with later work).
+/// say so, so that nobody takes them for working (notifications come with later work).
 pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnostic> {
     const NOT_ACTED_ON: &str = "recorded, not acted on yet:";
     let (t, ts) = (&inputs.trigger, &inputs.trigger_src);
@@ -653,12 +705,6 @@ pub fn inert_settings(cfg: &OperatorConfig, inputs: &AppInputs) -> Vec<Diagnosti
         notes.push(ts.at(
             route!["rollbackEnabled"],
             format!("rollbackEnabled: {NOT_ACTED_ON} without `argocd:` in orchestration-config.yaml no deployment is seen to fail, so nothing rolls back by itself (`/rollback` works)"),
-        ));
-    }
-    if t.custom_deploy_strategy.is_some() {
-        notes.push(ts.at(
-            route!["customDeployStrategy"],
-            format!("customDeployStrategy: {NOT_ACTED_ON} every release changes the image tags only (no strategy values are written)"),
         ));
     }
     let (c, cs) = (&cfg.orchestration.defaults, &cfg.orchestration_src);

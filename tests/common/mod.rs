@@ -264,6 +264,18 @@ impl World {
         sha
     }
 
+    /// `who` pushes one commit writing `files` to the deployment repository's `main` (a change
+    /// by hand beside the bot's), and the bot has seen it.
+    pub async fn push_to_deploy(&self, files: &[(&str, &str)], who: &str, message: &str) -> String {
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
+        let sha = self
+            .fake
+            .push(DEPLOY, "main", &files, &[], who, message)
+            .await;
+        self.settle().await;
+        sha
+    }
+
     pub async fn comment(&self, pr: u64, who: &str, body: &str) -> u64 {
         let id = self.fake.comment(DEPLOY, pr, User::human(who), body).await;
         self.settle().await;

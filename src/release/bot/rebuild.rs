@@ -66,6 +66,19 @@ impl Bot {
         };
         let prepared =
             crate::release::replan(&self.config, dir.path(), info, access, &record, &recorded)?;
+        // Pinned digests are asked again: the plan is made afresh, as at the trigger.
+        let prepared = match &self.registries {
+            // Boxed: a plan is large, and this future is inside every job's.
+            Some(registries) => {
+                Box::pin(crate::release::pin_digests(
+                    &self.config,
+                    prepared,
+                    registries,
+                ))
+                .await?
+            }
+            None => prepared,
+        };
         let Some(env) = prepared
             .plan
             .environments

@@ -120,47 +120,70 @@ impl Bot {
                     .map_err(|_| BotError::Io(format!("`{path}` is not UTF-8 text")))
             };
             let (old_text, mut now_text) = (text(&old)?, text(&current)?);
-            let mut restored_values = Vec::new();
-            for c in changes {
-                let service = self
-                    .config
-                    .orchestration
-                    .services
-                    .iter()
-                    .find(|s| s.name == c.service)
-                    .ok_or_else(|| {
-                        BotError::Io(format!("service `{}` is no longer configured", c.service))
-                    })?;
-                let route = service.tag_route();
-                let value_in = |t: &str| {
-                    crate::yaml_edit::set_scalar(t, &route, "")
-                        .map(|e| e.old_value)
-                        .map_err(|e| BotError::Io(format!("`{path}`: {e}")))
-                };
-                // What ran before the release, as the file said at the merge's parent (the
-                // release may have been rebuilt on a base that had moved on).
-                let was = value_in(&old_text)?;
-                let is = value_in(&now_text)?;
-                if is != c.to {
+            let released_text = text(released.as_deref().unwrap_or_default())?;
+            // Every value the release wrote in this file (tags, pinned digests, a strategy's
+            // values), as the merge's parent had it and as the merge left it (the release may
+            // have been rebuilt on a base that had moved on).
+            let changed = match crate::yaml_edit::changed_values(&old_text, &released_text) {
+                Ok(c) => c,
+                Err(why) => {
                     return Ok(RollbackOutcome::Refused(format!(
-                        "`{}` in `{path}` is `{is}` now, not `{}` as this release left it: rolling back would undo a later change",
-                        service.tag_path, c.to
+                        "`{path}` changed at the release's merge in a way the bot cannot set back value by value ({why})"
+                    )));
+                }
+            };
+            for v in &changed {
+                let keys: Vec<&str> = v.keys.iter().map(String::as_str).collect();
+                let is = crate::yaml_edit::value_at(&now_text, &keys);
+                if is.as_ref() != Some(&v.after) {
+                    return Ok(RollbackOutcome::Refused(format!(
+                        "`{}` in `{path}` is `{}` now, not `{}` as this release left it: rolling back would undo a later change",
+                        v.path(),
+                        is.as_ref()
+                            .map(crate::yaml_edit::shown)
+                            .unwrap_or_else(|| "gone".into()),
+                        crate::yaml_edit::shown(&v.after)
                     )));
                 }
                 if !whole {
-                    now_text = crate::yaml_edit::set_scalar(&now_text, &route, &was)
+                    now_text = crate::yaml_edit::set_value(&now_text, &keys, &v.before)
                         .map_err(|e| BotError::Io(format!("`{path}`: {e}")))?
                         .text;
                 }
-                restored_values.push((c, was));
             }
-            for (c, was) in restored_values {
+            for c in changes {
+                let service = self.config.service(&c.service);
+                // The values that are this service's: its tag, its digest, its strategy's.
+                let own = |p: &str| {
+                    service.is_some_and(|s| {
+                        s.tag_path == p
+                            || s.digest_path.as_deref() == Some(p)
+                            || s.deploy_strategies.values().any(|v| v.contains_key(p))
+                            || self
+                                .config
+                                .orchestration
+                                .deploy_strategies
+                                .values()
+                                .any(|v| v.contains_key(p))
+                    })
+                };
+                let values: Vec<serde_json::Value> = changed
+                    .iter()
+                    .filter(|v| own(&v.path()))
+                    .map(|v| json!({"path": v.path(), "from": crate::yaml_edit::shown(&v.after), "to": crate::yaml_edit::shown(&v.before)}))
+                    .collect();
+                let was = changed
+                    .iter()
+                    .find(|v| service.is_some_and(|s| s.tag_path == v.path()))
+                    .map(|v| crate::yaml_edit::shown(&v.before))
+                    .unwrap_or_else(|| c.from.clone());
                 restores.push(json!({
                     "service": c.service,
                     "file": path,
                     "from": c.to,
                     "to": was,
-                    "how": if whole { "the whole file as it was before the release" } else { "the value only (the file changed since the release)" },
+                    "values": values,
+                    "how": if whole { "the whole file as it was before the release" } else { "the values only (the file changed since the release)" },
                 }));
             }
             files.push(FileWrite {

@@ -7,6 +7,8 @@ use super::model::{Intent, Summary, TriggerOutcome};
 use super::{Bot, BotError, texts};
 use crate::events;
 use crate::git::AppRepoInfo;
+use crate::images::Digests;
+use crate::release::plan::needs_digests;
 use crate::release::state::AuditEvent;
 use crate::release::{ReleaseError, execute, prepare_with_app};
 use crate::store::ReleaseRecord;
@@ -126,7 +128,11 @@ impl Bot {
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
                 Ok(()) => match self.images_ready(&prepared.plan, &p.after).await? {
-                    Ok(()) => Ok(prepared),
+                    // Services with `digestPath` pin the digests just looked up.
+                    Ok(digests) if !needs_digests(&self.config, &prepared.plan).is_empty() => {
+                        crate::release::pin(&self.config, prepared, &digests)
+                    }
+                    Ok(_) => Ok(prepared),
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -238,16 +244,18 @@ impl Bot {
 
     /// With `images:` configured, every image tag the release writes must exist: `tag-docker`'s
     /// services are first copied from their source tag. The outer error is the registry's
-    /// (tried again); the inner one refuses the trigger, naming each image looked for.
+    /// (tried again); the inner one refuses the trigger, naming each image looked for. The
+    /// digests found are what `digestPath` pins.
     async fn images_ready(
         &self,
         plan: &crate::release::plan::ReleasePlan,
         commit: &str,
-    ) -> Result<Result<(), ReleaseError>, BotError> {
+    ) -> Result<Result<Digests, ReleaseError>, BotError> {
+        let mut digests = Digests::new();
         let (Some(registries), Some(images)) =
             (&self.registries, &self.config.orchestration.images)
         else {
-            return Ok(Ok(()));
+            return Ok(Ok(digests));
         };
         let mut seen = std::collections::BTreeSet::new();
         let mut missing = Vec::new();
@@ -275,7 +283,13 @@ impl Bot {
                     .plan_retag(&change.image, &source, &change.tag)
                     .await
                 {
-                    Ok(Some(copy)) => copies.push((change, source, copy)),
+                    Ok(Some(copy)) => {
+                        digests.insert(
+                            format!("{}:{}", change.image, change.tag),
+                            copy.digest.clone(),
+                        );
+                        copies.push((change, source, copy));
+                    }
                     Ok(None) => missing.push(format!(
                         "`{}:{source}` (what `tag-docker` copies to `{}`; images.sourceTag)",
                         change.image, change.tag
@@ -284,7 +298,9 @@ impl Bot {
                 }
             } else {
                 match registries.digest(&change.image, &change.tag).await {
-                    Ok(Some(_)) => {}
+                    Ok(Some(d)) => {
+                        digests.insert(format!("{}:{}", change.image, change.tag), d);
+                    }
                     Ok(None) => missing.push(format!("`{}:{}`", change.image, change.tag)),
                     Err(e) => return refused(e),
                 }
@@ -304,7 +320,7 @@ impl Bot {
                 Err(e) => return refused(e),
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(digests))
     }
 
     /// A service is released only from the application repositories that own it.
