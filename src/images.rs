@@ -19,6 +19,14 @@ pub enum ImageError {
     BadReference(String),
     #[error("the registry of {reference} could not be asked: {why}")]
     Registry { reference: String, why: String },
+    /// The registry refused the bot's credentials, or wants some: the operator's to fix.
+    #[error("the registry `{host}` refused {who} for {reference}; {fix}")]
+    Denied {
+        host: String,
+        reference: String,
+        who: &'static str,
+        fix: String,
+    },
     /// A release tag already names another image: it is not moved.
     #[error(
         "{reference} already exists as {has}, not the {wanted} it would be copied from; a release tag is never moved"
@@ -121,7 +129,37 @@ impl Registries {
         {
             Ok(d) => Ok(Some(d)),
             Err(e) if is_missing(&e) => Ok(None),
-            Err(e) => Err(registry_error(&r, e)),
+            Err(e) => Err(self.failure(&r, e)),
+        }
+    }
+
+    /// What a registry's refusal means: credentials refused (or wanted) are the operator's to
+    /// fix and are said so; anything else is a failure that is tried again.
+    fn failure(&self, r: &Reference, e: OciDistributionError) -> ImageError {
+        if !is_denied(&e) {
+            return registry_error(r, e);
+        }
+        let host = r.registry().to_string();
+        let (who, fix) = if self.auth.contains_key(&host) {
+            (
+                "the bot's credentials",
+                format!(
+                    "check the user and password that images.registries.\"{host}\" names (usernameEnv, passwordEnv), and that they may read and, for tag-docker, push it"
+                ),
+            )
+        } else {
+            (
+                "an anonymous request",
+                format!(
+                    "give the bot credentials in images.registries.\"{host}\" (usernameEnv, passwordEnv)"
+                ),
+            )
+        };
+        ImageError::Denied {
+            host,
+            reference: r.whole(),
+            who,
+            fix,
         }
     }
 
@@ -144,7 +182,7 @@ impl Registries {
         {
             Ok(m) => m,
             Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(registry_error(&source, e)),
+            Err(e) => return Err(self.failure(&source, e)),
         };
         match existing {
             Some(d) if d != digest => Err(ImageError::Moved {
@@ -185,11 +223,11 @@ impl Registries {
         self.client
             .auth(&target, &auth, RegistryOperation::Push)
             .await
-            .map_err(|e| registry_error(&target, e))?;
+            .map_err(|e| self.failure(&target, e))?;
         self.client
             .push_manifest_raw(&target, manifest, content_type)
             .await
-            .map_err(|e| registry_error(&target, e))?;
+            .map_err(|e| self.failure(&target, e))?;
         Ok(digest)
     }
 }
@@ -216,6 +254,20 @@ fn is_missing(e: &OciDistributionError) -> bool {
                 OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
             )
         }),
+        _ => false,
+    }
+}
+
+/// Whether the registry refused the request for want of (good) credentials.
+fn is_denied(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
         _ => false,
     }
 }

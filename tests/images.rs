@@ -5,30 +5,49 @@
 
 mod common;
 
-use common::registry::Registry;
+use common::registry::{REGISTRY_PASSWORD, REGISTRY_USER, Registry};
 use common::*;
 use fake_forge::Flavor;
+use release_coordinator::images::{ImageError, Registries};
 
 on_both_forges!(
     a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copies_the_commits_image,
     a_release_tag_that_names_another_image_is_never_moved_and_nothing_is_copied,
     a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_rebuilt,
+    credentials_the_registry_refuses_are_said_at_the_commit_and_a_redelivery_looks_again,
 );
 
 /// The demo's world, its two services' images in `registry`.
 async fn world_with_registry(forge: Flavor, registry: &Registry) -> World {
     let host = registry.host.clone();
-    World::build(forge, false, None, move |c| {
-        c.replace(
-            "image: ghcr.io/stefanprodan/podinfo",
-            &format!("image: {host}/acme/podinfo"),
-        )
-        .replace(
-            "image: gcr.io/google-samples/gb-frontend",
-            &format!("image: {host}/acme/guestbook"),
-        ) + &format!("images:\n  registries:\n    \"{host}\":\n      insecure: true\n")
-    })
-    .await
+    World::build(forge, false, None, move |c| with_images(c, &host, "", "")).await
+}
+
+/// The demo's configuration with its two services' images in the registry at `host`: `podinfo`
+/// is added to podinfo's service, and `login` to the registry's settings.
+fn with_images(c: String, host: &str, podinfo: &str, login: &str) -> String {
+    c.replacen(
+        "image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n",
+        &format!("image: {host}/acme/podinfo\n    tagPath: image.tag\n{podinfo}"),
+        1,
+    )
+    .replace(
+        "image: gcr.io/google-samples/gb-frontend",
+        &format!("image: {host}/acme/guestbook"),
+    ) + &format!("images:\n  registries:\n    \"{host}\":\n      insecure: true\n{login}")
+}
+
+/// CI builds the trigger commit's images and pushes them under the commit's id; their digests
+/// (podinfo's, guestbook's).
+async fn ci_builds(registry: &Registry, commit: &str) -> (String, String) {
+    (
+        registry
+            .push_image("acme/podinfo", commit, "podinfo build")
+            .await,
+        registry
+            .push_image("acme/guestbook", commit, "guestbook build")
+            .await,
+    )
 }
 
 /// The last push the fake sent (the trigger's), sent again as a redelivery would.
@@ -115,12 +134,7 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
     assert_eq!(registry.digest_of("acme/podinfo", "mvp-v1").await, None);
 
     // CI pushes the commit's images; the push is delivered again (as a redelivery would).
-    let podinfo = registry
-        .push_image("acme/podinfo", &commit, "podinfo build")
-        .await;
-    let guestbook = registry
-        .push_image("acme/guestbook", &commit, "guestbook build")
-        .await;
+    let (podinfo, guestbook) = ci_builds(&registry, &commit).await;
     redeliver_the_push(&w).await;
     assert!(w.pull(1).is_some(), "the staging pull request opens");
     assert_eq!(
@@ -244,17 +258,7 @@ async fn the_command_line_plan_pins_the_digest_and_names_a_missing_image() {
 async fn world_pinning_podinfo(forge: Flavor, registry: &Registry) -> World {
     let host = registry.host.clone();
     let w = World::build(forge, false, None, move |c| {
-        c.replacen(
-            "image: ghcr.io/stefanprodan/podinfo\n    tagPath: image.tag\n",
-            &format!(
-                "image: {host}/acme/podinfo\n    tagPath: image.tag\n    digestPath: image.digest\n"
-            ),
-            1,
-        )
-        .replace(
-            "image: gcr.io/google-samples/gb-frontend",
-            &format!("image: {host}/acme/guestbook"),
-        ) + &format!("images:\n  registries:\n    \"{host}\":\n      insecure: true\n")
+        with_images(c, &host, "    digestPath: image.digest\n", "")
     })
     .await;
     let values = w
@@ -283,12 +287,7 @@ async fn a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_re
     let w = world_pinning_podinfo(forge, &registry).await;
     let values = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     let commit = w.push_trigger(&trigger_files()).await;
-    let podinfo = registry
-        .push_image("acme/podinfo", &commit, "podinfo build")
-        .await;
-    registry
-        .push_image("acme/guestbook", &commit, "guestbook build")
-        .await;
+    let (podinfo, _) = ci_builds(&registry, &commit).await;
     redeliver_the_push(&w).await;
     assert!(
         w.pull(1).is_some(),
@@ -334,5 +333,123 @@ async fn a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_re
     assert_eq!(
         w.deploy_text("main:apps/podinfo/values-staging.yaml"),
         format!("# podinfo in staging\n{pinned}")
+    );
+}
+
+/// A registry that wants a login (htpasswd, the distribution registry's own): an anonymous
+/// request and a wrong password are refusals that say what to fix, not failures tried again;
+/// the right login reads and copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_login_is_sent_and_a_refused_one_says_what_to_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_login(tmp.path()).await;
+    let host = registry.host.clone();
+    let config = |login: Option<&str>| {
+        let yaml = match login {
+            None => format!("registries:\n  \"{host}\": {{insecure: true}}\n"),
+            Some(_) => format!(
+                "registries:\n  \"{host}\": {{insecure: true, usernameEnv: USER, passwordEnv: PASSWORD}}\n"
+            ),
+        };
+        let images: release_coordinator::config::ImagesConfig =
+            yaml_serde::from_str(&yaml).unwrap();
+        let password = login.map(str::to_string);
+        Registries::new(&images, &|var| match var {
+            "USER" => Some(REGISTRY_USER.to_string()),
+            "PASSWORD" => password.clone(),
+            _ => None,
+        })
+        .unwrap()
+    };
+    let image = format!("{host}/acme/podinfo");
+    let pushed = registry.push_image("acme/podinfo", "v1", "a build").await;
+
+    let anonymous = config(None).digest(&image, "v1").await.unwrap_err();
+    assert!(
+        matches!(anonymous, ImageError::Denied { .. }),
+        "{anonymous:?}"
+    );
+    assert_eq!(
+        anonymous.to_string(),
+        format!(
+            "the registry `{host}` refused an anonymous request for {image}:v1; give the bot credentials in images.registries.\"{host}\" (usernameEnv, passwordEnv)"
+        )
+    );
+    let wrong = config(Some("not-the-password"))
+        .digest(&image, "v1")
+        .await
+        .unwrap_err();
+    assert!(
+        wrong.to_string().starts_with(&format!(
+            "the registry `{host}` refused the bot's credentials for {image}:v1; check"
+        )),
+        "{wrong}"
+    );
+    assert!(!wrong.to_string().contains("not-the-password"), "{wrong}");
+
+    let right = config(Some(REGISTRY_PASSWORD));
+    assert_eq!(
+        right.digest(&image, "v1").await.unwrap(),
+        Some(pushed.clone())
+    );
+    assert_eq!(right.digest(&image, "v2").await.unwrap(), None);
+    let copy = right.plan_retag(&image, "v1", "v2").await.unwrap().unwrap();
+    assert_eq!(right.retag(copy).await.unwrap(), pushed);
+    assert_eq!(registry.digest_of("acme/podinfo", "v2").await, Some(pushed));
+}
+
+/// The bot's registry password is wrong: the trigger is refused at its commit, saying which
+/// registry refused and what to check (and never the password). The operator fixes it; the
+/// redelivered push opens the release and copies the images, logged in.
+async fn credentials_the_registry_refuses_are_said_at_the_commit_and_a_redelivery_looks_again(
+    forge: Flavor,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_login(tmp.path()).await;
+    let host = registry.host.clone();
+    let mut w = World::build(forge, false, None, move |c| {
+        let login = "      usernameEnv: SCENARIO_REGISTRY_USER\n      passwordEnv: SCENARIO_REGISTRY_WRONG_PASSWORD\n";
+        with_images(c, &host, "", login)
+    })
+    .await;
+    let commit = w.push_trigger(&trigger_files()).await;
+    let comments = w.fake.lock().repos[APP].commit_comments.clone();
+    let body = comments
+        .iter()
+        .find(|c| c.sha == commit)
+        .map(|c| c.body.clone())
+        .expect("a comment on the trigger commit");
+    assert!(
+        body.contains(&format!(
+            "the registry `{}` refused the bot's credentials",
+            registry.host
+        )) && body.contains("passwordEnv"),
+        "{body}"
+    );
+    assert!(!body.contains("not-the-password"), "{body}");
+    assert!(w.pull(1).is_none());
+
+    let config = w.root.join("config/orchestration-config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "SCENARIO_REGISTRY_WRONG_PASSWORD",
+            "SCENARIO_REGISTRY_PASSWORD",
+        ),
+    )
+    .unwrap();
+    w.restart().await;
+    let (podinfo, _) = ci_builds(&registry, &commit).await;
+    redeliver_the_push(&w).await;
+    assert!(
+        w.pull(1).is_some(),
+        "{:#?}",
+        w.fake.lock().repos[APP].commit_comments
+    );
+    assert_eq!(
+        registry.digest_of("acme/podinfo", "mvp-v1").await,
+        Some(podinfo),
+        "copied, logged in"
     );
 }

@@ -145,6 +145,9 @@ pub async fn pin_digests(
                 digests.insert(format!("{image}:{tag}"), d);
             }
             Ok(None) => missing.push(format!("`{image}:{tag}`")),
+            Err(e @ crate::images::ImageError::Denied { .. }) => {
+                return Err(ReleaseError::ImagesMissing(e.to_string()));
+            }
             Err(e) => return Err(ReleaseError::Registry(e.to_string())),
         }
     }

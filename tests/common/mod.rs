@@ -400,6 +400,9 @@ pub async fn start_bot(
     let secrets = |var: &str| match var {
         "SCENARIO_GITHUB_TOKEN" => Some("test-token".to_string()),
         "SCENARIO_GITLAB_TOKEN" => Some(GITLAB_TOKEN.to_string()),
+        "SCENARIO_REGISTRY_USER" => Some(registry::REGISTRY_USER.to_string()),
+        "SCENARIO_REGISTRY_PASSWORD" => Some(registry::REGISTRY_PASSWORD.to_string()),
+        "SCENARIO_REGISTRY_WRONG_PASSWORD" => Some("not-the-password".to_string()),
         _ => None,
     };
     let (settings, forge) = release_coordinator::forge::connect(&config, &secrets)
@@ -419,7 +422,7 @@ pub async fn start_bot(
         bot = bot.with_argocd(argocd);
     }
     if let Some(images) = &bot.config.orchestration.images {
-        let registries = release_coordinator::images::Registries::new(images, &|_| None)
+        let registries = release_coordinator::images::Registries::new(images, &secrets)
             .unwrap_or_else(|e| panic!("{e}"));
         bot = bot.with_registries(registries);
     }

@@ -13,7 +13,16 @@ pub struct Registry {
     /// `127.0.0.1:<port>`: the registry host, as image references name it.
     pub host: String,
     http: reqwest::Client,
+    /// The user and password the registry asks for, if it asks.
+    login: Option<(&'static str, &'static str)>,
 }
+
+/// The one account of a registry started with [`Registry::start_with_login`].
+pub const REGISTRY_USER: &str = "ci-bot";
+pub const REGISTRY_PASSWORD: &str = "registry-test-password";
+/// `htpasswd` for that account: bcrypt (cost 5, so that each request checks it quickly),
+/// made with Python's `crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=32))`.
+const HTPASSWD: &str = "ci-bot:$2b$05$CapCn8VO2eW9HGHbEk7n1ulTLhfDzPa1Yt4uzmZbmYcaxrR4xOlWG\n";
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -43,24 +52,49 @@ fn digest(bytes: &[u8]) -> String {
 
 impl Registry {
     pub async fn start(root: &Path) -> Registry {
+        Registry::start_as(root, None).await
+    }
+
+    /// A registry that answers only [`REGISTRY_USER`] with [`REGISTRY_PASSWORD`] (HTTP basic
+    /// authentication against an `htpasswd` file, the distribution registry's own).
+    pub async fn start_with_login(root: &Path) -> Registry {
+        Registry::start_as(root, Some((REGISTRY_USER, REGISTRY_PASSWORD))).await
+    }
+
+    async fn start_as(root: &Path, login: Option<(&'static str, &'static str)>) -> Registry {
         // A port taken between the look and the start makes the registry exit: another port.
         for _ in 0..5 {
-            if let Some(r) = Registry::start_on(root, free_port()).await {
+            if let Some(r) = Registry::start_on(root, free_port(), login).await {
                 return r;
             }
         }
         panic!("docker-registry would not start on five ports");
     }
 
-    async fn start_on(root: &Path, port: u16) -> Option<Registry> {
+    async fn start_on(
+        root: &Path,
+        port: u16,
+        login: Option<(&'static str, &'static str)>,
+    ) -> Option<Registry> {
         let host = format!("127.0.0.1:{port}");
         let storage = root.join("registry");
         std::fs::create_dir_all(&storage).unwrap();
         let config = root.join("registry.yml");
+        let auth = match login {
+            None => String::new(),
+            Some(_) => {
+                let htpasswd = root.join("htpasswd");
+                std::fs::write(&htpasswd, HTPASSWD).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: tests\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n{auth}",
                 storage.display()
             ),
         )
@@ -76,6 +110,7 @@ impl Registry {
             child,
             host,
             http: reqwest::Client::new(),
+            login,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -83,8 +118,7 @@ impl Registry {
                 return None;
             }
             let up = r
-                .http
-                .get(format!("http://{}/v2/", r.host))
+                .request(reqwest::Method::GET, format!("http://{}/v2/", r.host))
                 .send()
                 .await
                 .is_ok_and(|a| a.status().is_success());
@@ -104,11 +138,22 @@ impl Registry {
         }
     }
 
+    /// A request with the registry's login, if it has one.
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match self.login {
+            Some((user, password)) => r.basic_auth(user, Some(password)),
+            None => r,
+        }
+    }
+
     async fn blob(&self, repo: &str, bytes: &[u8]) -> String {
         let d = digest(bytes);
         let started = self
-            .http
-            .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host))
+            .request(
+                reqwest::Method::POST,
+                format!("http://{}/v2/{repo}/blobs/uploads/", self.host),
+            )
             .send()
             .await
             .unwrap();
@@ -121,8 +166,7 @@ impl Registry {
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let done = self
-            .http
-            .put(format!("{location}{sep}digest={d}"))
+            .request(reqwest::Method::PUT, format!("{location}{sep}digest={d}"))
             .header("Content-Type", "application/octet-stream")
             .body(bytes.to_vec())
             .send()
@@ -149,8 +193,10 @@ impl Registry {
         })
         .to_string();
         let put = self
-            .http
-            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host))
+            .request(
+                reqwest::Method::PUT,
+                format!("http://{}/v2/{repo}/manifests/{tag}", self.host),
+            )
             .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
             .body(manifest.clone())
             .send()
@@ -163,8 +209,10 @@ impl Registry {
     /// The digest `repo:tag` has, if the registry has it.
     pub async fn digest_of(&self, repo: &str, tag: &str) -> Option<String> {
         let got = self
-            .http
-            .head(format!("http://{}/v2/{repo}/manifests/{tag}", self.host))
+            .request(
+                reqwest::Method::HEAD,
+                format!("http://{}/v2/{repo}/manifests/{tag}", self.host),
+            )
             .header(
                 "Accept",
                 "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",

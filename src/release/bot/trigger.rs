@@ -262,9 +262,10 @@ impl Bot {
         let mut copies = Vec::new();
         let refused = |e: crate::images::ImageError| match e {
             crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
-            // Another image under the release tag: once someone deletes it, a redelivery of
-            // the push copies it.
-            crate::images::ImageError::Moved { .. } => {
+            // Another image under the release tag (once someone deletes it, a redelivery of
+            // the push copies it), or credentials the registry refuses (once the operator
+            // fixes them, a redelivery looks again).
+            crate::images::ImageError::Moved { .. } | crate::images::ImageError::Denied { .. } => {
                 Ok(Err(ReleaseError::ImagesMissing(e.to_string())))
             }
             other => Ok(Err(ReleaseError::Refused(other.to_string()))),
