@@ -19,6 +19,7 @@ on_both_forges!(
     a_bot_stopped_right_after_pushing_a_rebuild_knows_the_push_for_its_own,
     a_trigger_becomes_a_published_release_through_approved_pull_requests,
     a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions,
+    problems_in_the_operators_files_and_the_charts_are_named_as_their_owners_know_them,
     approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count,
     a_hold_keeps_a_ready_release_until_unhold_and_failed_checks_block_until_rerun,
     deleted_approvals_are_dropped_and_repeated_webhooks_are_not_acted_on_twice,
@@ -536,6 +537,49 @@ async fn a_broken_trigger_gets_a_failed_status_and_one_comment_with_positions(fo
     let body = &app.commit_comments[0].body;
     assert!(body.contains("release/promotion-trigger.yaml:3:"), "{body}");
     assert!(body.contains("1 problem found"), "{body}");
+}
+
+/// A refusal that comes from the operator's files or the deployment repository's charts names
+/// them as their owners know them: the configuration file by its name (not the bot's own path
+/// to it, nor as if it were beside the trigger), a values file by its path in the deployment
+/// repository.
+async fn problems_in_the_operators_files_and_the_charts_are_named_as_their_owners_know_them(
+    forge: Flavor,
+) {
+    let bad_tag: fn(String) -> String = |c| {
+        c.replace(
+            "gb-frontend\n    tagPath: image.tag\n",
+            "gb-frontend\n    tagPath: image.tag\n    imageTag: \"{{ version }}+build\"\n",
+        )
+    };
+    let bad_path: fn(String) -> String =
+        |c| c.replacen("tagPath: image.tag\n", "tagPath: image.tagg\n", 1);
+    for (edit, expected) in [
+        (
+            bad_tag,
+            "\norchestration-config.yaml:18:15: `mvp-v1+build` is not a valid image tag",
+        ),
+        (
+            bad_path,
+            "\napps/podinfo/values-staging.yaml:9:1: no key `tagg` under `image`",
+        ),
+    ] {
+        let w = World::with_config(forge, edit).await;
+        let commit = w.push_trigger(&trigger_files()).await;
+        let st = w.fake.lock();
+        let body = &st.repos[APP]
+            .commit_comments
+            .iter()
+            .find(|c| c.sha == commit)
+            .expect("a comment on the trigger commit")
+            .body;
+        assert!(body.contains(expected), "{expected} not in {body}");
+        assert!(!body.contains(&w.root.display().to_string()), "{body}");
+        assert!(
+            !body.contains("release/orchestration-config.yaml"),
+            "{body}"
+        );
+    }
 }
 
 async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_count(forge: Flavor) {

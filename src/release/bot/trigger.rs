@@ -438,8 +438,25 @@ impl Bot {
             ReleaseError::Invalid(d) => {
                 d.0.iter()
                     .map(|d| {
-                        // The files were read from a scratch directory; name them as in the repository.
-                        let name = std::path::Path::new(&d.file)
+                        let path = std::path::Path::new(&d.file);
+                        // The operator's files by their name in the configuration folder (not
+                        // the bot's own paths); a values file by its path in the deployment
+                        // repository, as the plan names it.
+                        if let Ok(own) = path.strip_prefix(&self.config.base_dir) {
+                            return format!(
+                                "{}:{}:{}: {}",
+                                own.display(),
+                                d.line,
+                                d.column,
+                                d.message
+                            );
+                        }
+                        if path.is_relative() {
+                            return format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message);
+                        }
+                        // The developer's files were read from a scratch directory; name them as
+                        // in the repository.
+                        let name = path
                             .file_name()
                             .map(|n| n.to_string_lossy().to_string())
                             .unwrap_or_default();
