@@ -440,6 +440,24 @@ async fn credentials_the_registry_refuses_are_said_at_the_commit_and_a_redeliver
     )
     .unwrap();
     w.restart().await;
+    // Let in now, the bot finds the commit's images missing (CI has not pushed them): that is
+    // said, once, below the first refusal.
+    redeliver_the_push(&w).await;
+    redeliver_the_push(&w).await;
+    let said: Vec<String> = w.fake.lock().repos[APP]
+        .commit_comments
+        .iter()
+        .filter(|c| c.sha == commit)
+        .map(|c| c.body.clone())
+        .collect();
+    assert_eq!(said.len(), 2, "{said:#?}");
+    assert!(
+        said[1].contains(&format!(
+            "no such image in its registry: `{}/acme/podinfo:{commit}`",
+            registry.host
+        )) || said[1].contains(&format!("`{}/acme/guestbook:{commit}`", registry.host)),
+        "{said:#?}"
+    );
     let (podinfo, _) = ci_builds(&registry, &commit).await;
     redeliver_the_push(&w).await;
     assert!(

@@ -483,20 +483,24 @@ impl Bot {
                 &texts::trigger_rejection_status(total),
             )
             .await?;
-        let commented = rejected_before
+        // Said once: a redelivery that finds the same problems says nothing; one that finds
+        // others (the images arrived, and now the registry refuses the bot) says those.
+        let body = texts::trigger_rejection(&problems, total);
+        let said = rejected_before
             && self
-                .own_note(
-                    self.forge.commit_comments(repo, &p.after).await?,
-                    texts::TRIGGER_MARKER,
-                )
-                .is_some();
-        if !commented {
-            self.forge
-                .comment_on_commit(repo, &p.after, &texts::trigger_rejection(&problems, total))
-                .await?;
+                .forge
+                .commit_comments(repo, &p.after)
+                .await?
+                .iter()
+                .any(|n| {
+                    n.author.login.eq_ignore_ascii_case(self.bot_login())
+                        && n.body.trim() == body.trim()
+                });
+        if !said {
+            self.forge.comment_on_commit(repo, &p.after, &body).await?;
         }
-        // Images may still be on their way: a redelivery of this push looks again (and does
-        // not comment twice); every other refusal is final for this commit.
+        // Images may still be on their way: a redelivery of this push looks again; every other
+        // refusal is final for this commit.
         if !matches!(e, ReleaseError::ImagesMissing(_)) {
             self.store
                 .set_trigger_outcome(forge, repo, &p.after, &TriggerOutcome::Rejected)
