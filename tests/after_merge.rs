@@ -105,9 +105,17 @@ async fn staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_
         "{status}"
     );
 
-    // Production merges with its two roles, and completes only once it runs.
+    // Production merges with its two roles, and completes only once it runs; the forge release
+    // shows it deploying meanwhile.
     production_merged(&w).await;
     assert_eq!(w.release_state().await, "Deploying");
+    let release = w.app_release("mvp-v1").expect("published when staging ran");
+    assert!(
+        release.body.contains("| staging | deployed 20")
+            && release.body.contains("| production | deploying |"),
+        "{}",
+        release.body
+    );
     // Published when staging ran, as a pre-release until production runs.
     let release = w.app_release("mvp-v1").expect("published when staging ran");
     assert_eq!(release.name, "Release mvp-v1 (rolling out)");
@@ -237,6 +245,27 @@ async fn a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again(
         "{status}"
     );
     assert!(w.pull(2).is_none());
+
+    // Fixed and asked again, staging runs; production's sync then fails, and the forge release
+    // (published when staging ran) says so.
+    w.fake.argocd_health("guestbook-staging", "Healthy").await;
+    w.comment(1, "dave", "/retry").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(2).is_some(), "{:#?}", w.bot_comments(1));
+    production_merged(&w).await;
+    w.fake
+        .argocd_sync("podinfo-production", "Failed", "Healthy")
+        .await;
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    let release = w.app_release("mvp-v1").expect("published when staging ran");
+    assert!(
+        release.body.contains("| staging | deployed 20")
+            && release.body.contains("| production | deployment failed |"),
+        "{}",
+        release.body
+    );
 }
 
 async fn the_argocd_route_takes_only_its_token_and_its_shape(forge: Flavor) {

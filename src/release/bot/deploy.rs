@@ -52,7 +52,17 @@ impl Bot {
             self.bot_login(),
             json!({"environment": pr.environment, "merge_commit": pr.merge_commit}),
         )
-        .await
+        .await?;
+        self.show_progress(rel).await
+    }
+
+    /// A release already published (an environment before this one is done) shows each step
+    /// of the rollout in its forge release: this environment deploying, or failed.
+    async fn show_progress(&self, rel: &ForgeRelease) -> Result<(), BotError> {
+        if rel.tagged {
+            self.publish(rel, super::Stage::RollingOut).await?;
+        }
+        Ok(())
     }
 
     /// A chained environment with a soak time (`production: {after: staging, soak: 30m}`)
@@ -222,6 +232,7 @@ impl Bot {
             &texts::deploy_failed(&rel.version_tag, &pr.environment, why),
         )
         .await?;
+        self.show_progress(rel).await?;
         self.roll_back_on_failure(rel, pr, why).await
     }
 
