@@ -172,7 +172,9 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, default_filter);
     // The service uses every core; a one-shot command needs no threads of its own.
     let mut builder = if matches!(cli.command, Command::Serve { .. }) {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.thread_stack_size(crate::worker::STACK_SIZE);
+        b
     } else {
         tokio::runtime::Builder::new_current_thread()
     };

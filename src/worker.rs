@@ -24,6 +24,12 @@ use crate::release::bot::{Bot, BotError};
 use crate::store::Store;
 use crate::store::deliveries::PendingDelivery;
 
+/// The stack of the service's threads. A job is a deep chain of futures (a delivery, its
+/// release's lifecycle, a plan, a forge call), and a debug build polls it with large frames: 2
+/// MiB, tokio's default, has been seen to overflow, which aborts the whole process. Only the
+/// pages a thread touches take memory.
+pub const STACK_SIZE: usize = 8 << 20;
+
 /// Deliveries read from the store and not yet handled, at most: the worker reads no more than
 /// that (a flood waits in the store, not in memory).
 const QUEUED_AT_MOST: usize = 1000;

@@ -470,23 +470,34 @@ pub async fn start_bot(
     (bot, running)
 }
 
+/// A runtime for one scenario: two worker threads with the service's stack (see
+/// `release_coordinator::worker::STACK_SIZE`), as `serve` runs the bot.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(release_coordinator::worker::STACK_SIZE)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Runs each scenario against the fake GitHub and the fake GitLab.
 #[macro_export]
 macro_rules! on_both_forges {
     ($($scenario:ident),* $(,)?) => {
         mod on_github {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(fake_forge::Flavor::Github).await
+                #[test]
+                fn $scenario() {
+                    $crate::common::runtime().block_on(super::$scenario(fake_forge::Flavor::Github))
                 }
             )*
         }
         mod on_gitlab {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(fake_forge::Flavor::Gitlab).await
+                #[test]
+                fn $scenario() {
+                    $crate::common::runtime().block_on(super::$scenario(fake_forge::Flavor::Gitlab))
                 }
             )*
         }
