@@ -14,6 +14,7 @@ on_both_forges!(
     the_argocd_route_takes_only_its_token_and_its_shape,
     a_chain_cannot_be_skipped_and_the_next_environment_opens_after_its_soak,
     a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot,
+    an_edit_never_rolls_back_and_a_push_to_a_rollback_branch_is_gated,
     a_failed_sync_rolls_back_by_itself_when_the_operator_says_so,
     a_closed_rollback_can_be_asked_again_and_later_environments_come_first,
     a_rollback_that_would_undo_a_later_change_is_refused_and_otherwise_sets_back_only_the_values,
@@ -386,6 +387,39 @@ fn rollback_policy() -> String {
             "    requiredChecks: [ci/build]\n  production:",
             "    requiredChecks: [ci/build]\n    rollbackRoles: [platform-admin]\n    rollback:\n      requiredApprovals: 1\n  production:",
         )
+}
+
+/// A rollback is gated as a release is: an old comment edited into `/rollback` (even a role
+/// holder's) asks for nothing, and someone's push to the rollback branch keeps it from merging
+/// on approvals of what the bot built.
+async fn an_edit_never_rolls_back_and_a_push_to_a_rollback_branch_is_gated(forge: Flavor) {
+    let w = World::with_policy(forge, &rollback_policy()).await;
+    staging_merged(&w).await;
+    let old = w.comment(1, "carol", "Watching the dashboards.").await;
+    w.fake.edit_comment(DEPLOY, old, "/rollback").await;
+    w.settle().await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(w.pull(3).is_none(), "an edited comment rolled back");
+
+    w.comment(1, "carol", "/rollback the pods crash").await;
+    assert!(w.pull(3).is_some(), "{:#?}", w.bot_comments(1));
+    w.push_to_release_branch(3, "mallory", "sneaky").await;
+    w.settle().await;
+    w.comment(3, "alice", "/approve").await;
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert!(!w.pull(3).unwrap().merged, "{}", w.status_comment(3));
+    assert!(
+        w.status_comment(3)
+            .contains("@mallory pushed to the release branch"),
+        "{}",
+        w.status_comment(3)
+    );
+    assert!(
+        !w.deploy_text("main:apps/podinfo/values-staging.yaml")
+            .contains("sneaky")
+    );
 }
 
 async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flavor) {
