@@ -893,40 +893,26 @@ impl FakeForge {
 
     /// Someone merges a pull request by hand (in the web UI).
     pub async fn merge_by_hand(&self, repo: &str, number: u64, who: &str) {
-        let (kind, payload) = {
-            let mut st = self.lock();
-            let at = st.tick();
-            let flavor = st.flavor;
-            let r = st.repo(repo).unwrap();
-            r.merge_pull(number, false, (who, "someone@example.com"), who)
-                .expect("the merge by hand goes through");
-            if let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) {
-                p.updated_at = at;
-            }
-            let pull = r.pull(number).unwrap().clone();
-            let st = &*st;
-            let r = &st.repos[repo];
-            match flavor {
-                Flavor::Github => (
-                    "pull_request",
-                    payloads::pull_request(r, &pull, "closed", who),
-                ),
-                Flavor::Gitlab => (
-                    "Merge Request Hook",
-                    gitlab_payloads::merge_request_hook(st, r, &pull, "merge", who, None),
-                ),
-            }
-        };
-        self.send(kind, payload).await;
+        self.end_pull(repo, number, who, true).await
     }
 
     /// Someone with write access closes a pull request without merging it.
     pub async fn close_pull(&self, repo: &str, number: u64, who: &str) {
+        self.end_pull(repo, number, who, false).await
+    }
+
+    /// A person merges (`merge`) or closes a pull request, and the forge says so: GitHub's
+    /// `pull_request` `closed` either way, GitLab's merge request hook `merge` or `close`.
+    async fn end_pull(&self, repo: &str, number: u64, who: &str, merge: bool) {
         let (kind, payload) = {
             let mut st = self.lock();
             let at = st.tick();
             let flavor = st.flavor;
             let r = st.repo(repo).unwrap();
+            if merge {
+                r.merge_pull(number, false, (who, "someone@example.com"), who)
+                    .expect("the merge by hand goes through");
+            }
             let p = r
                 .pulls
                 .iter_mut()
@@ -944,7 +930,14 @@ impl FakeForge {
                 ),
                 Flavor::Gitlab => (
                     "Merge Request Hook",
-                    gitlab_payloads::merge_request_hook(st, r, &pull, "close", who, None),
+                    gitlab_payloads::merge_request_hook(
+                        st,
+                        r,
+                        &pull,
+                        if merge { "merge" } else { "close" },
+                        who,
+                        None,
+                    ),
                 ),
             }
         };
