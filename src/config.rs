@@ -1297,8 +1297,16 @@ fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig)
         .iter()
         .flat_map(|s| s.values.keys().map(String::as_str))
         .collect();
+    // An environment the policy covers: named, or any a service deploys to when there is a
+    // `default` entry.
+    let covered = |env: &str| {
+        env != "default"
+            && (p.environments.contains_key(env)
+                || (p.environments.contains_key("default") && known_envs.contains(env)))
+    };
     for (env, rules) in &p.environments {
-        if !known_envs.contains(env.as_str()) {
+        // `default` is the rule of every environment the policy does not name.
+        if env != "default" && !known_envs.contains(env.as_str()) {
             d.push(src.at(
                 route!["environments", env.as_str()],
                 format!("no service in orchestration-config.yaml deploys to environment `{env}`"),
@@ -1384,7 +1392,7 @@ fn validate_policy(p: &ReleasePolicy, src: &SourceFile, c: &OrchestrationConfig)
                     route!["environments", env.as_str(), "after"],
                     format!("`{env}` cannot come after itself"),
                 ));
-            } else if !p.environments.contains_key(before) || before == "default" {
+            } else if !covered(before) {
                 d.push(src.at(
                     route!["environments", env.as_str(), "after"],
                     format!("`after: {before}` names no environment of this policy"),
@@ -1651,5 +1659,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("release-policy.yaml:8:3: no service in orchestration-config.yaml deploys to environment `prod`"), "{text}");
+    }
+
+    /// `default` is the rule of every environment the policy does not name: it is no
+    /// environment of its own, and a chain may start from an environment it covers.
+    #[test]
+    fn a_default_entry_covers_the_environments_the_policy_does_not_name() {
+        let two = BASE.replace(
+            "      staging: apps/booking/values-staging.yaml\n",
+            "      staging: apps/booking/values-staging.yaml\n      production: apps/booking/values-production.yaml\n",
+        );
+        let (c, _) = orchestration(&two);
+        let policy = |yaml: &str| {
+            let src = SourceFile::new("release-policy.yaml", yaml);
+            let p: ReleasePolicy = src.parse_yaml().unwrap();
+            (validate_policy(&p, &src, &c), p)
+        };
+        let (d, p) = policy(
+            "environments:\n  default:\n    requiredApprovals: 1\n  production:\n    requiredApprovals: 2\n    after: staging\n",
+        );
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(p.environment("staging").unwrap().required_approvals, 1);
+        assert_eq!(p.chain_before("production"), ["staging"]);
+        // Without `default`, staging is no environment of the policy.
+        let (d, _) = policy("environments:\n  production:\n    after: staging\n");
+        assert!(
+            d.to_string()
+                .contains("release-policy.yaml:3:12: `after: staging` names no environment of this policy"),
+            "{d}"
+        );
     }
 }
