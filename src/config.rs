@@ -1684,8 +1684,9 @@ mod tests {
         // Without `default`, staging is no environment of the policy.
         let (d, _) = policy("environments:\n  production:\n    after: staging\n");
         assert!(
-            d.to_string()
-                .contains("release-policy.yaml:3:12: `after: staging` names no environment of this policy"),
+            d.to_string().contains(
+                "release-policy.yaml:3:12: `after: staging` names no environment of this policy"
+            ),
             "{d}"
         );
     }

@@ -11,6 +11,7 @@ use fake_forge::{Flavor, User};
 on_both_forges!(
     staging_then_production_follow_argo_cd_and_a_lost_notification_is_made_good,
     a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again,
+    argo_cd_down_never_fails_a_deployment_and_a_refused_token_is_said_and_does,
     the_argocd_route_takes_only_its_token_and_its_shape,
     a_chain_cannot_be_skipped_and_the_next_environment_opens_after_its_soak,
     a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot,
@@ -267,6 +268,44 @@ async fn a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again(
         "{}",
         release.body
     );
+}
+
+/// Argo CD that cannot be asked (down, failing) says nothing about the deployment: the status
+/// comment says it could not be read, and the sync timeout passes without failing it. A token
+/// Argo CD refuses (401) is the operator's to fix, said in the status comment (without the
+/// token), and counts against the sync timeout like an Application the account may not read.
+async fn argo_cd_down_never_fails_a_deployment_and_a_refused_token_is_said_and_does(forge: Flavor) {
+    let w = world_with_argo_cd(forge).await;
+    w.fake.fail(fake_forge::Failure {
+        method: "GET".into(),
+        path_prefix: "/api/v1/applications/".into(),
+        status: 503,
+        retry_after: None,
+        times: usize::MAX,
+        carried_out: false,
+    });
+    staging_merged(&w).await;
+    w.fake.advance(time::Duration::minutes(31));
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    let status = w.status_comment(1);
+    assert_eq!(w.release_state().await, "Deploying", "{status}");
+    assert!(status.contains("Argo CD answered 503"), "{status}");
+
+    // Back, with the bot's token no longer valid: said, and past the sync timeout, failed.
+    w.fake.lock().failures.clear();
+    w.fake.lock().argocd.token = Some("rotated-token".into());
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Failed");
+    let status = w.status_comment(1);
+    assert!(
+        status.contains("Argo CD refused the bot's token (401)")
+            && status.contains("argocd.tokenEnv")
+            && status.contains("sync timeout"),
+        "{status}"
+    );
+    assert!(!status.contains(ARGOCD_TOKEN), "{status}");
 }
 
 async fn the_argocd_route_takes_only_its_token_and_its_shape(forge: Flavor) {

@@ -104,6 +104,24 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The injected failure that matches a request, if one does (and one fewer of it): its status,
+/// `Retry-After`, and whether the request is carried out first.
+pub(crate) fn take_failure(
+    state: &Shared,
+    method: &str,
+    path: &str,
+) -> Option<(u16, Option<u64>, bool)> {
+    let mut st = state.lock().unwrap();
+    let hit = st
+        .failures
+        .iter_mut()
+        .find(|f| f.times > 0 && f.method == method && path.starts_with(&f.path_prefix));
+    hit.map(|f| {
+        f.times -= 1;
+        (f.status, f.retry_after, f.carried_out)
+    })
+}
+
 /// Logs every request; answers with an injected failure when one matches; wants a token.
 pub(crate) async fn log_and_fail(
     State(state): State<Shared>,
@@ -112,17 +130,7 @@ pub(crate) async fn log_and_fail(
 ) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let injected = {
-        let mut st = state.lock().unwrap();
-        let hit = st
-            .failures
-            .iter_mut()
-            .find(|f| f.times > 0 && f.method == method && path.starts_with(&f.path_prefix));
-        hit.map(|f| {
-            f.times -= 1;
-            (f.status, f.retry_after, f.carried_out)
-        })
-    };
+    let injected = take_failure(&state, &method, &path);
     let response = if let Some((status, retry_after, carried_out)) = injected {
         if carried_out {
             let done = next.run(req).await;

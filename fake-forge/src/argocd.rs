@@ -63,7 +63,28 @@ pub struct ArgoCdState {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/applications/{name}", get(get_application))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            injected_failure,
+        ))
         .with_state(state)
+}
+
+/// An injected failure (`FakeForge::fail`) that matches: Argo CD down or failing.
+async fn injected_failure(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    match crate::api::take_failure(&state, &method, &path) {
+        Some((status, _, _)) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            14,
+            "injected failure",
+        ),
+        None => next.run(req).await,
+    }
 }
 
 fn ts(t: OffsetDateTime) -> String {

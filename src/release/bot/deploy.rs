@@ -279,12 +279,24 @@ impl Bot {
         let mut waiting = Vec::new();
         let mut unhealthy = Vec::new();
         let mut any_synced = false;
+        // Argo CD could not be asked (unreachable, failing): nothing is known of those, which
+        // is said, read again later, and never fails a deployment by itself.
+        let mut unknown = Vec::new();
         for name in &apps {
-            let Some(status) = argo
-                .application(name)
-                .await
-                .map_err(|e| BotError::Io(e.to_string()))?
-            else {
+            let status = match argo.application(name).await {
+                Ok(status) => status,
+                // The token is refused: the operator's to fix. Like an Application the account
+                // may not read, it counts against the sync timeout, and the status says so.
+                Err(e @ argocd::ArgoCdError::Refused { .. }) => {
+                    waiting.push(e.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    unknown.push(e.to_string());
+                    continue;
+                }
+            };
+            let Some(status) = status else {
                 // An ApplicationSet may be making it: it counts against the sync timeout.
                 waiting.push(format!(
                     "Argo CD has no Application `{name}`, or the bot's account may not read it (named by `argocd.application` or the service's `argocdApplications`; deploy/argocd/rbac.yaml)"
@@ -338,17 +350,20 @@ impl Bot {
                     .map(|u| format!("{u} (fails after {})", config.health_timeout)),
             );
         }
-        if waiting.is_empty() {
+        if waiting.is_empty() && unknown.is_empty() {
             return Ok(Look::Deployed(apps));
         }
         let since = pr.deploy_since.unwrap_or_else(|| self.now());
-        if self.now() - since >= time::Duration::seconds(config.sync_timeout_secs() as i64) {
+        if !waiting.is_empty()
+            && self.now() - since >= time::Duration::seconds(config.sync_timeout_secs() as i64)
+        {
             return Ok(Look::Failed(format!(
                 "not deployed within the sync timeout ({}) after the merge: {}",
                 config.sync_timeout,
                 waiting.join("; ")
             )));
         }
+        waiting.extend(unknown);
         Ok(Look::Waiting(waiting.join("; ")))
     }
 
