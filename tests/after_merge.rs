@@ -609,6 +609,7 @@ async fn a_failed_sync_rolls_back_by_itself_when_the_operator_says_so(forge: Fla
 
 async fn a_closed_rollback_can_be_asked_again_and_later_environments_come_first(forge: Flavor) {
     let w = World::with_policy(forge, &rollback_policy()).await;
+    let original = w.deploy_text("main:apps/podinfo/values-staging.yaml");
     staging_merged(&w).await;
     // Production merges too: staging cannot be rolled back under it.
     production_merged(&w).await;
@@ -645,6 +646,38 @@ async fn a_closed_rollback_can_be_asked_again_and_later_environments_come_first(
     let again = w.pull(4).expect("a second rollback pull request");
     assert_eq!(again.head, "rollback/mvp-v1/production-2");
     assert_eq!(w.release_state().await, "AwaitingApproval");
+
+    // It merges under production's own rule: the release is rolled back there, and staging,
+    // which still runs it, may be rolled back now.
+    w.checks_pass(4, &["ci/build", "security-scan"]).await;
+    w.comment(4, "alice", "/approve").await;
+    w.fake
+        .review(DEPLOY, 4, User::human("bob"), "APPROVED")
+        .await;
+    w.settle().await;
+    assert!(w.pull(4).unwrap().merged, "{:#?}", w.bot_comments(4));
+    assert_eq!(w.release_state().await, "RolledBack");
+    w.comment(1, "carol", "/rollback staging too").await;
+    let staging = w.pull(5).expect("staging's rollback");
+    assert_eq!(staging.head, "rollback/mvp-v1/staging");
+    w.comment(5, "alice", "/approve").await;
+    assert!(w.pull(5).unwrap().merged, "{:#?}", w.bot_comments(5));
+    assert_eq!(w.release_state().await, "RolledBack");
+    assert_eq!(
+        w.deploy_text("main:apps/podinfo/values-staging.yaml"),
+        original,
+        "staging runs what it ran before the release"
+    );
+    // Both are rolled back: asked again, nothing opens.
+    w.comment(1, "carol", "/rollback").await;
+    assert!(w.pull(6).is_none());
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("staging is rolled back already")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
 }
 
 async fn a_rollback_that_would_undo_a_later_change_is_refused_and_otherwise_sets_back_only_the_values(

@@ -69,8 +69,9 @@ impl ReleaseState {
     pub fn may_become(self, to: ReleaseState) -> bool {
         use ReleaseState::*;
         // A completed release can still be rolled back: its rollback pull request waits for
-        // approval like any other.
-        if self == Completed && to == AwaitingApproval {
+        // approval like any other. So can a rolled back one in an environment it still runs
+        // (production was rolled back first; staging is next).
+        if matches!(self, Completed | RolledBack) && to == AwaitingApproval {
             return true;
         }
         if self.is_final() || self == to {
@@ -208,9 +209,10 @@ mod tests {
     fn final_states_are_final_and_a_release_completes_only_after_documenting() {
         for from in ReleaseState::ALL.into_iter().filter(|s| s.is_final()) {
             for to in ReleaseState::ALL {
-                // The one way out: a completed release is rolled back through a pull request.
-                let rollback =
-                    from == ReleaseState::Completed && to == ReleaseState::AwaitingApproval;
+                // The one way out: a completed (or, in another environment, a rolled back)
+                // release is rolled back through a pull request.
+                let rollback = matches!(from, ReleaseState::Completed | ReleaseState::RolledBack)
+                    && to == ReleaseState::AwaitingApproval;
                 assert_eq!(from.may_become(to), rollback, "{from} -> {to}");
             }
         }

@@ -48,7 +48,7 @@ impl Bot {
                 "this is a rollback pull request; to drop it, comment `/cancel`".into(),
             ));
         }
-        if matches!(rel.state, ReleaseState::RolledBack | ReleaseState::Aborted) {
+        if rel.state == ReleaseState::Aborted {
             return Ok(RollbackOutcome::Refused(format!(
                 "release {} is {}: nothing of it goes on, and the bot rolls back only a release it can still follow; change the values by hand",
                 rel.version_tag, rel.state
@@ -73,6 +73,13 @@ impl Bot {
             return Ok(RollbackOutcome::Refused(format!(
                 "{} merged this release after {}: roll {} back first",
                 later.environment, pr.environment, later.environment
+            )));
+        }
+        // Rolled back already here; another environment it still runs may be rolled back next.
+        if rel.state == ReleaseState::RolledBack && active(&pr.environment) {
+            return Ok(RollbackOutcome::Refused(format!(
+                "{} is rolled back already (release {} is RolledBack)",
+                pr.environment, rel.version_tag
             )));
         }
         if active(&pr.environment) {
@@ -277,7 +284,10 @@ impl Bot {
                     && p.deploy == Some(crate::store::forge_releases::DeployState::Deploying)
             });
         let moves = match rel.state {
-            ReleaseState::Completed | ReleaseState::Failed | ReleaseState::Documenting => true,
+            ReleaseState::Completed
+            | ReleaseState::RolledBack
+            | ReleaseState::Failed
+            | ReleaseState::Documenting => true,
             ReleaseState::Deploying | ReleaseState::Merging => !deploying_rollback,
             _ => false,
         };
