@@ -236,7 +236,7 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::Requester => {
-                f.write_str("the requester of a release cannot approve it")
+                f.write_str("whoever asked for this release (or for this rollback) cannot approve it")
             }
             Rejection::Pusher => f.write_str(
                 "you pushed commits to this release branch, and whoever changed a release cannot approve it",

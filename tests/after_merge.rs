@@ -459,6 +459,18 @@ async fn an_edit_never_rolls_back_and_a_push_to_a_rollback_branch_is_gated(forge
         !w.deploy_text("main:apps/podinfo/values-staging.yaml")
             .contains("sneaky")
     );
+
+    // `/rollback` on the rollback pull request is answered by what it is; `/cancel` by its
+    // requester drops the rollback, and says so.
+    w.comment(3, "carol", "/rollback").await;
+    w.comment(3, "carol", "/cancel").await;
+    let replies = w.bot_comments(3).join("\n");
+    assert!(
+        replies.contains("this is a rollback pull request; to drop it, comment `/cancel`")
+            && replies.contains("The rollback of mvp-v1 in staging was cancelled by @carol. The release is `Failed` as it stands"),
+        "{replies}"
+    );
+    assert_eq!(w.release_state().await, "Failed");
 }
 
 async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flavor) {
@@ -515,9 +527,30 @@ async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flav
         assert!(plan.contains(want), "{want} in {plan}");
     }
 
+    assert!(
+        w.bot_comments(1)
+            .iter()
+            .any(|c| c.contains("merges under staging's `rollback:` rule")),
+        "{:#?}",
+        w.bot_comments(1)
+    );
+    assert!(
+        w.status_comment(2)
+            .contains("Closed: release mvp-v1 is being rolled back"),
+        "{}",
+        w.status_comment(2)
+    );
+
     // Whoever asked does not approve it; someone else does, under the lighter rule.
     w.comment(3, "carol", "/approve").await;
     assert!(!w.pull(3).unwrap().merged);
+    assert!(
+        w.bot_comments(3).iter().any(|c| c.contains(
+            "@carol, your approval does not count: whoever asked for this release (or for this rollback) cannot approve it"
+        )),
+        "{:#?}",
+        w.bot_comments(3)
+    );
     w.comment(3, "alice", "/approve").await;
     assert!(w.pull(3).unwrap().merged, "{:#?}", w.bot_comments(3));
     assert_eq!(w.release_state().await, "RolledBack");
@@ -545,9 +578,17 @@ async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flav
     for e in ["ReleaseRollbackRequested", "ReleaseRolledBack"] {
         assert!(log.contains(&e.to_string()), "{e} in {log:?}");
     }
-    // Asked again: nothing new.
+    // Asked again: nothing new. Nothing to try again either.
     w.comment(1, "carol", "/rollback").await;
     assert!(w.pull(4).is_none());
+    w.comment(1, "dave", "/retry").await;
+    assert!(
+        w.bot_comments(1).iter().any(|c| c.contains(
+            "Release mvp-v1 is RolledBack: nothing of it goes on, so there is nothing to try again"
+        )),
+        "{:#?}",
+        w.bot_comments(1)
+    );
 }
 
 async fn a_failed_sync_rolls_back_by_itself_when_the_operator_says_so(forge: Flavor) {
@@ -582,6 +623,16 @@ async fn a_failed_sync_rolls_back_by_itself_when_the_operator_says_so(forge: Fla
             .any(|c| c.contains("automatic rollback is on")),
         "{:#?}",
         w.bot_comments(1)
+    );
+    // The failure note says the rollback comes, not to `/retry`.
+    let failed = w
+        .bot_comments(1)
+        .into_iter()
+        .find(|c| c.contains("failed to deploy to staging"))
+        .expect("the failure note");
+    assert!(
+        failed.contains("Automatic rollback is on") && !failed.contains("/retry"),
+        "{failed}"
     );
     assert_eq!(w.release_state().await, "AwaitingApproval");
 
@@ -624,6 +675,13 @@ async fn a_closed_rollback_can_be_asked_again_and_later_environments_come_first(
     // Production first (carol holds production's rollback role too).
     w.comment(2, "carol", "/rollback").await;
     let rollback = w.pull(3).expect("production's rollback");
+    assert!(
+        w.bot_comments(2).iter().any(|c| c.contains(
+            "merges under production's own rule (the policy gives it no `rollback:` rule)"
+        )),
+        "{:#?}",
+        w.bot_comments(2)
+    );
     assert_eq!(rollback.head, "rollback/mvp-v1/production");
 
     // The release's requester has no say over the rollback; someone with write access closes

@@ -602,7 +602,7 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
     let replies = w.bot_comments(1).join("\n---\n");
     assert!(
         replies.contains(
-            "@dave, your approval does not count: the requester of a release cannot approve it."
+            "@dave, your approval does not count: whoever asked for this release (or for this rollback) cannot approve it."
         ),
         "{replies}"
     );
@@ -626,7 +626,10 @@ async fn approvals_from_the_requester_bots_strangers_and_old_commits_do_not_coun
             .unwrap_or_else(|| panic!("{who}'s approval is on record: {audit:#?}"))
     };
     for (who, why) in [
-        ("dave", "the requester of a release cannot approve it"),
+        (
+            "dave",
+            "whoever asked for this release (or for this rollback) cannot approve it",
+        ),
         ("mallory", "you hold no approver role"),
     ] {
         let detail = recorded(who);

@@ -202,7 +202,10 @@ impl Bot {
                     self.forge
                         .close_change_request(&self.settings.deployment_repo, number)
                         .await?;
-                    replies.push(texts::cancelled(&rel.version_tag, login));
+                    let env =
+                        crate::store::forge_releases::rolled_back_environment(&pr.environment)
+                            .unwrap_or(&pr.environment);
+                    replies.push(texts::rollback_cancelled(&rel.version_tag, env, login));
                 }
                 Command::Cancel => {
                     self.abort(&rel, login, "cancelled with /cancel").await?;
@@ -213,6 +216,10 @@ impl Bot {
                     self.store.save_release_pr(&pr).await?;
                     replies.push(texts::cancelled(&rel.version_tag, login));
                 }
+                // Nothing goes on from a final state: said, rather than "trying again".
+                Command::Retry if rel.state.is_final() => {
+                    replies.push(texts::nothing_to_retry(&rel.version_tag, rel.state));
+                }
                 Command::Retry => {
                     self.retry(&rel, &mut pr, login).await?;
                     replies.push(texts::retrying());
@@ -220,9 +227,11 @@ impl Bot {
                 Command::Rollback => {
                     let reason = commands::rollback_reason(c.body).unwrap_or_default();
                     let reply = match self.roll_back(&rel, &pr, login, &reason, false).await? {
-                        super::rollback::RollbackOutcome::Opened => {
-                            texts::rollback_opened(login, &pr.environment)
-                        }
+                        super::rollback::RollbackOutcome::Opened => texts::rollback_opened(
+                            login,
+                            &pr.environment,
+                            self.has_rollback_rule(&pr.environment),
+                        ),
                         super::rollback::RollbackOutcome::AlreadyRequested => {
                             texts::rollback_already(&pr.environment)
                         }
@@ -270,6 +279,14 @@ impl Bot {
             Command::Approve | Command::ApproveCancel | Command::Help => return Ok(None),
             // Only the environment's `rollbackRoles`, read afresh: the requester of the release
             // has no say over rolling it back.
+            // On a rollback pull request, `/rollback` is answered by what it is (see
+            // `roll_back`), whoever gives it.
+            Command::Rollback
+                if crate::store::forge_releases::rolled_back_environment(&pr.environment)
+                    .is_some() =>
+            {
+                return Ok(None);
+            }
             Command::Rollback => {
                 return Ok(if self.holds_rollback_role(&pr.environment, login).await? {
                     None

@@ -229,7 +229,12 @@ impl Bot {
         self.fail_with(
             rel,
             why,
-            &texts::deploy_failed(&rel.version_tag, &pr.environment, why),
+            &texts::deploy_failed(
+                &rel.version_tag,
+                &pr.environment,
+                why,
+                self.rolls_back_by_itself(rel, pr),
+            ),
         )
         .await?;
         self.show_progress(rel).await?;

@@ -187,6 +187,7 @@ impl Bot {
                             &r.requested_by,
                             &r.reason,
                             r.automatic,
+                            self.has_rollback_rule(&r.environment),
                         ),
                     ),
                     None => (

@@ -350,12 +350,11 @@ impl Bot {
                     pr.state = PrState::Closed;
                     self.store.save_release_pr(&pr).await?;
                     if let Some(number) = pr.pr_number {
-                        self.post_note_once(
-                            number,
-                            "rolled-back",
-                            &texts::closed_for_rollback(&rel.version_tag),
-                        )
-                        .await?;
+                        let note = texts::closed_for_rollback(&rel.version_tag);
+                        // The status comment, too: it said what the merge waited for.
+                        self.update_status(rel, &mut pr, &format!("⏹️ {note}"))
+                            .await?;
+                        self.post_note_once(number, "rolled-back", &note).await?;
                         self.forge
                             .close_change_request(&self.settings.deployment_repo, number)
                             .await?;
@@ -433,16 +432,30 @@ impl Bot {
 
     /// A failed deployment: rolled back by itself when the trigger's `rollbackEnabled` (or
     /// else the operator's `defaults.autoRollbackOnFailure`) says so.
+    /// Whether the policy gives `environment` a `rollback:` rule of its own.
+    pub(super) fn has_rollback_rule(&self, environment: &str) -> bool {
+        self.config
+            .policy
+            .environment(environment)
+            .is_some_and(|e| e.rollback.is_some())
+    }
+
+    /// Whether a failed deployment of `pr` is rolled back by itself: the trigger's
+    /// `rollbackEnabled` or the operator's `autoRollbackOnFailure` (a trigger may ask for more
+    /// safety than the operator, never less), and not for a rollback's own pull request.
+    pub(super) fn rolls_back_by_itself(&self, rel: &ForgeRelease, pr: &ReleasePr) -> bool {
+        (rel.summary.rollback_enabled == Some(true)
+            || self.config.orchestration.defaults.auto_rollback_on_failure)
+            && rolled_back_environment(&pr.environment).is_none()
+    }
+
     pub(super) async fn roll_back_on_failure(
         &self,
         rel: &ForgeRelease,
         pr: &ReleasePr,
         why: &str,
     ) -> Result<(), BotError> {
-        // A trigger may ask for more safety than the operator, never less.
-        let automatic = rel.summary.rollback_enabled == Some(true)
-            || self.config.orchestration.defaults.auto_rollback_on_failure;
-        if !automatic || rolled_back_environment(&pr.environment).is_some() {
+        if !self.rolls_back_by_itself(rel, pr) {
             return Ok(());
         }
         let Some(rel) = self.current(rel.release_id).await? else {

@@ -223,6 +223,18 @@ pub fn command_refused(login: &str, command: Command, who_may: &str) -> String {
     )
 }
 
+pub fn rollback_cancelled(version: &str, environment: &str, by: &str) -> String {
+    format!(
+        "The rollback of {version} in {environment} was cancelled by @{by}. The release is `Failed` as it stands; a later `/rollback` asks again."
+    )
+}
+
+pub fn nothing_to_retry(version: &str, state: crate::release::state::ReleaseState) -> String {
+    format!(
+        "Release {version} is {state}: nothing of it goes on, so there is nothing to try again."
+    )
+}
+
 pub fn cancelled(version: &str, by: &str) -> String {
     format!("Release {version} was cancelled by @{by}.")
 }
@@ -282,6 +294,7 @@ pub fn rollback_body(
     by: &str,
     reason: &str,
     automatic: bool,
+    own_rule: bool,
 ) -> String {
     let who = if automatic {
         "the bot, because the deployment failed".to_string()
@@ -301,15 +314,27 @@ pub fn rollback_body(
         body.push_str(&format!("| {} | `{}` → `{}` |\n", c.service, c.to, c.from));
     }
     body.push_str(&format!(
-        "\nThe values files are restored as they were before the release; `releases/{}/rollback-plan.yaml` says what and why. It merges under the rollback rule of {environment} (release-policy.yaml). Comment `/help` for the commands.\n",
-        summary.version
+        "\nThe values files are restored as they were before the release; `releases/{}/rollback-plan.yaml` says what and why. It merges under {} (release-policy.yaml); whoever asked for it does not approve it. Comment `/help` for the commands.\n",
+        summary.version,
+        rollback_rule(environment, own_rule)
     ));
     fit(&body, COMMENT_LIMIT).into_owned()
 }
 
-pub fn rollback_opened(login: &str, environment: &str) -> String {
+/// The rule a rollback pull request of `environment` merges under: its own `rollback:` rule
+/// when the policy gives one (`own_rule`), else the environment's.
+fn rollback_rule(environment: &str, own_rule: bool) -> String {
+    if own_rule {
+        format!("{environment}'s `rollback:` rule")
+    } else {
+        format!("{environment}'s own rule (the policy gives it no `rollback:` rule)")
+    }
+}
+
+pub fn rollback_opened(login: &str, environment: &str, own_rule: bool) -> String {
     format!(
-        "@{login}: rolling back {environment}; the rollback pull request opens next and merges under {environment}'s rollback rule."
+        "@{login}: rolling back {environment}; the rollback pull request opens next and merges under {}.",
+        rollback_rule(environment, own_rule)
     )
 }
 
@@ -410,9 +435,14 @@ pub fn deploy_failed_status(why: &str) -> String {
     format!("❌ Merged, but the deployment failed: {why}.")
 }
 
-pub fn deploy_failed(version: &str, environment: &str, why: &str) -> String {
+pub fn deploy_failed(version: &str, environment: &str, why: &str, rolls_back: bool) -> String {
+    if rolls_back {
+        return format!(
+            "❌ Release {version} failed to deploy to {environment}: {why}. Automatic rollback is on: the bot opens a pull request that restores {environment} as it was before the release."
+        );
+    }
     format!(
-        "❌ Release {version} failed to deploy to {environment}: {why}. The deployment repository has the change; fix what Argo CD reports and comment `/retry` here to watch the deployment again."
+        "❌ Release {version} failed to deploy to {environment}: {why}. The deployment repository has the change; fix what Argo CD reports and comment `/retry` here to watch the deployment again, or `/rollback [reason]` to restore {environment} as it was."
     )
 }
 
