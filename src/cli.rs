@@ -170,6 +170,15 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, default_filter);
+    // A one-shot command whose reader goes away (`status | head`) ends quietly, as Unix tools
+    // do, instead of panicking on the broken pipe. The service keeps Rust's default (SIGPIPE
+    // ignored): a client that hangs up is an error on that connection, not the end.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // SAFETY: done first, before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The service uses every core; a one-shot command needs no threads of its own.
     let mut builder = if matches!(cli.command, Command::Serve { .. }) {
         let mut b = tokio::runtime::Builder::new_multi_thread();

@@ -1066,6 +1066,39 @@ fn strategies_and_digest_paths_are_checked_in_the_operators_file() {
     }
 }
 
+/// A reader that goes away (`plan | head`) ends the command quietly, as it ends any Unix tool:
+/// by SIGPIPE, not with a panic about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    let dir = w.trigger_dir();
+    let mut child = w
+        .cmd(&[
+            "plan",
+            "--config",
+            w.config.to_str().unwrap(),
+            "--trigger-dir",
+            dir.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
 #[test]
 fn validate_reports_every_problem_as_file_line_column() {
     let w = World::new();

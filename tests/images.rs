@@ -123,6 +123,10 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
             || body.contains(&format!("`{host}/acme/podinfo:mvp-v1`")),
         "{body}"
     );
+    assert!(
+        body.contains("; push them, then redeliver this push"),
+        "{body}"
+    );
 
     // With tag-docker, the commit's images are copied: not built yet, so refused, naming them.
     let commit = w.push_trigger(&trigger_files()).await;

@@ -309,8 +309,9 @@ impl Bot {
         }
         if !missing.is_empty() {
             return Ok(Err(ReleaseError::ImagesMissing(format!(
-                "no such image in its registry: {}; push it, then redeliver this push from the forge's webhook page (or push again)",
-                missing.join(", ")
+                "no such image in its registry: {}; push {}, then redeliver this push from the forge's webhook page (or push again)",
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
             ))));
         }
         for (change, source, copy) in copies {
