@@ -463,7 +463,14 @@ async fn status(
                 (Some(n), None) => format!("#{n}"),
                 _ => String::new(),
             };
+            // An environment whose rollback pull request merged runs what it ran before.
+            let rolled_back = r.environments.iter().any(|o| {
+                crate::store::forge_releases::rolled_back_environment(&o.environment)
+                    == Some(e.environment.as_str())
+                    && o.pull_request_state == crate::release::bot::PrState::Merged.as_str()
+            });
             let state = match &e.deployment {
+                _ if rolled_back => format!("{}, rolled back", e.pull_request_state),
                 Some(d) => format!("{}, {d}", e.pull_request_state),
                 None => e.pull_request_state.clone(),
             };

@@ -271,7 +271,7 @@ async fn a_failed_sync_fails_the_release_and_retry_watches_the_deployment_again(
 }
 
 /// Argo CD that cannot be asked (down, failing) says nothing about the deployment: the status
-/// comment says it could not be read, and the sync timeout passes without failing it. A token
+/// comment says it could not be read, and the sync timeout starts again once it answers. A token
 /// Argo CD refuses (401) is the operator's to fix, said in the status comment (without the
 /// token), and counts against the sync timeout like an Application the account may not read.
 async fn argo_cd_down_never_fails_a_deployment_and_a_refused_token_is_said_and_does(forge: Flavor) {
@@ -292,9 +292,20 @@ async fn argo_cd_down_never_fails_a_deployment_and_a_refused_token_is_said_and_d
     assert_eq!(w.release_state().await, "Deploying", "{status}");
     assert!(status.contains("Argo CD answered 503"), "{status}");
 
-    // Back, with the bot's token no longer valid: said, and past the sync timeout, failed.
+    // Back, with the bot's token no longer valid: said at once; failed once the whole sync
+    // timeout has passed since Argo CD answered (the outage did not use it up).
     w.fake.lock().failures.clear();
     w.fake.lock().argocd.token = Some("rotated-token".into());
+    w.bot.reconcile().await.unwrap();
+    w.settle().await;
+    assert_eq!(w.release_state().await, "Deploying");
+    assert!(
+        w.status_comment(1)
+            .contains("Argo CD refused the bot's token (401)"),
+        "{}",
+        w.status_comment(1)
+    );
+    w.fake.advance(time::Duration::minutes(31));
     w.bot.reconcile().await.unwrap();
     w.settle().await;
     assert_eq!(w.release_state().await, "Failed");
@@ -461,16 +472,31 @@ async fn an_edit_never_rolls_back_and_a_push_to_a_rollback_branch_is_gated(forge
     );
 
     // `/rollback` on the rollback pull request is answered by what it is; `/cancel` by its
-    // requester drops the rollback, and says so.
+    // requester drops the rollback, and says so, once, in its status comment too.
     w.comment(3, "carol", "/rollback").await;
     w.comment(3, "carol", "/cancel").await;
     let replies = w.bot_comments(3).join("\n");
     assert!(
         replies.contains("this is a rollback pull request; to drop it, comment `/cancel`")
-            && replies.contains("The rollback of mvp-v1 in staging was cancelled by @carol. The release is `Failed` as it stands"),
+            && replies.contains("Rollback of mvp-v1 in staging abandoned: cancelled with /cancel. The release is `Failed` as it stands (not cancelled)"),
         "{replies}"
     );
     assert_eq!(w.release_state().await, "Failed");
+    assert_eq!(
+        w.bot_comments(3)
+            .iter()
+            .filter(|c| c.contains("abandoned: cancelled with /cancel"))
+            .count(),
+        2,
+        "the note and the status comment: {:#?}",
+        w.bot_comments(3)
+    );
+    assert!(
+        w.status_comment(3)
+            .contains("⏹️ Rollback of mvp-v1 in staging abandoned"),
+        "{}",
+        w.status_comment(3)
+    );
 }
 
 async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flavor) {
@@ -578,6 +604,19 @@ async fn a_role_holder_rolls_back_byte_exactly_and_a_stranger_cannot(forge: Flav
     for e in ["ReleaseRollbackRequested", "ReleaseRolledBack"] {
         assert!(log.contains(&e.to_string()), "{e} in {log:?}");
     }
+    // `status` says which environment runs what it ran before.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_release-coordinator"))
+        .args(["status", "mvp-v1", "--config"])
+        .arg(w.root.join("config/orchestration-config.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("  staging      merged, rolled back #1"),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
     // Asked again: nothing new. Nothing to try again either.
     w.comment(1, "carol", "/rollback").await;
     assert!(w.pull(4).is_none());

@@ -202,10 +202,7 @@ impl Bot {
                     self.forge
                         .close_change_request(&self.settings.deployment_repo, number)
                         .await?;
-                    let env =
-                        crate::store::forge_releases::rolled_back_environment(&pr.environment)
-                            .unwrap_or(&pr.environment);
-                    replies.push(texts::rollback_cancelled(&rel.version_tag, env, login));
+                    // The abandoned rollback's note is the answer.
                 }
                 Command::Cancel => {
                     self.abort(&rel, login, "cancelled with /cancel").await?;

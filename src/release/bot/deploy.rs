@@ -358,6 +358,12 @@ impl Bot {
         if waiting.is_empty() && unknown.is_empty() {
             return Ok(Look::Deployed(apps));
         }
+        // While Argo CD cannot be asked, the sync timeout starts again: once it answers, the
+        // deployment has the whole timeout, not what an outage left of it.
+        if !unknown.is_empty() {
+            pr.deploy_since = Some(self.now());
+            self.store.save_release_pr(pr).await?;
+        }
         let since = pr.deploy_since.unwrap_or_else(|| self.now());
         if !waiting.is_empty()
             && self.now() - since >= time::Duration::seconds(config.sync_timeout_secs() as i64)

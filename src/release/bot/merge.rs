@@ -67,10 +67,11 @@ impl Bot {
     /// Opens the next pull request, decides, merges, and finishes the release when every
     /// environment is merged. With `refresh`, first re-reads the forge's state.
     pub(super) async fn advance(&self, release_id: i64, refresh: bool) -> Result<(), BotError> {
-        let rollbacks = self.store.rollbacks(release_id).await?.len();
+        use std::sync::atomic::Ordering;
+        let started = self.rollbacks_started.load(Ordering::Relaxed);
         self.advance_once(release_id, refresh).await?;
         // A failed deployment was rolled back by itself just now: its pull request opens.
-        if self.store.rollbacks(release_id).await?.len() > rollbacks {
+        if self.rollbacks_started.load(Ordering::Relaxed) > started {
             self.advance_once(release_id, false).await?;
         }
         Ok(())

@@ -102,6 +102,10 @@ pub struct Bot {
     /// Releases whose branches a running job has just built, with that job: their first pull
     /// request opens without another look at the base (see `open_pr`).
     just_built: Mutex<HashMap<i64, u64>>,
+    /// Rollbacks this process has recorded, counted: a pass over a release that started one
+    /// (a failed deployment rolled back by itself) goes on once more, so its pull request
+    /// opens (see `advance`). Another release's counts too; the extra pass is harmless.
+    rollbacks_started: std::sync::atomic::AtomicU64,
 }
 
 impl Bot {
@@ -135,6 +139,7 @@ impl Bot {
             lanes: lanes::Lanes::default(),
             merging: tokio::sync::Mutex::new(()),
             just_built: Mutex::new(HashMap::new()),
+            rollbacks_started: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -249,6 +249,8 @@ impl Bot {
         if !recorded {
             return Ok(RollbackOutcome::AlreadyRequested);
         }
+        self.rollbacks_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, actor, automatic, reason, "rollback requested");
         self.enter_rollback(
             rel,
@@ -325,10 +327,13 @@ impl Bot {
         self.store.save_release_pr(pr).await?;
         self.store.abandon_rollback(&r).await?;
         tracing::info!(release = %rel.version_tag, environment = %r.environment, actor, why, "rollback abandoned");
+        let note = texts::rollback_abandoned(&rel.version_tag, &r.environment, why);
+        // Its status comment said what the merge waited for; it waits for nothing now.
+        self.update_status(rel, pr, &format!("⏹️ {note}")).await?;
         self.fail_with(
             rel,
             &format!("its rollback of {} was abandoned: {why}", r.environment),
-            &texts::rollback_abandoned(&rel.version_tag, &r.environment, why),
+            &note,
         )
         .await
     }

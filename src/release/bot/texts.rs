@@ -223,12 +223,6 @@ pub fn command_refused(login: &str, command: Command, who_may: &str) -> String {
     )
 }
 
-pub fn rollback_cancelled(version: &str, environment: &str, by: &str) -> String {
-    format!(
-        "The rollback of {version} in {environment} was cancelled by @{by}. The release is `Failed` as it stands; a later `/rollback` asks again."
-    )
-}
-
 pub fn nothing_to_retry(version: &str, state: crate::release::state::ReleaseState) -> String {
     format!(
         "Release {version} is {state}: nothing of it goes on, so there is nothing to try again."
@@ -348,7 +342,7 @@ pub fn rollback_refused(login: &str, why: &str) -> String {
 
 pub fn rollback_abandoned(version: &str, environment: &str, why: &str) -> String {
     format!(
-        "Rollback of {version} in {environment} abandoned: {why}. The release is marked failed as it stands; a holder of a rollback role may comment `/rollback` on the release pull request to ask again."
+        "Rollback of {version} in {environment} abandoned: {why}. The release is `Failed` as it stands (not cancelled); a holder of a rollback role may comment `/rollback` on the release pull request to ask again."
     )
 }
 
