@@ -433,7 +433,6 @@ impl Store {
         commit: &str,
         since: OffsetDateTime,
         pusher: Option<&str>,
-        same_change_as: Option<&str>,
     ) -> Result<(), StoreError> {
         let heads = self.heads(pr).await?;
         if let Some(last) = heads.last().filter(|h| h.commit == commit) {
@@ -448,14 +447,13 @@ impl Store {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher, same_change_as) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO pr_heads (release_id, environment, commit_id, since, pusher) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(pr.release_id)
         .bind(&pr.environment)
         .bind(commit)
         .bind(ts(since))
         .bind(pusher)
-        .bind(same_change_as)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -463,26 +461,7 @@ impl Store {
 
     /// The branch's push history, oldest first.
     pub async fn heads(&self, pr: &ReleasePr) -> Result<Vec<HeadRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, commit_id, since, pusher, same_change_as FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
-        )
-        .bind(pr.release_id)
-        .bind(&pr.environment)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut heads: Vec<HeadRecord> = rows
-            .into_iter()
-            .map(|r| HeadRecord {
-                id: r.get(0),
-                commit: r.get(1),
-                since: parse_ts(r.get(2)),
-                pusher: r.get(3),
-                same_change_as: r.get(4),
-            })
-            .collect();
-        // Stable: changes of the same second keep the order they were recorded in.
-        heads.sort_by_key(|h| h.since);
-        Ok(heads)
+        read_heads(&self.pool, pr.release_id, &pr.environment).await
     }
 
     /// People known to have pushed to the branch.
@@ -869,4 +848,36 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// A branch's push history, oldest first, read through `executor` (the pool, or a transaction
+/// that is about to add to it).
+pub(crate) async fn read_heads<'e, E>(
+    executor: E,
+    release_id: i64,
+    environment: &str,
+) -> Result<Vec<HeadRecord>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let rows = sqlx::query(
+        "SELECT id, commit_id, since, pusher, same_change_as FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
+    )
+    .bind(release_id)
+    .bind(environment)
+    .fetch_all(executor)
+    .await?;
+    let mut heads: Vec<HeadRecord> = rows
+        .into_iter()
+        .map(|r| HeadRecord {
+            id: r.get(0),
+            commit: r.get(1),
+            since: parse_ts(r.get(2)),
+            pusher: r.get(3),
+            same_change_as: r.get(4),
+        })
+        .collect();
+    // Stable: changes of the same second keep the order they were recorded in.
+    heads.sort_by_key(|h| h.since);
+    Ok(heads)
 }

@@ -490,25 +490,7 @@ impl Store {
         let same_as = (detail["same_change"] == true)
             .then(|| detail["was"].as_str().map(str::to_string))
             .flatten();
-        let rows = sqlx::query(
-            "SELECT id, commit_id, since, pusher, same_change_as FROM pr_heads WHERE release_id = ? AND environment = ? ORDER BY id",
-        )
-        .bind(release_id)
-        .bind(environment)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut heads: Vec<forge_releases::HeadRecord> = rows
-            .into_iter()
-            .map(|r| forge_releases::HeadRecord {
-                id: r.get(0),
-                commit: r.get(1),
-                since: parse_ts(r.get(2)),
-                pusher: r.get(3),
-                same_change_as: r.get(4),
-            })
-            .collect();
-        // Ordered as `heads` orders them (by time, stable).
-        heads.sort_by_key(|h| h.since);
+        let heads = forge_releases::read_heads(&mut *tx, release_id, environment).await?;
         let unknown = |p: &Option<String>| {
             p.as_deref()
                 .is_none_or(|p| p == forge_releases::UNKNOWN_PUSHER)

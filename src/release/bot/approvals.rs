@@ -194,12 +194,10 @@ impl Bot {
             && !known.iter().any(|h| h.commit == p.before)
         {
             self.store
-                .record_head(&pr, &p.before, since, Some(UNKNOWN_PUSHER), None)
+                .record_head(&pr, &p.before, since, Some(UNKNOWN_PUSHER))
                 .await?;
         }
-        self.store
-            .record_head(&pr, &p.after, since, pusher, None)
-            .await?;
+        self.store.record_head(&pr, &p.after, since, pusher).await?;
         if pr.state.is_open() {
             self.new_head(&mut pr, &p.after, Some(since), true).await?;
             return self.advance(pr.release_id, false).await;
@@ -224,7 +222,7 @@ impl Bot {
         let since = since.unwrap_or_else(|| self.now());
         // Who pushed it is known only from its push webhook (which fills this in).
         self.store
-            .record_head(pr, head, since, Some(UNKNOWN_PUSHER), None)
+            .record_head(pr, head, since, Some(UNKNOWN_PUSHER))
             .await?;
         let old = pr.head_commit.replace(head.to_string());
         self.store.save_release_pr(pr).await?;

@@ -218,13 +218,7 @@ impl Bot {
         // The head the pull request opened with is the first of its push history; an
         // approval can be given on no earlier one.
         self.store
-            .record_head(
-                pr,
-                &cr.head_commit,
-                time::OffsetDateTime::UNIX_EPOCH,
-                None,
-                None,
-            )
+            .record_head(pr, &cr.head_commit, time::OffsetDateTime::UNIX_EPOCH, None)
             .await?;
         tracing::info!(release = %rel.version_tag, environment = %pr.environment, pr = cr.number, url = %cr.url, "pull request open");
         self.store

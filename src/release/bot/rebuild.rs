@@ -246,7 +246,7 @@ impl Bot {
             let oid = repo.fetch_commit(&pr.branch, &built)?;
             repo.reset_branch(&pr.branch, oid, &head)?;
             let now = self.now();
-            self.store.record_head(pr, &built, now, None, None).await?;
+            self.store.record_head(pr, &built, now, None).await?;
             self.new_head(pr, &built, Some(now), false).await?;
             if let Some(number) = pr.pr_number {
                 self.post_note_once(
