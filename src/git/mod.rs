@@ -213,24 +213,11 @@ pub fn housekeeping(cache_root: &Path) {
                 continue;
             }
             let lock = cache_lock(&path);
-            let result = blocking(|| {
-                let _writing = lock.lock().unwrap_or_else(|e| e.into_inner());
-                Command::new("git")
-                    .arg("--git-dir")
-                    .arg(&path)
-                    .args(["maintenance", "run", "--auto", "--quiet"])
-                    .stdin(Stdio::null())
-                    .output()
-            });
-            match result {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    tracing::warn!(cache = %path.display(), error = %clean_stderr(&out.stderr), "cache housekeeping failed")
-                }
-                Err(e) => {
-                    tracing::warn!(cache = %path.display(), error = %e, "cache housekeeping could not run git")
-                }
-            }
+            tidy_cache(
+                &path,
+                &["maintenance", "run", "--auto", "--quiet"],
+                Some(&lock),
+            );
         }
     }
 }
@@ -238,10 +225,12 @@ pub fn housekeeping(cache_root: &Path) {
 /// Pushes from a cache between two tidy-ups (see [`DeployRepo::tidy_now_and_then`]).
 const TIDY_EVERY: u32 = 64;
 
-/// Runs the local git command `args` on the cache at `path`; a failure is logged (the cache
-/// works untidy, only slower).
-fn tidy_cache(path: &Path, args: &[&str]) {
+/// Runs the local git command `args` on the cache at `path`, holding `lock` (the cache's
+/// writing lock, when the caller does not hold it already) while it runs; a failure is logged
+/// (the cache works untidy, only slower). The lock is waited for off the async worker.
+fn tidy_cache(path: &Path, args: &[&str], lock: Option<&Mutex<()>>) {
     let result = blocking(|| {
+        let _writing = lock.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
         Command::new("git")
             .arg("--git-dir")
             .arg(path)
@@ -460,8 +449,8 @@ impl DeployRepo {
             return;
         }
         let _writing = self.lock_for_writing();
-        tidy_cache(&self.path, &["repack", "-d", "-q"]);
-        tidy_cache(&self.path, &["pack-refs", "--all"]);
+        tidy_cache(&self.path, &["repack", "-d", "-q"], None);
+        tidy_cache(&self.path, &["pack-refs", "--all"], None);
     }
 
     /// Fetches the base branch (and any existing branches under `extra_prefix`, such as a
