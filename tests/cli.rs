@@ -1026,6 +1026,38 @@ fn a_deploy_strategy_writes_the_operators_values_and_an_unknown_one_is_refused()
     }
 }
 
+/// A service's own strategy may not write where another service of the same values file keeps
+/// its tag (a chart with a main image and a sidecar): the plan refuses, naming both.
+#[test]
+fn a_strategy_never_writes_another_services_tag() {
+    let w = World::new();
+    let text = fs::read_to_string(&w.config).unwrap().replacen(
+        "  - name: guestbook\n",
+        "  - name: podinfo-redis\n    image: docker.io/redis\n    tagPath: redis.tag\n    deployStrategies:\n      canary:\n        image.tag: latest\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n  - name: guestbook\n",
+        1,
+    ).replace("defaults:\n", "deployStrategies:\n  canary:\n    replicaCount: 2\ndefaults:\n");
+    fs::write(&w.config, text).unwrap();
+    w.edit("promotion-trigger.yaml", |t| {
+        t.replace(
+            "tag-docker: podinfo, guestbook",
+            "tag-docker: podinfo, podinfo-redis",
+        ) + "customDeployStrategy: canary\n"
+    });
+    let out = w.run(&[
+        "plan",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--trigger-dir",
+        w.trigger_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("deploy strategy `canary` of service `podinfo-redis` writes `image.tag` in `apps/podinfo/values-staging.yaml`, where service `podinfo` keeps its image tag or digest"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// What the operator configures for strategies and digests is checked where it is written.
 #[test]
 fn strategies_and_digest_paths_are_checked_in_the_operators_file() {

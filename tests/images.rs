@@ -15,6 +15,7 @@ on_both_forges!(
     a_release_tag_that_names_another_image_is_never_moved_and_nothing_is_copied,
     a_digest_is_pinned_beside_the_tag_and_asked_again_when_the_branch_is_rebuilt,
     credentials_the_registry_refuses_are_said_at_the_commit_and_a_redelivery_looks_again,
+    a_pin_the_values_file_has_no_place_for_refuses_the_trigger_and_copies_nothing,
 );
 
 /// The demo's world, its two services' images in `registry`.
@@ -474,4 +475,37 @@ async fn credentials_the_registry_refuses_are_said_at_the_commit_and_a_redeliver
         Some(podinfo),
         "copied, logged in"
     );
+}
+
+/// podinfo pins its digest, but its chart has no `image.digest`: the trigger is refused with
+/// the values file's path and the keys that are there, and since the pin comes before any copy,
+/// the release tag is not made (a later trigger of the version is not blocked by it).
+async fn a_pin_the_values_file_has_no_place_for_refuses_the_trigger_and_copies_nothing(
+    forge: Flavor,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path()).await;
+    let host = registry.host.clone();
+    let w = World::build(forge, false, None, move |c| {
+        with_images(c, &host, "    digestPath: image.digest\n", "")
+    })
+    .await;
+    let commit = w.push_trigger(&trigger_files()).await;
+    ci_builds(&registry, &commit).await;
+    redeliver_the_push(&w).await;
+    assert!(w.pull(1).is_none());
+    let said: Vec<String> = w.fake.lock().repos[APP]
+        .commit_comments
+        .iter()
+        .filter(|c| c.sha == commit)
+        .map(|c| c.body.clone())
+        .collect();
+    assert!(
+        said.last()
+            .is_some_and(|b| b.contains("apps/podinfo/values-staging.yaml:")
+                && b.contains("no key `digest` under `image`")),
+        "{said:#?}"
+    );
+    assert_eq!(registry.digest_of("acme/podinfo", "mvp-v1").await, None);
+    assert_eq!(registry.digest_of("acme/guestbook", "mvp-v1").await, None);
 }

@@ -237,6 +237,17 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                     .strategy_values(&cfg.orchestration.deploy_strategies, strategy)
                     .unwrap_or_default();
                 for (path, value) in values {
+                    // Nor write where a service of this file keeps its tag or digest.
+                    if let Some(other) = cfg.orchestration.services.iter().find(|o| {
+                        o.values.get(&env.name) == Some(&files[slot].0)
+                            && (o.tag_path == path || o.digest_path.as_deref() == Some(&path))
+                    }) {
+                        problems.push(cfg.orchestration_src.at(
+                            route!["services", si, "name"],
+                            format!("deploy strategy `{strategy}` of service `{}` writes `{path}` in `{}`, where service `{}` keeps its image tag or digest", svc.name, files[slot].0, other.name),
+                        ));
+                        continue;
+                    }
                     // Two services of one file may not ask one path for different values.
                     let earlier = written.iter().find(|(f, k, _, _)| f == &slot && k == &path);
                     if let Some((_, _, v, who)) = earlier
@@ -254,8 +265,8 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                 }
             }
             let mut old_tag = None;
-            for (path, value, what) in edits {
-                let keys: Vec<&str> = path.split('.').collect();
+            for (key, value, what) in edits {
+                let keys: Vec<&str> = key.split('.').collect();
                 let current = &files[slot].2;
                 match crate::yaml_edit::set_value(current, &keys, &value) {
                     Ok(edit) => {
@@ -268,9 +279,12 @@ pub fn plan(p: PlanInput<'_>) -> Result<ReleasePlan, PlanError> {
                             svc.name
                         );
                         let d = match &e {
-                            EditError::NotYaml { line, column, .. } => {
-                                Diagnostic::new(path.as_str(), *line, *column, e.to_string())
-                            }
+                            EditError::NotYaml { line, column, .. } => Diagnostic::new(
+                                files[slot].0.as_str(),
+                                *line,
+                                *column,
+                                e.to_string(),
+                            ),
                             _ => {
                                 let route: Vec<_> = keys
                                     .iter()

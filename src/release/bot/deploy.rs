@@ -53,16 +53,24 @@ impl Bot {
             json!({"environment": pr.environment, "merge_commit": pr.merge_commit}),
         )
         .await?;
-        self.show_progress(rel).await
+        self.show_progress(rel, pr, super::Stage::RollingOut).await;
+        Ok(())
     }
 
     /// A release already published (an environment before this one is done) shows each step
-    /// of the rollout in its forge release: this environment deploying, or failed.
-    async fn show_progress(&self, rel: &ForgeRelease) -> Result<(), BotError> {
-        if rel.tagged {
-            self.publish(rel, super::Stage::RollingOut).await?;
+    /// of the rollout in its forge release: this environment deploying, or failed. Not for a
+    /// rollback's pull request (the rollback's end marks the release), and best-effort: the
+    /// forge release is brought up to date again at the next step, and a forge that fails here
+    /// must not keep what follows (an automatic rollback) from happening.
+    async fn show_progress(&self, rel: &ForgeRelease, pr: &ReleasePr, stage: super::Stage) {
+        if !rel.tagged
+            || crate::store::forge_releases::rolled_back_environment(&pr.environment).is_some()
+        {
+            return;
         }
-        Ok(())
+        if let Err(e) = self.publish(rel, stage).await {
+            tracing::warn!(release = %rel.version_tag, error = %e, "the forge release could not be brought up to date");
+        }
     }
 
     /// A chained environment with a soak time (`production: {after: staging, soak: 30m}`)
@@ -237,8 +245,9 @@ impl Bot {
             ),
         )
         .await?;
-        self.show_progress(rel).await?;
-        self.roll_back_on_failure(rel, pr, why).await
+        self.roll_back_on_failure(rel, pr, why).await?;
+        self.show_progress(rel, pr, super::Stage::Failed).await;
+        Ok(())
     }
 
     /// `/retry` after a failed deployment: the environment is watched again from the start
@@ -290,14 +299,19 @@ impl Bot {
         for name in &apps {
             let status = match argo.application(name).await {
                 Ok(status) => status,
-                // The token is refused: the operator's to fix. Like an Application the account
-                // may not read, it counts against the sync timeout, and the status says so.
-                Err(e @ argocd::ArgoCdError::Refused { .. }) => {
-                    waiting.push(e.to_string());
+                // Down or failing (unreachable, 5xx): nothing is known.
+                Err(e @ argocd::ArgoCdError::Unreachable { .. }) => {
+                    unknown.push(e.to_string());
                     continue;
                 }
-                Err(e) => {
+                Err(e @ argocd::ArgoCdError::Status { status, .. }) if status >= 500 => {
                     unknown.push(e.to_string());
+                    continue;
+                }
+                // Anything else Argo CD answers (a token refused, another 4xx, an answer that
+                // does not read) will not mend itself: it counts against the sync timeout.
+                Err(e) => {
+                    waiting.push(e.to_string());
                     continue;
                 }
             };

@@ -14,6 +14,8 @@ use crate::store::forge_releases::{ForgeRelease, ReleasePr};
 pub enum Stage {
     /// Some environments are done, others not yet: a pre-release.
     RollingOut,
+    /// A later environment's deployment failed: a pre-release, named so.
+    Failed,
     Complete,
     RolledBack,
 }

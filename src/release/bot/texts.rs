@@ -486,6 +486,7 @@ pub fn tag_message(version: &str, records: &str) -> String {
 pub fn release_name(version: &str, stage: Stage) -> String {
     match stage {
         Stage::RollingOut => format!("Release {version} (rolling out)"),
+        Stage::Failed => format!("Release {version} (failed)"),
         Stage::Complete => format!("Release {version}"),
         Stage::RolledBack => format!("Release {version} (rolled back)"),
     }

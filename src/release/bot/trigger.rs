@@ -127,14 +127,7 @@ impl Bot {
         }
         let prepared = match prepared {
             Ok(prepared) => match self.owner_check(repo, &prepared.plan) {
-                Ok(()) => match self.images_ready(&prepared.plan, &p.after).await? {
-                    // Services with `digestPath` pin the digests just looked up.
-                    Ok(digests) if !needs_digests(&self.config, &prepared.plan).is_empty() => {
-                        crate::release::pin(&self.config, prepared, &digests)
-                    }
-                    Ok(_) => Ok(prepared),
-                    Err(e) => Err(e),
-                },
+                Ok(()) => self.images_ready(prepared, &p.after).await?,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -243,22 +236,24 @@ impl Bot {
     }
 
     /// With `images:` configured, every image tag the release writes must exist: `tag-docker`'s
-    /// services are first copied from their source tag. The outer error is the registry's
-    /// (tried again); the inner one refuses the trigger, naming each image looked for. The
-    /// digests found are what `digestPath` pins.
+    /// services are copied from their source tag. Everything is looked up first, then the
+    /// digests are pinned where services have `digestPath` (the plan made again), and only
+    /// then is anything copied: a refused trigger copies nothing. The outer error is the
+    /// registry's (tried again); the inner one refuses the trigger, naming what it looked for.
     async fn images_ready(
         &self,
-        plan: &crate::release::plan::ReleasePlan,
+        prepared: crate::release::Prepared,
         commit: &str,
-    ) -> Result<Result<Digests, ReleaseError>, BotError> {
-        let mut digests = Digests::new();
+    ) -> Result<Result<crate::release::Prepared, ReleaseError>, BotError> {
         let (Some(registries), Some(images)) =
             (&self.registries, &self.config.orchestration.images)
         else {
-            return Ok(Ok(digests));
+            return Ok(Ok(prepared));
         };
+        let mut digests = Digests::new();
         let mut seen = std::collections::BTreeSet::new();
         let mut missing = Vec::new();
+        // (image, source tag, release tag, the copy looked up)
         let mut copies = Vec::new();
         let refused = |e: crate::images::ImageError| match e {
             crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
@@ -270,11 +265,12 @@ impl Bot {
             }
             other => Ok(Err(ReleaseError::Refused(other.to_string()))),
         };
-        // Everything is looked up first; nothing is copied unless every image is there.
+        let plan = &prepared.plan;
         for change in plan.environments.iter().flat_map(|e| &e.changes) {
             if !seen.insert((change.image.clone(), change.tag.clone())) {
                 continue;
             }
+            let key = format!("{}:{}", change.image, change.tag);
             if plan.spec.tag_docker.contains(&change.service) {
                 let source = match images.source_tag_for(commit, &plan.spec.version) {
                     Ok(s) => s,
@@ -285,11 +281,8 @@ impl Bot {
                     .await
                 {
                     Ok(Some(copy)) => {
-                        digests.insert(
-                            format!("{}:{}", change.image, change.tag),
-                            copy.digest.clone(),
-                        );
-                        copies.push((change, source, copy));
+                        digests.insert(key, copy.digest.clone());
+                        copies.push((change.image.clone(), source, change.tag.clone(), copy));
                     }
                     Ok(None) => missing.push(format!(
                         "`{}:{source}` (what `tag-docker` copies to `{}`; images.sourceTag)",
@@ -300,9 +293,9 @@ impl Bot {
             } else {
                 match registries.digest(&change.image, &change.tag).await {
                     Ok(Some(d)) => {
-                        digests.insert(format!("{}:{}", change.image, change.tag), d);
+                        digests.insert(key, d);
                     }
-                    Ok(None) => missing.push(format!("`{}:{}`", change.image, change.tag)),
+                    Ok(None) => missing.push(format!("`{key}`")),
                     Err(e) => return refused(e),
                 }
             }
@@ -314,15 +307,24 @@ impl Bot {
                 if missing.len() == 1 { "it" } else { "them" }
             ))));
         }
-        for (change, source, copy) in copies {
+        // Services with `digestPath` pin the digests just looked up.
+        let prepared = if needs_digests(&self.config, &prepared.plan).is_empty() {
+            prepared
+        } else {
+            match crate::release::pin(&self.config, prepared, &digests) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        for (image, source, tag, copy) in copies {
             match registries.retag(copy).await {
                 Ok(digest) => {
-                    tracing::info!(image = %change.image, from = %source, to = %change.tag, digest = %digest, "image tagged for the release");
+                    tracing::info!(image = %image, from = %source, to = %tag, digest = %digest, "image tagged for the release");
                 }
                 Err(e) => return refused(e),
             }
         }
-        Ok(Ok(digests))
+        Ok(Ok(prepared))
     }
 
     /// A service is released only from the application repositories that own it.
