@@ -222,8 +222,8 @@ pub fn housekeeping(cache_root: &Path) {
     }
 }
 
-/// Pushes from a cache between two tidy-ups (see [`DeployRepo::tidy_now_and_then`]).
-const TIDY_EVERY: u32 = 64;
+/// Branches pushed from a cache between two tidy-ups (see [`DeployRepo::tidy_now_and_then`]).
+const TIDY_EVERY: usize = 64;
 
 /// Runs the local git command `args` on the cache at `path`, holding `lock` (the cache's
 /// writing lock, when the caller does not hold it already) while it runs; a failure is logged
@@ -276,6 +276,99 @@ fn shared_reads(path: &Path, key: &str) -> Arc<SharedReads> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry((path.to_path_buf(), key.to_string()))
+        .or_default()
+        .clone()
+}
+
+/// Pushes of new branches from one cache (see [`DeployRepo::push`]).
+#[derive(Default)]
+struct PushQueue {
+    state: Mutex<PushState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct PushState {
+    /// A push is on its way.
+    pushing: bool,
+    /// Releases waiting for the next push.
+    waiting: Vec<Arc<PushRequest>>,
+}
+
+/// One release's branches, and what came of pushing them with others.
+struct PushRequest {
+    branches: Vec<(String, Oid)>,
+    outcome: Mutex<Option<BatchOutcome>>,
+}
+
+enum BatchOutcome {
+    Pushed,
+    /// A failure that is everyone's (the remote did not answer in time).
+    Failed(GitError),
+    /// Push again alone: the push with the others failed, maybe for another's sake.
+    Alone,
+}
+
+/// Releases pushed together at most: a command line stays short.
+const PUSH_BATCH: usize = 64;
+
+impl PushRequest {
+    fn set(&self, outcome: BatchOutcome) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
+
+impl PushState {
+    /// Takes `first` and the releases waiting behind it, up to [`PUSH_BATCH`], leaving any
+    /// that push a branch one already taken pushes (git refuses two updates of one ref).
+    fn take_batch(&mut self, first: &Arc<PushRequest>) -> Vec<Arc<PushRequest>> {
+        let mut batch = vec![first.clone()];
+        let mut left = Vec::new();
+        for r in std::mem::take(&mut self.waiting) {
+            let clashes = || {
+                r.branches.iter().any(|(name, _)| {
+                    batch
+                        .iter()
+                        .any(|b| b.branches.iter().any(|(taken, _)| taken == name))
+                })
+            };
+            if Arc::ptr_eq(&r, first) {
+                continue;
+            } else if batch.len() < PUSH_BATCH && !clashes() {
+                batch.push(r);
+            } else {
+                left.push(r);
+            }
+        }
+        self.waiting = left;
+        batch
+    }
+}
+
+/// The copy of a failed push's error that every release of it gets, when the failure cannot
+/// be one release's doing; `None` when each must push alone to learn its own.
+fn shared_failure(e: &GitError) -> Option<GitError> {
+    match e {
+        GitError::TimedOut {
+            remote,
+            limit,
+            at_job_deadline: false,
+        } => Some(GitError::TimedOut {
+            remote: remote.clone(),
+            limit: *limit,
+            at_job_deadline: false,
+        }),
+        _ => None,
+    }
+}
+
+fn push_queue(path: &Path) -> Arc<PushQueue> {
+    static QUEUES: LazyLock<Mutex<HashMap<PathBuf, Arc<PushQueue>>>> =
+        LazyLock::new(Default::default);
+    QUEUES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path.to_path_buf())
         .or_default()
         .clone()
 }
@@ -429,21 +522,22 @@ impl DeployRepo {
         &self.repo
     }
 
-    /// Every [`TIDY_EVERY`] pushes from this cache, packs its loose objects and refs. Each
-    /// release leaves a few loose objects (its commit, trees, files) and a tracking ref, and a
+    /// Every [`TIDY_EVERY`] branches pushed from this cache (`pushed` of them now), packs its
+    /// loose objects and refs. Each release leaves a few loose objects (its commit, trees, files) and a tracking ref, and a
     /// push reads the commit of every release branch the remote shows: from hundreds of loose
     /// files that costs tens of milliseconds a push, from a pack a few (the shallow cache
     /// cannot have a commit-graph). `git maintenance --auto` waits for 6,700 loose objects.
-    fn tidy_now_and_then(&self) {
-        static PUSHES: LazyLock<Mutex<HashMap<PathBuf, u32>>> = LazyLock::new(Default::default);
+    fn tidy_now_and_then(&self, pushed: usize) {
+        static PUSHES: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::default);
         let due = {
             let mut pushes = PUSHES.lock().unwrap_or_else(|e| e.into_inner());
             let n = pushes.entry(self.path.clone()).or_default();
-            *n += 1;
-            if *n >= TIDY_EVERY {
+            *n += pushed;
+            let due = *n >= TIDY_EVERY;
+            if due {
                 *n = 0;
             }
-            *n == 0
+            due
         };
         if !due {
             return;
@@ -845,7 +939,115 @@ impl DeployRepo {
     /// Creates the branches on the remote, all together or not at all. Each must not exist
     /// there yet (`--force-with-lease` with an empty expectation): a branch someone else
     /// created between our look and our push is refused, never overwritten or fast-forwarded.
+    ///
+    /// Releases that push while another push from this cache is on its way go out together,
+    /// in the next push (one atomic `git push` for all of them): each push costs the same
+    /// handful of processes on both ends, and both ends read every branch the remote shows,
+    /// whatever it carries. When that push fails, each of them pushes again by itself, so a
+    /// refusal is always about one release's own branches.
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
+        let queue = push_queue(&self.path);
+        let request = Arc::new(PushRequest {
+            branches: branches.to_vec(),
+            outcome: Mutex::new(None),
+        });
+        let asked = std::time::Instant::now();
+        let mut state = blocking(|| queue.state.lock().unwrap_or_else(|e| e.into_inner()));
+        state.waiting.push(request.clone());
+        loop {
+            let outcome = request
+                .outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            match outcome {
+                Some(BatchOutcome::Pushed) => return Ok(()),
+                Some(BatchOutcome::Failed(e)) => return Err(e),
+                Some(BatchOutcome::Alone) => {
+                    drop(state);
+                    return self.push_now(branches);
+                }
+                None => {}
+            }
+            if !state.pushing {
+                let batch = state.take_batch(&request);
+                state.pushing = true;
+                drop(state);
+                // Ends the push even if it panics, so that the others push for themselves.
+                struct Pushing<'a>(&'a PushQueue, &'a [Arc<PushRequest>], bool);
+                impl Drop for Pushing<'_> {
+                    fn drop(&mut self) {
+                        if self.2 {
+                            let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                            state.pushing = false;
+                            for r in self.1 {
+                                r.set(BatchOutcome::Alone);
+                            }
+                            self.0.done.notify_all();
+                        }
+                    }
+                }
+                let mut pushing = Pushing(&queue, &batch, true);
+                let refs: Vec<(String, Oid)> = batch
+                    .iter()
+                    .flat_map(|r| r.branches.iter().cloned())
+                    .collect();
+                let result = self.push_now(&refs);
+                pushing.2 = false;
+                if batch.len() > 1 {
+                    tracing::debug!(
+                        releases = batch.len(),
+                        ok = result.is_ok(),
+                        "pushed release branches together"
+                    );
+                }
+                let mut state = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.pushing = false;
+                for other in batch.iter().filter(|r| !Arc::ptr_eq(r, &request)) {
+                    other.set(match &result {
+                        Ok(()) => BatchOutcome::Pushed,
+                        Err(e) => match shared_failure(e) {
+                            Some(e) => BatchOutcome::Failed(e),
+                            None => BatchOutcome::Alone,
+                        },
+                    });
+                }
+                queue.done.notify_all();
+                drop(state);
+                return match result {
+                    Ok(()) => Ok(()),
+                    Err(e) if batch.len() == 1 || shared_failure(&e).is_some() => Err(e),
+                    // Refused, or stopped at this job's deadline: the refusal may be another
+                    // release's; ours is told apart by pushing alone.
+                    Err(_) => self.push_now(branches),
+                };
+            }
+            // Waiting ends at this caller's own deadline at the latest.
+            state = match time_left() {
+                None => blocking(|| queue.done.wait(state).unwrap_or_else(|e| e.into_inner())),
+                Some(left) if left.is_zero() => {
+                    // Not taken yet: it is not pushed. Taken: it may be; a later attempt
+                    // finds its branches there and resumes, as after any stopped push.
+                    state.waiting.retain(|r| !Arc::ptr_eq(r, &request));
+                    return Err(GitError::TimedOut {
+                        remote: self.remote.display(),
+                        limit: asked.elapsed(),
+                        at_job_deadline: true,
+                    });
+                }
+                Some(left) => blocking(|| {
+                    queue
+                        .done
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }),
+            };
+        }
+    }
+
+    /// Pushes the branches in one atomic `git push` (see [`DeployRepo::push`]).
+    fn push_now(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
         let mut cmd = self.remote.git(&self.path);
         cmd.args(["push", "--porcelain", "--atomic"]);
         for (name, _) in branches {
@@ -891,7 +1093,7 @@ impl DeployRepo {
         for (name, oid) in branches {
             self.pushed(name, *oid);
         }
-        self.tidy_now_and_then();
+        self.tidy_now_and_then(branches.len());
         Ok(())
     }
 
@@ -1002,7 +1204,7 @@ impl DeployRepo {
             });
         }
         self.pushed(branch, commit);
-        self.tidy_now_and_then();
+        self.tidy_now_and_then(1);
         Ok(())
     }
 
@@ -1285,38 +1487,145 @@ mod time_limit_tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 0);
     }
 
+    /// Runs git in `cwd`, which must succeed; its output.
+    fn run(cwd: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(cwd)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A bare remote `remote.git` in `dir` with one commit on `main`, and a cache of it that
+    /// has fetched `main` (its commit).
+    fn seeded(dir: &Path) -> (DeployRepo, Oid) {
+        let remote = dir.join("remote.git");
+        let seed = dir.join("seed");
+        run(dir, &["init", "-q", "--bare", "remote.git"]);
+        run(dir, &["init", "-q", "-b", "main", "seed"]);
+        std::fs::write(seed.join("values.yaml"), "tag: 1\n").unwrap();
+        run(&seed, &["add", "."]);
+        run(&seed, &["commit", "-qm", "seed"]);
+        run(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
+        let url = format!("file://{}", remote.display());
+        let repo = DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap();
+        let base = repo.fetch("main", 1, None).unwrap();
+        (repo, base)
+    }
+
+    /// A release commit on `base` in the cache, its own for each `i`.
+    fn release_commit(repo: &DeployRepo, base: Oid, i: usize) -> Oid {
+        repo.build_commit(
+            base,
+            &[FileWrite {
+                path: format!("apps/svc-{i}/values.yaml"),
+                content: format!("tag: {i}\n").into_bytes(),
+            }],
+            ("t", "t@t"),
+            time::OffsetDateTime::UNIX_EPOCH,
+            "release",
+        )
+        .unwrap()
+    }
+
+    /// Releases that push while a push is on its way go out together in the next one; when
+    /// that push is refused for one of them, the others still push, and only that one is
+    /// refused, naming its own branch.
+    #[test]
+    fn releases_waiting_to_push_go_out_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, base) = seeded(dir.path());
+        let remote = dir.path().join("remote.git");
+        // The remote counts the pushes it takes (one `post-receive` each).
+        let hook = remote.join("hooks/post-receive");
+        std::fs::write(&hook, "#!/bin/sh\necho push >> \"$GIT_DIR/pushes\"\n").unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let pushes = || {
+            std::fs::read_to_string(remote.join("pushes"))
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        // Someone else's branch, where one release below wants to push.
+        let theirs = release_commit(&repo, base, 99);
+        repo.push(&[("release/taken".to_string(), theirs)]).unwrap();
+        assert_eq!(pushes(), 1);
+
+        // `branches` pushed from threads of their own while a push is on its way (the queue
+        // is held as busy until all of them wait); what each push came to, by branch.
+        let push_while_busy = |branches: Vec<(String, Oid)>| {
+            let queue = push_queue(&repo.path);
+            queue.state.lock().unwrap().pushing = true;
+            let threads: Vec<_> = branches
+                .into_iter()
+                .map(|(name, oid)| {
+                    let remote = repo.remote.clone();
+                    let cache = dir.path().join("cache");
+                    std::thread::spawn(move || {
+                        let repo = DeployRepo::open(remote, &cache).unwrap();
+                        (name.clone(), repo.push(&[(name, oid)]))
+                    })
+                })
+                .collect();
+            while queue.state.lock().unwrap().waiting.len() < threads.len() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            queue.state.lock().unwrap().pushing = false;
+            queue.done.notify_all();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<HashMap<_, _>>()
+        };
+
+        let four: Vec<_> = (0..4)
+            .map(|i| (format!("release/{i}"), release_commit(&repo, base, i)))
+            .collect();
+        let results = push_while_busy(four.clone());
+        assert!(results.values().all(Result::is_ok), "{results:?}");
+        assert_eq!(pushes(), 2, "the four went out in one push");
+
+        let mut three: Vec<_> = (4..6)
+            .map(|i| (format!("release/{i}"), release_commit(&repo, base, i)))
+            .collect();
+        three.push(("release/taken".to_string(), release_commit(&repo, base, 6)));
+        let results = push_while_busy(three);
+        assert!(results["release/4"].is_ok(), "{results:?}");
+        assert!(results["release/5"].is_ok(), "{results:?}");
+        match &results["release/taken"] {
+            Err(GitError::PushRejected { detail, .. }) => {
+                assert!(detail.starts_with("release/taken ("), "{detail}");
+                assert!(!detail.contains("release/4"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The refused push together, then two alone that were taken (the third refused).
+        assert_eq!(pushes(), 4);
+        let on_remote: HashMap<String, Oid> = repo
+            .remote_branches("release/")
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(on_remote.len(), 7, "{on_remote:?}");
+        assert_eq!(on_remote["release/taken"], theirs);
+        for (name, oid) in &four {
+            assert_eq!(on_remote[name], *oid);
+        }
+    }
+
     /// Pushes leave loose objects and refs in the cache; every `TIDY_EVERY` pushes they are
     /// packed, and the cache reads the same afterwards.
     #[test]
     fn the_cache_is_packed_every_so_many_pushes() {
         let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git");
-        let seed = dir.path().join("seed");
-        let run = |cwd: &Path, args: &[&str]| {
-            let out = Command::new("git")
-                .current_dir(cwd)
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        run(dir.path(), &["init", "-q", "--bare", "remote.git"]);
-        run(dir.path(), &["init", "-q", "-b", "main", "seed"]);
-        std::fs::write(seed.join("values.yaml"), "tag: 1\n").unwrap();
-        run(&seed, &["add", "."]);
-        run(&seed, &["commit", "-qm", "seed"]);
-        run(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
-
-        let cache = dir.path().join("cache");
-        let url = format!("file://{}", remote.display());
-        let repo = DeployRepo::open(Remote::new(url, None), &cache).unwrap();
-        let base = repo.fetch("main", 1, None).unwrap();
+        let (repo, base) = seeded(dir.path());
         let loose = || {
             let counts = run(&repo.path, &["count-objects", "-v"]);
             counts
@@ -1327,18 +1636,7 @@ mod time_limit_tests {
                 .unwrap()
         };
         for i in 0..TIDY_EVERY {
-            let commit = repo
-                .build_commit(
-                    base,
-                    &[FileWrite {
-                        path: format!("apps/svc-{i}/values.yaml"),
-                        content: format!("tag: {i}\n").into_bytes(),
-                    }],
-                    ("t", "t@t"),
-                    time::OffsetDateTime::UNIX_EPOCH,
-                    "release",
-                )
-                .unwrap();
+            let commit = release_commit(&repo, base, i);
             repo.push(&[(format!("release/{i}"), commit)]).unwrap();
             if i == TIDY_EVERY - 2 {
                 assert!(loose() > 0, "loose objects before the tidy-up");
@@ -1348,7 +1646,7 @@ mod time_limit_tests {
         let packed = std::fs::read_to_string(repo.path.join("packed-refs")).unwrap();
         assert!(packed.contains("refs/remotes/origin/release/0"), "{packed}");
         let branches = repo.remote_branches("release/").unwrap();
-        assert_eq!(branches.len(), TIDY_EVERY as usize);
+        assert_eq!(branches.len(), TIDY_EVERY);
     }
 
     /// A remote that accepts the connection and never answers is given up after the limit,
