@@ -55,6 +55,18 @@ async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> usize, n: us
 async fn run(n: usize, forge: Flavor) {
     let w = World::with_services(forge, n).await;
     let triggers: Vec<Vec<(&str, Vec<u8>)>> = (1..=n).map(service_trigger).collect();
+    // The deployment repository counts the pushes it takes (releases push together when they
+    // push at once).
+    let deploy_git = w.fake.lock().repos[DEPLOY].path.clone();
+    let hook = deploy_git.join("hooks/post-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\necho push >> \"$GIT_DIR/pushes\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pushes = || {
+        std::fs::read_to_string(deploy_git.join("pushes"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
 
     let start = Instant::now();
     for files in &triggers {
@@ -77,10 +89,11 @@ async fn run(n: usize, forge: Flavor) {
     .await;
     let all_open = start.elapsed();
     println!(
-        "{n} triggers pushed in {:.1} s; all {n} pull requests open {:.1} s after the first push ({:.1} s after the last)",
+        "{n} triggers pushed in {:.1} s; all {n} pull requests open {:.1} s after the first push ({:.1} s after the last); their branches came in {} pushes",
         pushed.as_secs_f64(),
         all_open.as_secs_f64(),
-        opened.as_secs_f64()
+        opened.as_secs_f64(),
+        pushes()
     );
 
     let numbers: Vec<u64> = w.fake.lock().repos[DEPLOY]

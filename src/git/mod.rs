@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, Weak};
 
+mod batch;
+
 use base64::Engine;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature, Time};
 use sha2::{Digest, Sha256};
@@ -63,6 +65,8 @@ pub struct Remote {
     basic_user: &'static str,
     /// How long one command talking to the remote may take.
     time_limit: std::time::Duration,
+    /// Branches one push may carry for several releases at once (see [`DeployRepo::push`]).
+    push_batch: usize,
 }
 
 impl std::fmt::Debug for Remote {
@@ -81,7 +85,17 @@ impl Remote {
             token,
             basic_user: "x-access-token",
             time_limit: NETWORK_LIMIT,
+            push_batch: 1,
         }
+    }
+
+    /// Lets one push carry up to `branches` branches of several releases (default 1: each
+    /// release pushes alone). A forge may treat a push of many refs differently: GitLab runs
+    /// no webhooks for a push of more than 3 (`push_event_hooks_limit`) and no pipelines past
+    /// the 4th ref; GitHub creates no push events past 5,000 branches.
+    pub fn with_push_batch(mut self, branches: usize) -> Self {
+        self.push_batch = branches.max(1);
+        self
     }
 
     /// Stops any command talking to the remote after `limit` (default [`NETWORK_LIMIT`]).
@@ -249,6 +263,10 @@ fn tidy_cache(path: &Path, args: &[&str], lock: Option<&Mutex<()>>) {
     }
 }
 
+/// What a batched command came to for one request: `Err(None)`, the batch failed and the
+/// request is to be made alone.
+type BatchAnswer = Result<(), Option<GitError>>;
+
 /// Reads of one set of refs of one cache's remote (see [`DeployRepo::shared_read`]).
 #[derive(Default)]
 struct SharedReads {
@@ -280,97 +298,28 @@ fn shared_reads(path: &Path, key: &str) -> Arc<SharedReads> {
         .clone()
 }
 
-/// Pushes of new branches from one cache (see [`DeployRepo::push`]).
-#[derive(Default)]
-struct PushQueue {
-    state: Mutex<PushState>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct PushState {
-    /// A push is on its way.
-    pushing: bool,
-    /// Releases waiting for the next push.
-    waiting: Vec<Arc<PushRequest>>,
-}
-
-/// One release's branches, and what came of pushing them with others.
-struct PushRequest {
-    branches: Vec<(String, Oid)>,
-    outcome: Mutex<Option<BatchOutcome>>,
-}
-
-enum BatchOutcome {
-    Pushed,
-    /// A failure that is everyone's (the remote did not answer in time).
-    Failed(GitError),
-    /// Push again alone: the push with the others failed, maybe for another's sake.
-    Alone,
-}
-
-/// Releases pushed together at most: a command line stays short.
-const PUSH_BATCH: usize = 64;
-
-impl PushRequest {
-    fn set(&self, outcome: BatchOutcome) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-    }
-}
-
-impl PushState {
-    /// Takes `first` and the releases waiting behind it, up to [`PUSH_BATCH`], leaving any
-    /// that push a branch one already taken pushes (git refuses two updates of one ref).
-    fn take_batch(&mut self, first: &Arc<PushRequest>) -> Vec<Arc<PushRequest>> {
-        let mut batch = vec![first.clone()];
-        let mut left = Vec::new();
-        for r in std::mem::take(&mut self.waiting) {
-            let clashes = || {
-                r.branches.iter().any(|(name, _)| {
-                    batch
-                        .iter()
-                        .any(|b| b.branches.iter().any(|(taken, _)| taken == name))
-                })
-            };
-            if Arc::ptr_eq(&r, first) {
-                continue;
-            } else if batch.len() < PUSH_BATCH && !clashes() {
-                batch.push(r);
-            } else {
-                left.push(r);
-            }
-        }
-        self.waiting = left;
-        batch
-    }
-}
-
-/// The copy of a failed push's error that every release of it gets, when the failure cannot
-/// be one release's doing; `None` when each must push alone to learn its own.
-fn shared_failure(e: &GitError) -> Option<GitError> {
+/// What the others of a push that failed are told: a refusal (nothing was pushed, the push
+/// being atomic) may be any one's doing, so each pushes again alone (`None`); any other
+/// failure (a timeout, the connection lost) may have come after the remote took the push, so
+/// each is told of it and tries again later, when its own record of the branches lets it
+/// recognize them as its own.
+fn shared_failure(e: &GitError, pushed_to: &Remote) -> Option<GitError> {
     match e {
-        GitError::TimedOut {
-            remote,
-            limit,
-            at_job_deadline: false,
-        } => Some(GitError::TimedOut {
+        GitError::PushRejected { .. } => None,
+        GitError::TimedOut { remote, limit, .. } => Some(GitError::TimedOut {
             remote: remote.clone(),
             limit: *limit,
             at_job_deadline: false,
         }),
-        _ => None,
+        GitError::Push { remote, stderr } => Some(GitError::Push {
+            remote: remote.clone(),
+            stderr: stderr.clone(),
+        }),
+        other => Some(GitError::Push {
+            remote: pushed_to.display(),
+            stderr: other.to_string(),
+        }),
     }
-}
-
-fn push_queue(path: &Path) -> Arc<PushQueue> {
-    static QUEUES: LazyLock<Mutex<HashMap<PathBuf, Arc<PushQueue>>>> =
-        LazyLock::new(Default::default);
-    QUEUES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(path.to_path_buf())
-        .or_default()
-        .clone()
 }
 
 /// Runs blocking git work without holding up the async runtime: on a multi-threaded runtime
@@ -794,12 +743,33 @@ impl DeployRepo {
         if self.repo.find_commit(oid).is_ok() {
             return Ok(oid);
         }
-        self.fetch_by_id(commit, "--depth=1")?;
+        // Fetched together with the commits other callers ask for meanwhile (see `batch`):
+        // when hundreds of triggers arrive at once, each fetch's processes are most of the
+        // cost, and fetches into one cache take turns.
+        let fetched = batch::batcher::<String, BatchAnswer>(&self.path, "fetch commits").ask(
+            commit.to_string(),
+            |commits| match self.fetch_by_ids(&commits, "--depth=1") {
+                Ok(()) => commits.iter().map(|_| Ok(())).collect(),
+                Err(e) if commits.len() == 1 => vec![Err(Some(e))],
+                // One commit the remote does not serve fails them all: each is asked alone.
+                Err(_) => commits.iter().map(|_| Err(None)).collect(),
+            },
+        );
+        match fetched {
+            Some(Ok(())) => {}
+            Some(Err(Some(e))) => return Err(e),
+            Some(Err(None)) | None => self.fetch_by_id(commit, "--depth=1")?,
+        }
         Ok(oid)
     }
 
     /// Fetches `commit` by its id, with `depth` (a `--depth=` or `--shallow-since=` option).
     fn fetch_by_id(&self, commit: &str, depth: &str) -> Result<(), GitError> {
+        self.fetch_by_ids(&[commit.to_string()], depth)
+    }
+
+    /// Fetches `commits` by their ids in one command (see [`DeployRepo::fetch_by_id`]).
+    fn fetch_by_ids(&self, commits: &[String], depth: &str) -> Result<(), GitError> {
         let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
@@ -812,8 +782,8 @@ impl DeployRepo {
                     depth,
                 ])
                 .arg(self.remote.transport_url())
-                .arg(commit),
-            commit.to_string(),
+                .args(commits),
+            commits.join(" "),
         )?;
         Ok(())
     }
@@ -941,108 +911,44 @@ impl DeployRepo {
     /// created between our look and our push is refused, never overwritten or fast-forwarded.
     ///
     /// Releases that push while another push from this cache is on its way go out together,
-    /// in the next push (one atomic `git push` for all of them): each push costs the same
-    /// handful of processes on both ends, and both ends read every branch the remote shows,
-    /// whatever it carries. When that push fails, each of them pushes again by itself, so a
-    /// refusal is always about one release's own branches.
+    /// in the next push (one atomic `git push` for all of them, up to the remote's
+    /// [`Remote::with_push_batch`] branches): each push costs the same handful of processes
+    /// on both ends, and both ends read every branch the remote shows, whatever it carries.
+    /// When that push is refused, each of them pushes again alone, so a refusal is always
+    /// about one release's own branches (see [`shared_failure`] for other failures).
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
-        let queue = push_queue(&self.path);
-        let request = Arc::new(PushRequest {
-            branches: branches.to_vec(),
-            outcome: Mutex::new(None),
-        });
-        let asked = std::time::Instant::now();
-        let mut state = blocking(|| queue.state.lock().unwrap_or_else(|e| e.into_inner()));
-        state.waiting.push(request.clone());
-        loop {
-            let outcome = request
-                .outcome
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            match outcome {
-                Some(BatchOutcome::Pushed) => return Ok(()),
-                Some(BatchOutcome::Failed(e)) => return Err(e),
-                Some(BatchOutcome::Alone) => {
-                    drop(state);
-                    return self.push_now(branches);
-                }
-                None => {}
-            }
-            if !state.pushing {
-                let batch = state.take_batch(&request);
-                state.pushing = true;
-                drop(state);
-                // Ends the push even if it panics, so that the others push for themselves.
-                struct Pushing<'a>(&'a PushQueue, &'a [Arc<PushRequest>], bool);
-                impl Drop for Pushing<'_> {
-                    fn drop(&mut self) {
-                        if self.2 {
-                            let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-                            state.pushing = false;
-                            for r in self.1 {
-                                r.set(BatchOutcome::Alone);
-                            }
-                            self.0.done.notify_all();
+        let limit = self.remote.push_batch;
+        // Up to `limit` branches in all, and no branch twice (git refuses two updates of one
+        // ref in one push).
+        let fits = |taken: &[Vec<(String, Oid)>], next: &Vec<(String, Oid)>| {
+            let mut names = taken.iter().flatten().map(|(name, _)| name);
+            taken.iter().map(Vec::len).sum::<usize>() + next.len() <= limit
+                && !names.any(|name| next.iter().any(|(n, _)| n == name))
+        };
+        let pushed = batch::batcher::<Vec<(String, Oid)>, BatchAnswer>(&self.path, "push")
+            .ask_fitting(branches.to_vec(), fits, |requests| {
+                let refs: Vec<(String, Oid)> = requests.iter().flatten().cloned().collect();
+                match self.push_now(&refs) {
+                    Ok(()) => {
+                        if requests.len() > 1 {
+                            tracing::debug!(
+                                releases = requests.len(),
+                                "pushed release branches together"
+                            );
                         }
+                        requests.iter().map(|_| Ok(())).collect()
                     }
+                    Err(e) if requests.len() == 1 => vec![Err(Some(e))],
+                    Err(e) => requests
+                        .iter()
+                        .map(|_| Err(shared_failure(&e, &self.remote)))
+                        .collect(),
                 }
-                let mut pushing = Pushing(&queue, &batch, true);
-                let refs: Vec<(String, Oid)> = batch
-                    .iter()
-                    .flat_map(|r| r.branches.iter().cloned())
-                    .collect();
-                let result = self.push_now(&refs);
-                pushing.2 = false;
-                if batch.len() > 1 {
-                    tracing::debug!(
-                        releases = batch.len(),
-                        ok = result.is_ok(),
-                        "pushed release branches together"
-                    );
-                }
-                let mut state = queue.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.pushing = false;
-                for other in batch.iter().filter(|r| !Arc::ptr_eq(r, &request)) {
-                    other.set(match &result {
-                        Ok(()) => BatchOutcome::Pushed,
-                        Err(e) => match shared_failure(e) {
-                            Some(e) => BatchOutcome::Failed(e),
-                            None => BatchOutcome::Alone,
-                        },
-                    });
-                }
-                queue.done.notify_all();
-                drop(state);
-                return match result {
-                    Ok(()) => Ok(()),
-                    Err(e) if batch.len() == 1 || shared_failure(&e).is_some() => Err(e),
-                    // Refused, or stopped at this job's deadline: the refusal may be another
-                    // release's; ours is told apart by pushing alone.
-                    Err(_) => self.push_now(branches),
-                };
-            }
-            // Waiting ends at this caller's own deadline at the latest.
-            state = match time_left() {
-                None => blocking(|| queue.done.wait(state).unwrap_or_else(|e| e.into_inner())),
-                Some(left) if left.is_zero() => {
-                    // Not taken yet: it is not pushed. Taken: it may be; a later attempt
-                    // finds its branches there and resumes, as after any stopped push.
-                    state.waiting.retain(|r| !Arc::ptr_eq(r, &request));
-                    return Err(GitError::TimedOut {
-                        remote: self.remote.display(),
-                        limit: asked.elapsed(),
-                        at_job_deadline: true,
-                    });
-                }
-                Some(left) => blocking(|| {
-                    queue
-                        .done
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }),
-            };
+            });
+        match pushed {
+            Some(Ok(())) => Ok(()),
+            Some(Err(Some(e))) => Err(e),
+            Some(Err(None)) | None => self.push_now(branches),
         }
     }
 
@@ -1504,7 +1410,7 @@ mod time_limit_tests {
     }
 
     /// A bare remote `remote.git` in `dir` with one commit on `main`, and a cache of it that
-    /// has fetched `main` (its commit).
+    /// has fetched `main` (its commit), pushing up to 3 branches at once as for GitLab.
     fn seeded(dir: &Path) -> (DeployRepo, Oid) {
         let remote = dir.join("remote.git");
         let seed = dir.join("seed");
@@ -1515,7 +1421,8 @@ mod time_limit_tests {
         run(&seed, &["commit", "-qm", "seed"]);
         run(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
         let url = format!("file://{}", remote.display());
-        let repo = DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap();
+        let remote = Remote::new(url, None).with_push_batch(3);
+        let repo = DeployRepo::open(remote, &dir.join("cache")).unwrap();
         let base = repo.fetch("main", 1, None).unwrap();
         (repo, base)
     }
@@ -1535,9 +1442,9 @@ mod time_limit_tests {
         .unwrap()
     }
 
-    /// Releases that push while a push is on its way go out together in the next one; when
-    /// that push is refused for one of them, the others still push, and only that one is
-    /// refused, naming its own branch.
+    /// Releases that push while a push is on its way go out together in the next one, as
+    /// many branches at once as the remote takes; when that push is refused for one of them,
+    /// the others still push, and only that one is refused, naming its own branch.
     #[test]
     fn releases_waiting_to_push_go_out_together() {
         let dir = tempfile::tempdir().unwrap();
@@ -1561,8 +1468,8 @@ mod time_limit_tests {
         // `branches` pushed from threads of their own while a push is on its way (the queue
         // is held as busy until all of them wait); what each push came to, by branch.
         let push_while_busy = |branches: Vec<(String, Oid)>| {
-            let queue = push_queue(&repo.path);
-            queue.state.lock().unwrap().pushing = true;
+            let queue = batch::batcher::<Vec<(String, Oid)>, BatchAnswer>(&repo.path, "push");
+            queue.state.lock().unwrap().running = true;
             let threads: Vec<_> = branches
                 .into_iter()
                 .map(|(name, oid)| {
@@ -1574,10 +1481,10 @@ mod time_limit_tests {
                     })
                 })
                 .collect();
-            while queue.state.lock().unwrap().waiting.len() < threads.len() {
+            while queue.state.lock().unwrap().queued.len() < threads.len() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            queue.state.lock().unwrap().pushing = false;
+            queue.state.lock().unwrap().running = false;
             queue.done.notify_all();
             threads
                 .into_iter()
@@ -1590,7 +1497,11 @@ mod time_limit_tests {
             .collect();
         let results = push_while_busy(four.clone());
         assert!(results.values().all(Result::is_ok), "{results:?}");
-        assert_eq!(pushes(), 2, "the four went out in one push");
+        assert_eq!(
+            pushes(),
+            3,
+            "the four went out in two pushes (three, then one)"
+        );
 
         let mut three: Vec<_> = (4..6)
             .map(|i| (format!("release/{i}"), release_commit(&repo, base, i)))
@@ -1607,7 +1518,7 @@ mod time_limit_tests {
             other => panic!("{other:?}"),
         }
         // The refused push together, then two alone that were taken (the third refused).
-        assert_eq!(pushes(), 4);
+        assert_eq!(pushes(), 5);
         let on_remote: HashMap<String, Oid> = repo
             .remote_branches("release/")
             .unwrap()
@@ -1694,5 +1605,94 @@ mod time_limit_tests {
         }
         assert!(!still_running(), "a git process for {url} is still running");
         drop(held);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    /// A bare remote with `n` commits besides `main` (each on a branch of its own), and an
+    /// empty cache of it.
+    fn remote_with_commits(n: usize) -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Repository::init_bare(dir.path().join("remote.git")).unwrap();
+        let sig = Signature::now("t", "t@example.com").unwrap();
+        let empty = remote.treebuilder(None).unwrap().write().unwrap();
+        let empty = remote.find_tree(empty).unwrap();
+        let base = remote
+            .commit(Some("refs/heads/main"), &sig, &sig, "base", &empty, &[])
+            .unwrap();
+        let base = remote.find_commit(base).unwrap();
+        let commits = (0..n)
+            .map(|i| {
+                let blob = remote.blob(format!("{i}").as_bytes()).unwrap();
+                let mut tree = remote.treebuilder(None).unwrap();
+                tree.insert("f", blob, 0o100644).unwrap();
+                let tree = remote.find_tree(tree.write().unwrap()).unwrap();
+                let branch = format!("refs/heads/b{i}");
+                remote
+                    .commit(Some(&branch), &sig, &sig, "m", &tree, &[&base])
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        (dir, commits)
+    }
+
+    fn open(dir: &Path) -> DeployRepo {
+        let url = dir.join("remote.git").to_str().unwrap().to_string();
+        DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap()
+    }
+
+    /// Commits asked for at once are all fetched (in as few commands as came together), each
+    /// caller's into the one cache.
+    #[test]
+    fn commits_asked_for_at_once_are_all_fetched() {
+        let (dir, commits) = remote_with_commits(6);
+        let askers: Vec<_> = commits
+            .iter()
+            .map(|c| {
+                let (repo, c) = (open(dir.path()), c.clone());
+                std::thread::spawn(move || repo.fetch_any_commit(&c))
+            })
+            .collect();
+        for (asker, commit) in askers.into_iter().zip(&commits) {
+            assert_eq!(asker.join().unwrap().unwrap().to_string(), *commit);
+        }
+        let cache = open(dir.path());
+        for c in &commits {
+            assert!(cache.repo().find_commit(Oid::from_str(c).unwrap()).is_ok());
+        }
+    }
+
+    /// One commit the remote does not have fails a fetch of several (git refuses the whole
+    /// command); each is then fetched alone: the others arrive, only the missing one fails.
+    #[test]
+    fn a_missing_commit_in_a_batch_fails_only_its_own_fetch() {
+        let (dir, commits) = remote_with_commits(4);
+        let missing = "0123456789abcdef0123456789abcdef01234567".to_string();
+        assert!(
+            open(dir.path())
+                .fetch_by_ids(&[commits[0].clone(), missing.clone()], "--depth=1")
+                .is_err()
+        );
+        let mut wanted = commits.clone();
+        wanted.insert(2, missing.clone());
+        let askers: Vec<_> = wanted
+            .iter()
+            .map(|c| {
+                let (repo, c) = (open(dir.path()), c.clone());
+                std::thread::spawn(move || repo.fetch_any_commit(&c))
+            })
+            .collect();
+        for (asker, commit) in askers.into_iter().zip(&wanted) {
+            let fetched = asker.join().unwrap();
+            assert_eq!(
+                fetched.is_err(),
+                *commit == missing,
+                "{commit}: {fetched:?}"
+            );
+        }
     }
 }

@@ -200,12 +200,22 @@ pub fn inputs_digest(inputs: &AppInputs) -> String {
     hex::encode(h.finalize())
 }
 
-/// Opens the deployment repository's cache and brings its base branch up to date. `access`
-/// (the bot's forge credentials: a basic-auth user name and a token) takes the place of
-/// `deployment.tokenEnv` when given.
+/// How the bot reaches the deployment repository; without it (the command line), as the
+/// configuration says.
+#[derive(Clone)]
+pub struct DeployAccess {
+    /// The forge's credentials (a basic-auth user name and a token), in the place of
+    /// `deployment.tokenEnv`.
+    pub credentials: Option<(&'static str, String)>,
+    /// Branches one push may carry for several releases at once (see
+    /// [`Remote::with_push_batch`]).
+    pub push_batch: usize,
+}
+
+/// Opens the deployment repository's cache and brings its base branch up to date.
 pub fn open_deploy_repo(
     config: &OperatorConfig,
-    access: Option<(&'static str, String)>,
+    access: Option<DeployAccess>,
 ) -> Result<(DeployRepo, git2::Oid), ReleaseError> {
     let d = &config.orchestration.deployment;
     let repo = deploy_repo(config, access)?;
@@ -216,7 +226,7 @@ pub fn open_deploy_repo(
 /// The cache of the deployment repository, as it is (nothing fetched).
 pub fn deploy_repo(
     config: &OperatorConfig,
-    access: Option<(&'static str, String)>,
+    access: Option<DeployAccess>,
 ) -> Result<DeployRepo, ReleaseError> {
     let d = &config.orchestration.deployment;
     let url = if is_url(&d.repo) {
@@ -234,7 +244,8 @@ pub fn deploy_repo(
         })?;
         abs.display().to_string()
     };
-    let remote = match (access, &d.token_env) {
+    let (credentials, push_batch) = access.map_or((None, 1), |a| (a.credentials, a.push_batch));
+    let remote = match (credentials, &d.token_env) {
         (Some((user, t)), _) => Remote::new(url, Some(t)).with_basic_user(user),
         (None, Some(var)) => Remote::new(
             url,
@@ -242,6 +253,7 @@ pub fn deploy_repo(
         ),
         (None, None) => Remote::new(url, None),
     };
+    let remote = remote.with_push_batch(push_batch);
     Ok(DeployRepo::open(
         remote,
         &config.resolve_path(&d.cache_dir),
@@ -265,7 +277,7 @@ pub async fn prepare_with_app(
     config: &OperatorConfig,
     trigger_dir: &Path,
     app: AppRepoInfo,
-    deploy_access: Option<(&'static str, String)>,
+    deploy_access: Option<DeployAccess>,
     store: Option<&Store>,
     now: OffsetDateTime,
 ) -> Result<Prepared, ReleaseError> {
@@ -297,7 +309,7 @@ pub fn replan(
     config: &OperatorConfig,
     trigger_dir: &Path,
     app: AppRepoInfo,
-    deploy_access: Option<(&'static str, String)>,
+    deploy_access: Option<DeployAccess>,
     record: &ReleaseRecord,
     recorded: &[String],
 ) -> Result<Prepared, ReleaseError> {
@@ -328,7 +340,7 @@ fn prepare_inputs(
     inputs: AppInputs,
     digest: String,
     app: AppRepoInfo,
-    deploy_access: Option<(&'static str, String)>,
+    deploy_access: Option<DeployAccess>,
     recorded: &[String],
     resumed: Option<ReleaseRecord>,
     now: OffsetDateTime,

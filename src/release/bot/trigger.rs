@@ -10,7 +10,7 @@ use crate::git::AppRepoInfo;
 use crate::images::Digests;
 use crate::release::plan::needs_digests;
 use crate::release::state::AuditEvent;
-use crate::release::{ReleaseError, execute, prepare_with_app};
+use crate::release::{DeployAccess, ReleaseError, execute, prepare_with_app};
 use crate::store::ReleaseRecord;
 use crate::store::forge_releases::ForgeRelease;
 
@@ -214,17 +214,26 @@ impl Bot {
         Ok(Some(tmp))
     }
 
-    /// The bot's credentials for the deployment repository's git remote, if it uses any.
-    pub(super) async fn deploy_access(&self) -> Result<Option<(&'static str, String)>, BotError> {
+    /// How the bot reaches the deployment repository: its forge credentials, if it uses any,
+    /// and pushes shared as the forge allows.
+    pub(super) async fn deploy_access(&self) -> Result<Option<DeployAccess>, BotError> {
         let deploy = self
             .forge
             .git_access(&self.settings.deployment_repo)
             .await?;
-        Ok(deploy.token.map(|t| {
-            (
-                deploy.username,
-                secrecy::ExposeSecret::expose_secret(&t).to_string(),
-            )
+        Ok(Some(DeployAccess {
+            credentials: deploy.token.map(|t| {
+                (
+                    deploy.username,
+                    secrecy::ExposeSecret::expose_secret(&t).to_string(),
+                )
+            }),
+            // Releases pushing at once share a push, within what the forge handles as usual
+            // pushes: GitLab runs webhooks and pipelines only for pushes of up to 3 refs.
+            push_batch: match self.forge.kind() {
+                events::ForgeKind::Github => 64,
+                events::ForgeKind::Gitlab => 3,
+            },
         }))
     }
 
