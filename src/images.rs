@@ -120,6 +120,29 @@ impl Registries {
     }
 
     /// The digest of `image:tag`, or `None` when the registry has no such tag.
+    /// Adds the digest of each `(image, tag)` to `digests` (under `image:tag`), asking once for
+    /// each; the `` `image:tag` ``s the registries do not have.
+    pub async fn digests_of(
+        &self,
+        wanted: impl IntoIterator<Item = (String, String)>,
+        digests: &mut Digests,
+    ) -> Result<Vec<String>, ImageError> {
+        let mut missing = Vec::new();
+        for (image, tag) in wanted {
+            let key = format!("{image}:{tag}");
+            if digests.contains_key(&key) || missing.contains(&format!("`{key}`")) {
+                continue;
+            }
+            match self.digest(&image, &tag).await? {
+                Some(d) => {
+                    digests.insert(key, d);
+                }
+                None => missing.push(format!("`{key}`")),
+            }
+        }
+        Ok(missing)
+    }
+
     pub async fn digest(&self, image: &str, tag: &str) -> Result<Option<String>, ImageError> {
         let r = Self::reference(image, tag)?;
         match self

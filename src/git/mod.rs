@@ -1645,20 +1645,28 @@ mod batch_tests {
         DeployRepo::open(Remote::new(url, None), &dir.join("cache")).unwrap()
     }
 
+    /// Each of `commits` fetched from a thread of its own, into the cache at `dir`, at once.
+    fn fetch_at_once(dir: &Path, commits: &[String]) -> Vec<Result<Oid, GitError>> {
+        let askers: Vec<_> = commits
+            .iter()
+            .map(|c| {
+                let (repo, c) = (open(dir), c.clone());
+                std::thread::spawn(move || repo.fetch_any_commit(&c))
+            })
+            .collect();
+        askers.into_iter().map(|a| a.join().unwrap()).collect()
+    }
+
     /// Commits asked for at once are all fetched (in as few commands as came together), each
     /// caller's into the one cache.
     #[test]
     fn commits_asked_for_at_once_are_all_fetched() {
         let (dir, commits) = remote_with_commits(6);
-        let askers: Vec<_> = commits
-            .iter()
-            .map(|c| {
-                let (repo, c) = (open(dir.path()), c.clone());
-                std::thread::spawn(move || repo.fetch_any_commit(&c))
-            })
-            .collect();
-        for (asker, commit) in askers.into_iter().zip(&commits) {
-            assert_eq!(asker.join().unwrap().unwrap().to_string(), *commit);
+        for (fetched, commit) in fetch_at_once(dir.path(), &commits)
+            .into_iter()
+            .zip(&commits)
+        {
+            assert_eq!(fetched.unwrap().to_string(), *commit);
         }
         let cache = open(dir.path());
         for c in &commits {
@@ -1679,15 +1687,7 @@ mod batch_tests {
         );
         let mut wanted = commits.clone();
         wanted.insert(2, missing.clone());
-        let askers: Vec<_> = wanted
-            .iter()
-            .map(|c| {
-                let (repo, c) = (open(dir.path()), c.clone());
-                std::thread::spawn(move || repo.fetch_any_commit(&c))
-            })
-            .collect();
-        for (asker, commit) in askers.into_iter().zip(&wanted) {
-            let fetched = asker.join().unwrap();
+        for (fetched, commit) in fetch_at_once(dir.path(), &wanted).into_iter().zip(&wanted) {
             assert_eq!(
                 fetched.is_err(),
                 *commit == missing,

@@ -67,6 +67,23 @@ impl ReleaseError {
     }
 }
 
+/// A registry's answer that stops a release: one that could not be had is tried again; another
+/// image under the release tag, or credentials the registry refuses, are said on the trigger
+/// (once someone deletes that image, or the operator fixes the credentials, a redelivery looks
+/// again); anything else refuses the release.
+impl From<crate::images::ImageError> for ReleaseError {
+    fn from(e: crate::images::ImageError) -> Self {
+        use crate::images::ImageError;
+        match e {
+            ImageError::Registry { .. } => ReleaseError::Registry(e.to_string()),
+            ImageError::Moved { .. } | ImageError::Denied { .. } => {
+                ReleaseError::ImagesMissing(e.to_string())
+            }
+            other => ReleaseError::Refused(other.to_string()),
+        }
+    }
+}
+
 impl From<Diagnostics> for ReleaseError {
     fn from(d: Diagnostics) -> Self {
         ReleaseError::Invalid(d)
@@ -138,19 +155,7 @@ pub async fn pin_digests(
         return Ok(prepared);
     }
     let mut digests = crate::images::Digests::new();
-    let mut missing = Vec::new();
-    for (image, tag) in wanted {
-        match registries.digest(&image, &tag).await {
-            Ok(Some(d)) => {
-                digests.insert(format!("{image}:{tag}"), d);
-            }
-            Ok(None) => missing.push(format!("`{image}:{tag}`")),
-            Err(e @ crate::images::ImageError::Denied { .. }) => {
-                return Err(ReleaseError::ImagesMissing(e.to_string()));
-            }
-            Err(e) => return Err(ReleaseError::Registry(e.to_string())),
-        }
-    }
+    let missing = registries.digests_of(wanted, &mut digests).await?;
     if !missing.is_empty() {
         return Err(ReleaseError::ImagesMissing(format!(
             "no such image in its registry, so there is no digest to pin: {}",

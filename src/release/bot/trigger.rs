@@ -264,22 +264,18 @@ impl Bot {
         let mut missing = Vec::new();
         // (image, source tag, release tag, the copy looked up)
         let mut copies = Vec::new();
-        let refused = |e: crate::images::ImageError| match e {
-            crate::images::ImageError::Registry { .. } => Err(BotError::Io(e.to_string())),
-            // Another image under the release tag (once someone deletes it, a redelivery of
-            // the push copies it), or credentials the registry refuses (once the operator
-            // fixes them, a redelivery looks again).
-            crate::images::ImageError::Moved { .. } | crate::images::ImageError::Denied { .. } => {
-                Ok(Err(ReleaseError::ImagesMissing(e.to_string())))
-            }
-            other => Ok(Err(ReleaseError::Refused(other.to_string()))),
+        // A registry that could not be asked is tried again; its other refusals are said.
+        let refused = |e: crate::images::ImageError| match ReleaseError::from(e) {
+            ReleaseError::Registry(why) => Err(BotError::Io(why)),
+            refusal => Ok(Err(refusal)),
         };
         let plan = &prepared.plan;
+        // The images the release writes as they are (not copied by `tag-docker`).
+        let mut as_they_are = Vec::new();
         for change in plan.environments.iter().flat_map(|e| &e.changes) {
             if !seen.insert((change.image.clone(), change.tag.clone())) {
                 continue;
             }
-            let key = format!("{}:{}", change.image, change.tag);
             if plan.spec.tag_docker.contains(&change.service) {
                 let source = match images.source_tag_for(commit, &plan.spec.version) {
                     Ok(s) => s,
@@ -290,6 +286,7 @@ impl Bot {
                     .await
                 {
                     Ok(Some(copy)) => {
+                        let key = format!("{}:{}", change.image, change.tag);
                         digests.insert(key, copy.digest.clone());
                         copies.push((change.image.clone(), source, change.tag.clone(), copy));
                     }
@@ -300,14 +297,12 @@ impl Bot {
                     Err(e) => return refused(e),
                 }
             } else {
-                match registries.digest(&change.image, &change.tag).await {
-                    Ok(Some(d)) => {
-                        digests.insert(key, d);
-                    }
-                    Ok(None) => missing.push(format!("`{key}`")),
-                    Err(e) => return refused(e),
-                }
+                as_they_are.push((change.image.clone(), change.tag.clone()));
             }
+        }
+        match registries.digests_of(as_they_are, &mut digests).await {
+            Ok(not_there) => missing.extend(not_there),
+            Err(e) => return refused(e),
         }
         if !missing.is_empty() {
             return Ok(Err(ReleaseError::ImagesMissing(format!(
