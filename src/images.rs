@@ -119,7 +119,6 @@ impl Registries {
             .unwrap_or(RegistryAuth::Anonymous)
     }
 
-    /// The digest of `image:tag`, or `None` when the registry has no such tag.
     /// Adds the digest of each `(image, tag)` to `digests` (under `image:tag`), asking once for
     /// each; the `` `image:tag` ``s the registries do not have.
     pub async fn digests_of(
@@ -143,6 +142,7 @@ impl Registries {
         Ok(missing)
     }
 
+    /// The digest of `image:tag`, or `None` when the registry has no such tag.
     pub async fn digest(&self, image: &str, tag: &str) -> Result<Option<String>, ImageError> {
         let r = Self::reference(image, tag)?;
         match self

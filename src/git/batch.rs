@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 
-use super::{blocking, time_left};
+use super::{DEADLINE, blocking, time_left};
 
 /// Requests of type `R` answered with `A`, batched (see the module's notes).
 pub(super) struct Batcher<R, A> {
@@ -21,7 +21,8 @@ pub(super) struct Batcher<R, A> {
 
 pub(super) struct State<R, A> {
     next: u64,
-    pub(super) queued: Vec<(u64, R)>,
+    /// Requests waiting, each with its caller's job's deadline (`None`: none).
+    pub(super) queued: Vec<(u64, R, Option<tokio::time::Instant>)>,
     pub(super) running: bool,
     /// Answers not yet collected; `None`: the batch did not finish (its command panicked).
     answers: HashMap<u64, Option<A>>,
@@ -54,8 +55,12 @@ impl<R, A> Batcher<R, A> {
         self.ask_fitting(request, |_, _| true, run)
     }
 
-    /// [`Batcher::ask`], where a batch takes the waiting requests in order while `fits` says
-    /// the next one goes with those taken so far; the rest wait for the next batch.
+    /// [`Batcher::ask`], where a batch takes the waiting requests in order, each that `fits`
+    /// says goes with those taken so far; the rest wait for the next batch.
+    ///
+    /// The batch's command runs until the latest deadline of the jobs it serves: each caller
+    /// gives up waiting at its own, but a caller with little time left that happens to start
+    /// the batch must not cut it short for the others.
     pub(super) fn ask_fitting(
         &self,
         request: R,
@@ -66,29 +71,36 @@ impl<R, A> Batcher<R, A> {
         let mut state = blocking(lock);
         let id = state.next;
         state.next += 1;
-        state.queued.push((id, request));
+        state
+            .queued
+            .push((id, request, DEADLINE.try_with(|d| *d).ok()));
         loop {
             if let Some(answer) = state.answers.remove(&id) {
                 return answer;
             }
             // A caller whose job has no time left does not start a batch for the others.
             if !state.running && time_left().is_none_or(|left| !left.is_zero()) {
-                state.running = true;
                 let (mut ids, mut batch, mut left) = (Vec::new(), Vec::new(), Vec::new());
-                for (id, r) in std::mem::take(&mut state.queued) {
+                // The latest deadline of the jobs served; `None` once one has none.
+                let mut latest = Some(tokio::time::Instant::now());
+                for (id, r, until) in std::mem::take(&mut state.queued) {
                     if batch.is_empty() || fits(&batch, &r) {
+                        latest = latest.zip(until).map(|(a, b)| a.max(b));
                         ids.push(id);
                         batch.push(r);
                     } else {
-                        left.push((id, r));
+                        left.push((id, r, until));
                     }
                 }
                 state.queued = left;
+                state.running = true;
                 drop(state);
                 // Ends the batch even if `run` panics: its callers then do their own.
                 struct Running<'a, R, A> {
                     batcher: &'a Batcher<R, A>,
                     ids: Vec<u64>,
+                    /// The caller running the batch: when `run` panics, the panic is its answer.
+                    own: u64,
                     answers: Option<Vec<A>>,
                 }
                 impl<R, A> Drop for Running<'_, R, A> {
@@ -99,7 +111,8 @@ impl<R, A> Batcher<R, A> {
                         let mut answers = self.answers.take().map(Vec::into_iter);
                         for id in self.ids.drain(..) {
                             let answer = answers.as_mut().and_then(Iterator::next);
-                            if !state.abandoned.remove(&id) {
+                            let unwound = id == self.own && std::thread::panicking();
+                            if !state.abandoned.remove(&id) && !unwound {
                                 state.answers.insert(id, answer);
                             }
                         }
@@ -109,9 +122,14 @@ impl<R, A> Batcher<R, A> {
                 let mut running = Running {
                     batcher: self,
                     ids,
+                    own: id,
                     answers: None,
                 };
-                running.answers = Some(run(batch));
+                // A job without a deadline among them: the remote's own time limit still holds.
+                let until = latest.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_secs(24 * 3600)
+                });
+                running.answers = Some(DEADLINE.sync_scope(until, || run(batch)));
                 drop(running);
                 state = blocking(lock);
                 continue;
@@ -120,7 +138,7 @@ impl<R, A> Batcher<R, A> {
             state = match time_left() {
                 None => blocking(|| self.done.wait(state).unwrap_or_else(|e| e.into_inner())),
                 Some(left) if left.is_zero() => {
-                    if let Some(at) = state.queued.iter().position(|(q, _)| *q == id) {
+                    if let Some(at) = state.queued.iter().position(|(q, ..)| *q == id) {
                         state.queued.remove(at);
                     } else {
                         state.abandoned.insert(id);
@@ -205,6 +223,33 @@ mod tests {
         let mut batches = batches.lock().unwrap().clone();
         batches[1].sort();
         assert_eq!(batches, vec![vec![1], vec![2, 3, 4]]);
+    }
+
+    /// The caller that starts a batch may have little time left; the batch's command runs
+    /// until the latest deadline of the callers it serves, not cut short at the starter's.
+    #[test]
+    fn a_batch_runs_until_the_latest_deadline_of_its_callers() {
+        use std::time::Duration;
+        let batcher = Arc::new(Batcher::<u32, Option<Duration>>::default());
+        let seen = |batch: Vec<u32>| batch.iter().map(|_| time_left()).collect();
+        let now = tokio::time::Instant::now();
+        batcher.state.lock().unwrap().running = true;
+        let patient = {
+            let batcher = batcher.clone();
+            std::thread::spawn(move || {
+                DEADLINE.sync_scope(now + Duration::from_secs(600), || batcher.ask(2, seen))
+            })
+        };
+        while batcher.state.lock().unwrap().queued.is_empty() {
+            std::thread::yield_now();
+        }
+        // This thread starts the next batch (the other is not woken), with 2 s left.
+        batcher.state.lock().unwrap().running = false;
+        let hurried = DEADLINE.sync_scope(now + Duration::from_secs(2), || batcher.ask(1, seen));
+        let left = hurried.flatten().expect("a deadline");
+        assert!(left > Duration::from_secs(60), "{left:?}");
+        let theirs = patient.join().unwrap().flatten().expect("a deadline");
+        assert!(theirs > Duration::from_secs(60), "{theirs:?}");
     }
 
     /// A batch whose command panics ends: the next caller runs its own.

@@ -298,27 +298,43 @@ fn shared_reads(path: &Path, key: &str) -> Arc<SharedReads> {
         .clone()
 }
 
-/// What the others of a push that failed are told: a refusal (nothing was pushed, the push
-/// being atomic) may be any one's doing, so each pushes again alone (`None`); any other
-/// failure (a timeout, the connection lost) may have come after the remote took the push, so
-/// each is told of it and tries again later, when its own record of the branches lets it
-/// recognize them as its own.
-fn shared_failure(e: &GitError, pushed_to: &Remote) -> Option<GitError> {
+/// What `git push --porcelain` said.
+struct PushOutput {
+    lines: Vec<String>,
+    success: bool,
+    /// Its error output, as it may be shown.
+    stderr: String,
+}
+
+impl PushOutput {
+    /// The remote refused the push (`!`): an atomic push then changed nothing.
+    fn refused(&self) -> bool {
+        self.lines.iter().any(|l| l.starts_with('!'))
+    }
+}
+
+/// What every release of a push that failed to run is told. It may have failed after the
+/// remote took it (a timeout, the connection lost), so none pushes again now: each tries again
+/// later, when its own record of the branches lets it recognize them as its own.
+fn failure_for_each(e: &GitError, pushed_to: &Remote) -> GitError {
     match e {
-        GitError::PushRejected { .. } => None,
-        GitError::TimedOut { remote, limit, .. } => Some(GitError::TimedOut {
+        GitError::TimedOut {
+            remote,
+            limit,
+            at_job_deadline,
+        } => GitError::TimedOut {
             remote: remote.clone(),
             limit: *limit,
-            at_job_deadline: false,
-        }),
-        GitError::Push { remote, stderr } => Some(GitError::Push {
+            at_job_deadline: *at_job_deadline,
+        },
+        GitError::Push { remote, stderr } => GitError::Push {
             remote: remote.clone(),
             stderr: stderr.clone(),
-        }),
-        other => Some(GitError::Push {
+        },
+        other => GitError::Push {
             remote: pushed_to.display(),
             stderr: other.to_string(),
-        }),
+        },
     }
 }
 
@@ -758,6 +774,8 @@ impl DeployRepo {
         match fetched {
             Some(Ok(())) => {}
             Some(Err(Some(e))) => return Err(e),
+            // A batch that ended meanwhile may have brought it.
+            Some(Err(None)) | None if self.repo.find_commit(oid).is_ok() => {}
             Some(Err(None)) | None => self.fetch_by_id(commit, "--depth=1")?,
         }
         Ok(oid)
@@ -770,6 +788,14 @@ impl DeployRepo {
 
     /// Fetches `commits` by their ids in one command (see [`DeployRepo::fetch_by_id`]).
     fn fetch_by_ids(&self, commits: &[String], depth: &str) -> Result<(), GitError> {
+        // With no time left, not even the wait for another fetch's lock.
+        if time_left().is_some_and(|left| left.is_zero()) {
+            return Err(GitError::TimedOut {
+                remote: self.remote.display(),
+                limit: std::time::Duration::ZERO,
+                at_job_deadline: true,
+            });
+        }
         let _writing = self.lock_for_writing();
         self.read_from_remote(
             self.remote
@@ -915,7 +941,7 @@ impl DeployRepo {
     /// [`Remote::with_push_batch`] branches): each push costs the same handful of processes
     /// on both ends, and both ends read every branch the remote shows, whatever it carries.
     /// When that push is refused, each of them pushes again alone, so a refusal is always
-    /// about one release's own branches (see [`shared_failure`] for other failures).
+    /// about one release's own branches (see [`failure_for_each`] for other failures).
     pub fn push(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
         let limit = self.remote.push_batch;
         // Up to `limit` branches in all, and no branch twice (git refuses two updates of one
@@ -928,22 +954,42 @@ impl DeployRepo {
         let pushed = batch::batcher::<Vec<(String, Oid)>, BatchAnswer>(&self.path, "push")
             .ask_fitting(branches.to_vec(), fits, |requests| {
                 let refs: Vec<(String, Oid)> = requests.iter().flatten().cloned().collect();
-                match self.push_now(&refs) {
-                    Ok(()) => {
-                        if requests.len() > 1 {
-                            tracing::debug!(
-                                releases = requests.len(),
-                                "pushed release branches together"
-                            );
-                        }
-                        requests.iter().map(|_| Ok(())).collect()
+                let out = match self.run_push(&refs) {
+                    Ok(out) => out,
+                    Err(e) if requests.len() == 1 => return vec![Err(Some(e))],
+                    Err(e) => {
+                        return requests
+                            .iter()
+                            .map(|_| Err(Some(failure_for_each(&e, &self.remote))))
+                            .collect();
                     }
-                    Err(e) if requests.len() == 1 => vec![Err(Some(e))],
-                    Err(e) => requests
-                        .iter()
-                        .map(|_| Err(shared_failure(&e, &self.remote)))
-                        .collect(),
+                };
+                // Refused: nothing was pushed (the push is atomic), and whose refusal it was
+                // is learnt by pushing alone.
+                if requests.len() > 1 && out.refused() {
+                    return requests.iter().map(|_| Err(None)).collect();
                 }
+                if requests.len() > 1 {
+                    tracing::debug!(
+                        releases = requests.len(),
+                        "pushed release branches together"
+                    );
+                }
+                // Otherwise each release's branches went as they would have alone: a branch
+                // already at this commit (`=`, an earlier attempt's push) is its release's
+                // own refusal, while the others' branches were created.
+                let answers: Vec<BatchAnswer> = requests
+                    .iter()
+                    .map(|r| self.judge_push(r, &out).map_err(Some))
+                    .collect();
+                let created = requests
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, a)| a.is_ok())
+                    .map(|(r, _)| r.len())
+                    .sum();
+                self.tidy_now_and_then(created);
+                answers
             });
         match pushed {
             Some(Ok(())) => Ok(()),
@@ -954,6 +1000,15 @@ impl DeployRepo {
 
     /// Pushes the branches in one atomic `git push` (see [`DeployRepo::push`]).
     fn push_now(&self, branches: &[(String, Oid)]) -> Result<(), GitError> {
+        let out = self.run_push(branches)?;
+        self.judge_push(branches, &out)?;
+        self.tidy_now_and_then(branches.len());
+        Ok(())
+    }
+
+    /// Runs one atomic `git push` creating `branches`, each with the lease that it must not
+    /// exist yet.
+    fn run_push(&self, branches: &[(String, Oid)]) -> Result<PushOutput, GitError> {
         let mut cmd = self.remote.git(&self.path);
         cmd.args(["push", "--porcelain", "--atomic"]);
         for (name, _) in branches {
@@ -964,24 +1019,34 @@ impl DeployRepo {
             cmd.arg(format!("{oid}:refs/heads/{name}"));
         }
         let out = output(&mut cmd, &self.remote)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(PushOutput {
+            lines: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            success: out.status.success(),
+            stderr: clean_stderr(&out.stderr),
+        })
+    }
+
+    /// What a push's output says of `branches` (some or all of the branches it pushed), as
+    /// if they had been pushed alone; records where the created ones now are.
+    fn judge_push(&self, branches: &[(String, Oid)], out: &PushOutput) -> Result<(), GitError> {
         // Porcelain lines: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection. `=` (up to
         // date) is one too: each branch must not exist yet, and git checks that lease only
         // for refs it would change, so a branch already at this very commit would pass.
-        let rejected: Vec<String> = stdout
-            .lines()
+        let rejected: Vec<String> = out
+            .lines
+            .iter()
             .filter(|l| l.starts_with('!') || l.starts_with('='))
-            .map(|l| {
+            .filter_map(|l| {
                 let parts: Vec<&str> = l.split('\t').collect();
-                let to = parts
-                    .get(1)
-                    .and_then(|r| r.split(':').nth(1))
-                    .unwrap_or("?");
-                format!(
-                    "{} ({})",
-                    to.trim_start_matches("refs/heads/"),
-                    parts.get(2).unwrap_or(&"rejected")
-                )
+                let to = parts.get(1).and_then(|r| r.split(':').nth(1))?;
+                let branch = to.trim_start_matches("refs/heads/");
+                branches
+                    .iter()
+                    .any(|(name, _)| name == branch)
+                    .then(|| format!("{branch} ({})", parts.get(2).unwrap_or(&"rejected")))
             })
             .collect();
         if !rejected.is_empty() {
@@ -990,16 +1055,15 @@ impl DeployRepo {
                 detail: rejected.join(", "),
             });
         }
-        if !out.status.success() {
+        if !out.success {
             return Err(GitError::Push {
                 remote: self.remote.display(),
-                stderr: clean_stderr(&out.stderr),
+                stderr: out.stderr.clone(),
             });
         }
         for (name, oid) in branches {
             self.pushed(name, *oid);
         }
-        self.tidy_now_and_then(branches.len());
         Ok(())
     }
 
@@ -1444,7 +1508,8 @@ mod time_limit_tests {
 
     /// Releases that push while a push is on its way go out together in the next one, as
     /// many branches at once as the remote takes; when that push is refused for one of them,
-    /// the others still push, and only that one is refused, naming its own branch.
+    /// the others still push, and only that one is refused, naming its own branch; a branch
+    /// already there at the release's commit is that release's answer alone.
     #[test]
     fn releases_waiting_to_push_go_out_together() {
         let dir = tempfile::tempdir().unwrap();
@@ -1519,12 +1584,29 @@ mod time_limit_tests {
         }
         // The refused push together, then two alone that were taken (the third refused).
         assert_eq!(pushes(), 5);
+
+        // A release pushing again a branch an earlier attempt pushed (`=`: already at its
+        // commit), beside a new one: the new branch is created in that one push, and only
+        // the other release is told its branch is there.
+        let again = four[0].clone();
+        let new = ("release/7".to_string(), release_commit(&repo, base, 7));
+        let results = push_while_busy(vec![again.clone(), new.clone()]);
+        assert!(results["release/7"].is_ok(), "{results:?}");
+        match &results["release/0"] {
+            Err(GitError::PushRejected { detail, .. }) => {
+                assert!(detail.starts_with("release/0 ("), "{detail}");
+                assert!(!detail.contains("release/7"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pushes(), 6, "one push");
         let on_remote: HashMap<String, Oid> = repo
             .remote_branches("release/")
             .unwrap()
             .into_iter()
             .collect();
-        assert_eq!(on_remote.len(), 7, "{on_remote:?}");
+        assert_eq!(on_remote.len(), 8, "{on_remote:?}");
+        assert_eq!(on_remote[&new.0], new.1);
         assert_eq!(on_remote["release/taken"], theirs);
         for (name, oid) in &four {
             assert_eq!(on_remote[name], *oid);
