@@ -1506,6 +1506,17 @@ mod time_limit_tests {
         .unwrap()
     }
 
+    /// `result` is a refusal of `branch` alone.
+    fn refused_alone(result: &Result<(), GitError>, branch: &str) {
+        match result {
+            Err(GitError::PushRejected { detail, .. }) => {
+                assert!(detail.starts_with(&format!("{branch} (")), "{detail}");
+                assert!(!detail.contains(", "), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Releases that push while a push is on its way go out together in the next one, as
     /// many branches at once as the remote takes; when that push is refused for one of them,
     /// the others still push, and only that one is refused, naming its own branch; a branch
@@ -1575,13 +1586,7 @@ mod time_limit_tests {
         let results = push_while_busy(three);
         assert!(results["release/4"].is_ok(), "{results:?}");
         assert!(results["release/5"].is_ok(), "{results:?}");
-        match &results["release/taken"] {
-            Err(GitError::PushRejected { detail, .. }) => {
-                assert!(detail.starts_with("release/taken ("), "{detail}");
-                assert!(!detail.contains("release/4"), "{detail}");
-            }
-            other => panic!("{other:?}"),
-        }
+        refused_alone(&results["release/taken"], "release/taken");
         // The refused push together, then two alone that were taken (the third refused).
         assert_eq!(pushes(), 5);
 
@@ -1592,13 +1597,7 @@ mod time_limit_tests {
         let new = ("release/7".to_string(), release_commit(&repo, base, 7));
         let results = push_while_busy(vec![again.clone(), new.clone()]);
         assert!(results["release/7"].is_ok(), "{results:?}");
-        match &results["release/0"] {
-            Err(GitError::PushRejected { detail, .. }) => {
-                assert!(detail.starts_with("release/0 ("), "{detail}");
-                assert!(!detail.contains("release/7"), "{detail}");
-            }
-            other => panic!("{other:?}"),
-        }
+        refused_alone(&results["release/0"], "release/0");
         assert_eq!(pushes(), 6, "one push");
         let on_remote: HashMap<String, Oid> = repo
             .remote_branches("release/")
