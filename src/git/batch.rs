@@ -78,6 +78,11 @@ impl<R, A> Batcher<R, A> {
             if let Some(answer) = state.answers.remove(&id) {
                 return answer;
             }
+            // Neither waiting nor in the running batch, nor answered: lost (a batch that
+            // failed before it began); the caller does its own.
+            if !state.running && !state.queued.iter().any(|(q, ..)| *q == id) {
+                return None;
+            }
             // A caller whose job has no time left does not start a batch for the others.
             if !state.running && time_left().is_none_or(|left| !left.is_zero()) {
                 let (mut ids, mut batch, mut left) = (Vec::new(), Vec::new(), Vec::new());
@@ -108,10 +113,12 @@ impl<R, A> Batcher<R, A> {
                         let mut state =
                             self.batcher.state.lock().unwrap_or_else(|e| e.into_inner());
                         state.running = false;
+                        // None: `run` did not return (it panicked).
                         let mut answers = self.answers.take().map(Vec::into_iter);
+                        let finished = answers.is_some();
                         for id in self.ids.drain(..) {
                             let answer = answers.as_mut().and_then(Iterator::next);
-                            let unwound = id == self.own && std::thread::panicking();
+                            let unwound = id == self.own && !finished;
                             if !state.abandoned.remove(&id) && !unwound {
                                 state.answers.insert(id, answer);
                             }

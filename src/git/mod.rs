@@ -767,6 +767,11 @@ impl DeployRepo {
             |commits| match self.fetch_by_ids(&commits, "--depth=1") {
                 Ok(()) => commits.iter().map(|_| Ok(())).collect(),
                 Err(e) if commits.len() == 1 => vec![Err(Some(e))],
+                // A remote that does not answer does not answer any of them.
+                Err(e @ GitError::TimedOut { .. }) => commits
+                    .iter()
+                    .map(|_| Err(Some(failure_for_each(&e, &self.remote))))
+                    .collect(),
                 // One commit the remote does not serve fails them all: each is asked alone.
                 Err(_) => commits.iter().map(|_| Err(None)).collect(),
             },
@@ -1042,7 +1047,7 @@ impl DeployRepo {
             .filter_map(|l| {
                 let parts: Vec<&str> = l.split('\t').collect();
                 let to = parts.get(1).and_then(|r| r.split(':').nth(1))?;
-                let branch = to.trim_start_matches("refs/heads/");
+                let branch = to.strip_prefix("refs/heads/")?;
                 branches
                     .iter()
                     .any(|(name, _)| name == branch)
@@ -1401,6 +1406,35 @@ mod time_limit_tests {
             let err = reader.await.unwrap().unwrap_err();
             assert!(err.to_string().contains("and was stopped"), "{err}");
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Commits asked for while a fetch runs are fetched together; when the remote does not
+    /// answer that fetch, each is told so, rather than each asking it again alone (one after
+    /// another, a time limit each).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_fetched_together_from_a_silent_remote_fail_together() {
+        let (url, accepted) = silent_remote();
+        let cache = tempfile::tempdir().unwrap();
+        let limit = std::time::Duration::from_millis(600);
+        let fetch = |delay: u64, commit: &'static str| {
+            let (url, root) = (url.clone(), cache.path().to_path_buf());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let remote = Remote::new(url, None).with_time_limit(limit);
+                DeployRepo::open(remote, &root)
+                    .unwrap()
+                    .fetch_any_commit(commit)
+            })
+        };
+        let first = fetch(0, "1111111111111111111111111111111111111111");
+        let second = fetch(200, "2222222222222222222222222222222222222222");
+        let third = fetch(250, "3333333333333333333333333333333333333333");
+        for fetcher in [first, second, third] {
+            let err = fetcher.await.unwrap().unwrap_err();
+            assert!(matches!(err, GitError::TimedOut { .. }), "{err}");
+        }
+        // The first alone, then the other two together.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
