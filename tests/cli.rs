@@ -814,15 +814,23 @@ fn plan_shows_decisions_and_diffs_and_writes_nothing() {
     assert_eq!(v["spec"]["version"], "mvp-v1");
 }
 
+/// Configures a second image in podinfo's chart (`redis.tag`), released as its own service
+/// `podinfo-redis` with `own` (more of its keys, indented as such); `more` edits the rest.
+fn with_redis_sidecar(w: &World, own: &str, more: impl Fn(String) -> String) {
+    let text = fs::read_to_string(&w.config).unwrap().replacen(
+        "  - name: guestbook\n",
+        &format!(
+            "  - name: podinfo-redis\n    image: docker.io/redis\n    tagPath: redis.tag\n{own}    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n  - name: guestbook\n"
+        ),
+        1,
+    );
+    fs::write(&w.config, more(text)).unwrap();
+}
+
 #[test]
 fn edits_of_one_values_file_compose_and_plan_diffs_apply_to_the_base() {
     let w = World::new();
-    // A second image in podinfo's chart (`redis.tag`), released as its own service.
-    let text = fs::read_to_string(&w.config).unwrap().replace(
-        "  - name: guestbook\n",
-        "  - name: podinfo-redis\n    image: docker.io/redis\n    tagPath: redis.tag\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n  - name: guestbook\n",
-    );
-    fs::write(&w.config, text).unwrap();
+    with_redis_sidecar(&w, "", |c| c);
     w.edit("promotion-trigger.yaml", |t| {
         t.replace(
             "tag-docker: podinfo, guestbook",
@@ -1031,12 +1039,16 @@ fn a_deploy_strategy_writes_the_operators_values_and_an_unknown_one_is_refused()
 #[test]
 fn a_strategy_never_writes_another_services_tag() {
     let w = World::new();
-    let text = fs::read_to_string(&w.config).unwrap().replacen(
-        "  - name: guestbook\n",
-        "  - name: podinfo-redis\n    image: docker.io/redis\n    tagPath: redis.tag\n    deployStrategies:\n      canary:\n        image.tag: latest\n    values:\n      staging: apps/podinfo/values-staging.yaml\n      production: apps/podinfo/values-production.yaml\n  - name: guestbook\n",
-        1,
-    ).replace("defaults:\n", "deployStrategies:\n  canary:\n    replicaCount: 2\ndefaults:\n");
-    fs::write(&w.config, text).unwrap();
+    with_redis_sidecar(
+        &w,
+        "    deployStrategies:\n      canary:\n        image.tag: latest\n",
+        |c| {
+            c.replace(
+                "defaults:\n",
+                "deployStrategies:\n  canary:\n    replicaCount: 2\ndefaults:\n",
+            )
+        },
+    );
     w.edit("promotion-trigger.yaml", |t| {
         t.replace(
             "tag-docker: podinfo, guestbook",

@@ -143,11 +143,7 @@ async fn a_missing_image_is_refused_before_any_pull_request_and_tag_docker_copie
     redeliver_the_push(&w).await;
     assert!(w.pull(1).is_some(), "the staging pull request opens");
     assert_eq!(
-        w.fake.lock().repos[APP]
-            .commit_comments
-            .iter()
-            .filter(|c| c.sha == commit)
-            .count(),
+        w.trigger_comments(&commit).len(),
         1,
         "the refusal was not said twice"
     );
@@ -449,12 +445,7 @@ async fn credentials_the_registry_refuses_are_said_at_the_commit_and_a_redeliver
     // said, once, below the first refusal.
     redeliver_the_push(&w).await;
     redeliver_the_push(&w).await;
-    let said: Vec<String> = w.fake.lock().repos[APP]
-        .commit_comments
-        .iter()
-        .filter(|c| c.sha == commit)
-        .map(|c| c.body.clone())
-        .collect();
+    let said = w.trigger_comments(&commit);
     assert_eq!(said.len(), 2, "{said:#?}");
     assert!(
         said[1].contains(&format!(
@@ -494,12 +485,7 @@ async fn a_pin_the_values_file_has_no_place_for_refuses_the_trigger_and_copies_n
     ci_builds(&registry, &commit).await;
     redeliver_the_push(&w).await;
     assert!(w.pull(1).is_none());
-    let said: Vec<String> = w.fake.lock().repos[APP]
-        .commit_comments
-        .iter()
-        .filter(|c| c.sha == commit)
-        .map(|c| c.body.clone())
-        .collect();
+    let said = w.trigger_comments(&commit);
     assert!(
         said.last()
             .is_some_and(|b| b.contains("apps/podinfo/values-staging.yaml:")

@@ -342,6 +342,17 @@ impl World {
             .collect()
     }
 
+    /// The comments on the application repository's commit `commit` (the bot's word on a
+    /// trigger), oldest first.
+    pub fn trigger_comments(&self, commit: &str) -> Vec<String> {
+        self.fake.lock().repos[APP]
+            .commit_comments
+            .iter()
+            .filter(|c| c.sha == commit)
+            .map(|c| c.body.clone())
+            .collect()
+    }
+
     pub fn status_comment(&self, number: u64) -> String {
         let comments = self.bot_comments(number);
         let status: Vec<&String> = comments
